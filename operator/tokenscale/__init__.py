@@ -1,0 +1,1 @@
+"""tokenscale: an SLO-aware autoscaler for LLM inference on Kubernetes."""

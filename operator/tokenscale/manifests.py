@@ -1,0 +1,102 @@
+"""Read InferencePool manifests from YAML files and explain what is wrong with bad ones.
+
+Called by the CLI (`validate`, `plan`, `simulate`). A file may hold several YAML documents (the
+examples carry the Deployments a pool scales); only `tokenscale.dev` InferencePools are parsed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from tokenscale import api
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used; the message names the file, the field and what to fix."""
+
+
+@dataclass(frozen=True)
+class LoadedPool:
+    """A parsed pool and where it came from."""
+
+    source: str
+    pool: api.InferencePool
+
+    @property
+    def name(self) -> str:
+        return str(self.pool.metadata.get("name", "<unnamed>"))
+
+
+def format_validation_error(err: ValidationError, prefix: str = "") -> list[str]:
+    """One line per problem: `spec.pools.decode.maxReplicas: field required`."""
+    lines = []
+    for item in err.errors(include_url=False):
+        loc = ".".join(str(part) for part in item["loc"])
+        path = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
+        msg = str(item["msg"]).removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling; fields are camelCase)"
+        elif item["type"] == "string_pattern_mismatch" and loc.endswith("url"):
+            msg = "must be an http:// or https:// URL"
+        elif item["type"] == "missing":
+            msg = "required field is missing"
+        lines.append(f"{path}: {msg}" if path else msg)
+    return lines
+
+
+def parse_pool(doc: dict[str, Any], source: str) -> api.InferencePool:
+    """Validate one InferencePool document, raising ManifestError with every problem listed."""
+    try:
+        return api.InferencePool.model_validate(doc)
+    except ValidationError as err:
+        name = (doc.get("metadata") or {}).get("name", "<unnamed>")
+        problems = "; ".join(format_validation_error(err))
+        raise ManifestError(f"{source}: InferencePool {name}: {problems}") from None
+
+
+def _documents(path: Path) -> Iterable[tuple[int, Any]]:
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ManifestError(f"{path}: cannot read: {err.strerror}") from None
+    try:
+        docs = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ManifestError(f"{path}:{where}: not valid YAML: {problem}") from None
+    return ((i, d) for i, d in enumerate(docs) if d is not None)
+
+
+def load_pools(path: Path) -> list[LoadedPool]:
+    """Every InferencePool in a YAML file; ManifestError when one is invalid or there is none."""
+    pools = []
+    for index, doc in _documents(path):
+        if not isinstance(doc, dict):
+            raise ManifestError(f"{path}: document {index + 1} is not a mapping")
+        if doc.get("kind") != api.KIND or not str(doc.get("apiVersion", "")).startswith(api.GROUP + "/"):
+            continue
+        if doc.get("apiVersion") != f"{api.GROUP}/{api.VERSION}":
+            raise ManifestError(
+                f"{path}: apiVersion {doc.get('apiVersion')!r} is not served; use {api.GROUP}/{api.VERSION}"
+            )
+        pools.append(LoadedPool(source=str(path), pool=parse_pool(doc, str(path))))
+    if not pools:
+        raise ManifestError(f"{path}: no {api.GROUP}/{api.VERSION} InferencePool found in the file")
+    return pools
+
+
+def load_one_pool(path: Path) -> LoadedPool:
+    """The single InferencePool of a file (the `plan` and `simulate` commands act on one)."""
+    pools = load_pools(path)
+    if len(pools) > 1:
+        names = ", ".join(p.name for p in pools)
+        raise ManifestError(f"{path}: holds {len(pools)} InferencePools ({names}); give a file with one")
+    return pools[0]
