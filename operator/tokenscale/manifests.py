@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from tokenscale import api
+from tokenscale.planner.observation import DataNote, Observation, ReplicaCounts
 
 
 class ManifestError(ValueError):
@@ -100,3 +101,72 @@ def load_one_pool(path: Path) -> LoadedPool:
         names = ", ".join(p.name for p in pools)
         raise ManifestError(f"{path}: holds {len(pools)} InferencePools ({names}); give a file with one")
     return pools[0]
+
+
+class RecordedReplicas(api.ApiModel):
+    """Replicas of one pool in a recorded observation."""
+
+    current: int = Field(ge=0, description="Replicas requested (ready and pending).")
+    ready: int | None = Field(None, ge=0, description="Ready replicas; defaults to current.")
+
+
+class RecordedObservation(api.ApiModel):
+    """An observation written down by hand or copied from a pool's status, for `tokenscale plan`.
+
+    Field names carry units. Omitted signals are missing (not zero), and the planner says so.
+    """
+
+    time_seconds: float = Field(0.0, description="Time of the observation, seconds (any epoch).")
+    request_rate_per_second: float | None = Field(None, ge=0, description="Arrivals per second.")
+    isl_mean_tokens: float | None = Field(None, ge=0, description="Mean input length.")
+    osl_mean_tokens: float | None = Field(None, ge=0, description="Mean output length.")
+    isl_cv2: float | None = Field(None, ge=0, description="Squared coefficient of variation of ISL.")
+    osl_cv2: float | None = Field(None, ge=0, description="Squared coefficient of variation of OSL.")
+    arrival_cv2: float | None = Field(None, ge=0, description="Burstiness of inter-arrival times (1 = Poisson).")
+    ttft_seconds: float | None = Field(None, ge=0, description="Observed TTFT at the objective's quantile.")
+    tpot_seconds: float | None = Field(None, ge=0, description="Observed TPOT at the objective's quantile.")
+    waiting_requests: float | None = Field(None, ge=0, description="Requests waiting.")
+    kv_usage_fraction: float | None = Field(None, ge=0, le=1, description="KV-cache use.")
+    replicas: dict[api.Role, RecordedReplicas] = Field(default_factory=dict, description="Replicas per role.")
+    running_requests: dict[api.Role, float] = Field(default_factory=dict, description="Running requests per role.")
+
+    def to_observation(self) -> Observation:
+        notes = tuple(
+            DataNote(signal, "missing", f"{field} not in the observation file")
+            for signal, field, value in (
+                ("request_rate", "requestRatePerSecond", self.request_rate_per_second),
+                ("isl_mean", "islMeanTokens", self.isl_mean_tokens),
+                ("osl_mean", "oslMeanTokens", self.osl_mean_tokens),
+            )
+            if value is None
+        )
+        return Observation(
+            time_s=self.time_seconds,
+            request_rate_per_s=self.request_rate_per_second,
+            isl_mean_tokens=self.isl_mean_tokens,
+            osl_mean_tokens=self.osl_mean_tokens,
+            replicas={
+                role: ReplicaCounts(r.current, r.current if r.ready is None else r.ready)
+                for role, r in self.replicas.items()
+            },
+            isl_cv2=self.isl_cv2,
+            osl_cv2=self.osl_cv2,
+            arrival_cv2=self.arrival_cv2,
+            ttft_quantile_s=self.ttft_seconds,
+            tpot_quantile_s=self.tpot_seconds,
+            waiting_requests=self.waiting_requests,
+            running_requests=dict(self.running_requests),
+            kv_usage_fraction=self.kv_usage_fraction,
+            notes=notes,
+        )
+
+
+def load_observation(path: Path) -> Observation:
+    """A recorded observation from a YAML file; ManifestError naming the field when it is wrong."""
+    docs = [d for _, d in _documents(path)]
+    if len(docs) != 1 or not isinstance(docs[0], dict):
+        raise ManifestError(f"{path}: expected one YAML mapping with the observation")
+    try:
+        return RecordedObservation.model_validate(docs[0]).to_observation()
+    except ValidationError as err:
+        raise ManifestError(f"{path}: " + "; ".join(format_validation_error(err))) from None

@@ -1,0 +1,98 @@
+"""What the planner sees of the world in one interval: load, lengths, latencies and replicas.
+
+Built by `metrics` (from Prometheus), by `sim` (from the simulated fleet) and by the `plan` CLI
+(from a recorded YAML). A signal that could not be read is `None` and has a note saying why;
+it is never 0, because a scrape gap that reads as "no load" would shrink a fleet to its minimum.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from tokenscale.api import Role
+
+
+@dataclass(frozen=True)
+class ReplicaCounts:
+    """Replicas of one pool as the /scale subresource reports them."""
+
+    current: int  # spec.replicas: ready + pending, all of it committed capacity
+    ready: int
+
+
+@dataclass(frozen=True)
+class DataNote:
+    """A data-quality remark on one signal: missing, stale, NaN, coarse buckets, counter reset."""
+
+    signal: str
+    kind: str  # "missing" | "stale" | "nan" | "too-few-samples" | "counter-reset" | "coarse-buckets"
+    message: str
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One snapshot of the serving fleet over the metrics window. Units are in the names.
+
+    `request_rate_per_s` is the offered load (arrivals), never completions alone.
+    `*_cv2` are squared coefficients of variation (variance / mean²); `arrival_cv2` is the
+    burstiness of inter-arrival times (1 for Poisson).
+    """
+
+    time_s: float
+    request_rate_per_s: float | None
+    isl_mean_tokens: float | None
+    osl_mean_tokens: float | None
+    replicas: Mapping[Role, ReplicaCounts]
+    isl_cv2: float | None = None
+    osl_cv2: float | None = None
+    arrival_cv2: float | None = None
+    ttft_quantile_s: float | None = None
+    tpot_quantile_s: float | None = None
+    tpot_mean_s: float | None = None
+    prefill_time_mean_s: float | None = None
+    waiting_requests: float | None = None
+    running_requests: Mapping[Role, float] = field(default_factory=dict)
+    kv_usage_fraction: float | None = None
+    notes: tuple[DataNote, ...] = ()
+
+    def load_signals_missing(self) -> list[str]:
+        """Names of the signals without which no count can be planned."""
+        required = {
+            "request_rate": self.request_rate_per_s,
+            "isl_mean": self.isl_mean_tokens,
+            "osl_mean": self.osl_mean_tokens,
+        }
+        return [name for name, value in required.items() if not _usable(value)]
+
+
+def _usable(value: float | None) -> bool:
+    return value is not None and math.isfinite(value) and value >= 0.0
+
+
+def moments_from_buckets(
+    bounds: Sequence[float], cumulative_counts: Sequence[float] | npt.NDArray[np.float64], total: float, count: float
+) -> tuple[float | None, float | None]:
+    """Mean (exact, sum/count) and squared coefficient of variation (estimated) of a histogram window.
+
+    The variance is estimated by placing each bucket's observations at the geometric middle of its
+    bounds (the buckets of token-count histograms are log-spaced: 1-2-5 series) and the +Inf bucket
+    at 1.5× the last bound; the mean used is the exact one. Returns (None, None) when the window
+    has no observations: 0/0 is missing data, not zero.
+    """
+    if count <= 0 or not math.isfinite(total):
+        return None, None
+    mean = total / count
+    cum = np.asarray(cumulative_counts, dtype=np.float64)
+    per_bucket = np.diff(np.concatenate(([0.0], cum)))
+    edges = np.asarray(bounds, dtype=np.float64)
+    lower = np.concatenate(([edges[0] / 2.0], edges[:-1]))
+    mids = np.sqrt(np.maximum(lower, 1e-12) * edges)
+    mids = np.concatenate((mids, [edges[-1] * 1.5]))
+    second = float(np.dot(per_bucket, mids**2)) / count
+    var = max(second - mean**2, 0.0)
+    return mean, (var / mean**2 if mean > 0 else None)

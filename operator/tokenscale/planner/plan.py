@@ -1,0 +1,583 @@
+"""plan(spec, observation, state, now) -> Decision: the one decision function everybody calls.
+
+The controller, the `tokenscale plan` CLI and the simulator call it with plain values; it never
+patches anything (the Kubernetes HPA computes its proposals apart from the reconcile the same
+way). Steps, in order:
+
+1. hold on missing load signals (never read a gap as zero load);
+2. forecast rate and lengths to the cold-start horizon (`forecast`);
+3. size each pool: smallest count meeting the objectives (`sizing`);
+4. policy: survivors check, stabilization, min/max, step limits, GPU budget (`policy`);
+5. explain: per-pool reason line, conditions, and the next state (kept in status by the operator).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import numpy.typing as npt
+
+from tokenscale.api import ROLES_BY_MODE, InferencePoolSpec, Role, WorkloadPool
+from tokenscale.planner import calibration, policy, reasons, sizing
+from tokenscale.planner import forecast as fc
+from tokenscale.planner.calibration import Calibration
+from tokenscale.planner.observation import Observation
+from tokenscale.planner.perf import ReplicaPerformance
+
+# Recommendations older than this are dropped from state; it bounds the status size.
+_MAX_HISTORY_S = 3600.0
+_DEFAULT_CV2 = 1.0  # exponential-like lengths/arrivals when the metric is missing
+
+
+@dataclass(frozen=True)
+class RecommendationRecord:
+    """Counts recommended at one time, per role (for the stabilization windows)."""
+
+    time_s: float
+    replicas: Mapping[Role, int]
+
+
+@dataclass(frozen=True)
+class PlannerState:
+    """Everything a decision depends on besides spec and observation; kept in status across restarts."""
+
+    recommendations: tuple[RecommendationRecord, ...] = ()
+    rate: fc.SeriesState | None = None
+    isl: fc.SeriesState | None = None
+    osl: fc.SeriesState | None = None
+    last_scale_time_s: Mapping[Role, float] = field(default_factory=dict)
+    decode_calibration: Mapping[Role, Calibration] = field(default_factory=dict)
+    prefill_calibration: Mapping[Role, Calibration] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ConditionUpdate:
+    """A condition to set: type, "True"/"False"/"Unknown", CamelCase reason, one actionable sentence."""
+
+    type: str
+    status: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class PoolDecision:
+    """The decision for one pool. Latencies in seconds at the desired count (None when not modelled)."""
+
+    role: Role
+    current_replicas: int
+    desired_replicas: int
+    gpus: int
+    predicted_ttft_s: float | None
+    predicted_tpot_s: float | None
+    kv_usage_fraction: float | None
+    binding: str
+    reason: str
+    message: str
+
+    @property
+    def changed(self) -> bool:
+        return self.desired_replicas != self.current_replicas
+
+
+@dataclass(frozen=True)
+class PlannedLoad:
+    """The load the counts were sized for, and the forecast behind it."""
+
+    load: sizing.Load
+    horizon_s: float
+    rate_forecast_per_s: float
+    rate_headroom: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do and why. `state` is the next planner state (write it to status)."""
+
+    time_s: float
+    pools: Mapping[Role, PoolDecision]
+    reason: str
+    conditions: tuple[ConditionUpdate, ...]
+    state: PlannerState
+    planned: PlannedLoad | None
+    held: bool
+
+    @property
+    def total_gpus(self) -> int:
+        return sum(p.gpus for p in self.pools.values())
+
+
+def plan(
+    spec: InferencePoolSpec,
+    observation: Observation,
+    state: PlannerState,
+    now_s: float,
+    performance: Mapping[Role, ReplicaPerformance],
+    cold_start_s: float | None = None,
+) -> Decision:
+    """Decide replica counts for every pool of `spec`.
+
+    `performance` is the model of one replica per role (see `planner.profiles`); `cold_start_s`
+    the measured cold start, which overrides `spec.forecast.coldStart` as the forecast horizon.
+    """
+    roles = ROLES_BY_MODE[spec.mode]
+    current = {r: _current(observation, r, spec.active_pools()[r]) for r in roles}
+    missing = observation.load_signals_missing()
+    if missing:
+        return _hold(spec, observation, state, now_s, current, missing)
+
+    horizon_s = spec.forecast.cold_start.seconds if cold_start_s is None else cold_start_s
+    planned, next_state = _forecast(spec, observation, state, now_s, horizon_s)
+    load = planned.load
+    next_state, performance = _calibrate(spec, observation, next_state, performance)
+
+    sized = size_pools(spec, load, performance)
+    partial = [n for n in observation.notes if n.kind in ("missing", "stale", "nan", "counter-reset")]
+    history = _history_or_seed(state, current, now_s)
+
+    proposals: dict[Role, int] = {}
+    steps: dict[Role, list[tuple[str, str]]] = {}
+    for role in roles:
+        pool = spec.active_pools()[role]
+        s = sized[role]
+        idx = s.smallest_feasible()
+        raw = int(s.counts[idx]) if idx is not None else pool.max_replicas
+        trail: list[tuple[str, str]] = []
+        if idx is None:
+            trail.append(
+                (
+                    reasons.UNREACHABLE_OBJECTIVE,
+                    f"objectives not met even at maxReplicas {pool.max_replicas} ({_binding_at(s, -1)} binds)",
+                )
+            )
+        value = raw
+        cur = current[role]
+        slack = _slack_by_count(spec, s)
+        value, why, msg = policy.survivors_check(value, cur, slack, spec.behavior.tolerance)
+        _note(trail, why, msg)
+        records = [policy.Recommendation(r.time_s, r.replicas[role]) for r in history if role in r.replicas]
+        value, why, msg = policy.stabilize(
+            value, cur, records, now_s, spec.behavior.scale_up_window_s, spec.behavior.scale_down_window_s
+        )
+        _note(trail, why, msg)
+        if partial and value < cur:
+            names = ", ".join(sorted({n.signal for n in partial}))
+            value = cur
+            _note(trail, reasons.METRICS_PARTIAL, f"not scaling down while {names} is unavailable")
+        value, why, msg = policy.clamp(value, pool.min_replicas, pool.max_replicas)
+        _note(trail, why, msg)
+        rules = spec.behavior.scale_up if value > cur else spec.behavior.scale_down
+        value, why, msg = policy.limit_step(
+            value, cur, pool.gpus_per_replica, rules.max_replicas_per_step, rules.max_gpus_per_step
+        )
+        _note(trail, why, msg)
+        proposals[role] = value
+        steps[role] = trail
+
+    pools_by_role = spec.active_pools()
+    wanted_gpus = sum(proposals[r] * pools_by_role[r].gpus_per_replica for r in roles)
+    if spec.gpu_budget is not None and wanted_gpus > spec.gpu_budget:
+        pools = [pools_by_role[r] for r in roles]
+        capacity = [_capacity_by_count(spec, r, load, performance[r], sized[r]) for r in roles]
+        fitted, why, msg = policy.split_budget(
+            [proposals[r] for r in roles],
+            [p.min_replicas for p in pools],
+            [p.gpus_per_replica for p in pools],
+            capacity,
+            spec.gpu_budget,
+        )
+        for role, value in zip(roles, fitted, strict=True):
+            if value != proposals[role]:
+                _note(steps[role], why, msg)
+            proposals[role] = value
+
+    decisions = {r: _pool_decision(spec, r, current[r], proposals[r], sized[r], steps[r], load) for r in roles}
+    # Recommendations recorded are the raw model answers after the survivors check, as HPA records
+    # its unstabilized recommendations.
+    record = RecommendationRecord(now_s, {r: proposals[r] for r in roles})
+    kept = tuple(r for r in history if now_s - r.time_s < _MAX_HISTORY_S) + (record,)
+    last_scale = dict(state.last_scale_time_s)
+    for r, d in decisions.items():
+        if d.changed:
+            last_scale[r] = now_s
+    next_state = replace(next_state, recommendations=kept, last_scale_time_s=last_scale)
+    return Decision(
+        time_s=now_s,
+        pools=decisions,
+        reason=_summary_line(decisions, observation, load),
+        conditions=_conditions(spec, observation, decisions, partial_signals=[n.signal for n in partial]),
+        state=next_state,
+        planned=planned,
+        held=False,
+    )
+
+
+# --- steps -----------------------------------------------------------------------------------
+
+
+def _current(observation: Observation, role: Role, pool: WorkloadPool) -> int:
+    counts = observation.replicas.get(role)
+    return pool.min_replicas if counts is None else counts.current
+
+
+def _hold(
+    spec: InferencePoolSpec,
+    observation: Observation,
+    state: PlannerState,
+    now_s: float,
+    current: Mapping[Role, int],
+    missing: list[str],
+) -> Decision:
+    names = ", ".join(missing)
+    details = "; ".join(n.message for n in observation.notes if n.signal in missing) or "no samples"
+    message = f"holding replicas: cannot read {names} ({details})"
+    pools = {
+        r: PoolDecision(
+            role=r,
+            current_replicas=c,
+            desired_replicas=c,
+            gpus=c * spec.active_pools()[r].gpus_per_replica,
+            predicted_ttft_s=None,
+            predicted_tpot_s=None,
+            kv_usage_fraction=observation.kv_usage_fraction,
+            binding="metrics",
+            reason=reasons.METRICS_MISSING,
+            message=message,
+        )
+        for r, c in current.items()
+    }
+    conditions = (
+        ConditionUpdate(reasons.METRICS_AVAILABLE, "False", reasons.METRICS_MISSING, message),
+        _scaling_active(spec),
+        ConditionUpdate(
+            reasons.SCALING_LIMITED, "True", reasons.METRICS_MISSING, "replicas are held until metrics return"
+        ),
+    )
+    return Decision(now_s, pools, message, conditions, state, None, held=True)
+
+
+def _forecast(
+    spec: InferencePoolSpec, observation: Observation, state: PlannerState, now_s: float, horizon_s: float
+) -> tuple[PlannedLoad, PlannerState]:
+    method = spec.forecast.method
+    q = spec.forecast.quantile
+    rate_obs = float(observation.request_rate_per_s or 0.0)
+    isl_obs = float(observation.isl_mean_tokens or 0.0)
+    osl_obs = float(observation.osl_mean_tokens or 0.0)
+    rate_state = fc.update(state.rate, rate_obs, now_s, method)
+    isl_state = fc.update(state.isl, isl_obs, now_s, method)
+    osl_state = fc.update(state.osl, osl_obs, now_s, method)
+    rate = fc.forecast(rate_state, horizon_s, q, rate_obs)
+    isl = fc.forecast(isl_state, horizon_s, 0.5, isl_obs)
+    osl = fc.forecast(osl_state, horizon_s, 0.5, osl_obs)
+    load = sizing.Load(
+        rate_per_s=rate.upper,
+        isl_mean_tokens=max(isl.upper, 1.0),
+        osl_mean_tokens=max(osl.upper, 1.0),
+        isl_cv2=_or(observation.isl_cv2, _DEFAULT_CV2),
+        osl_cv2=_or(observation.osl_cv2, _DEFAULT_CV2),
+        arrival_cv2=_or(observation.arrival_cv2, _DEFAULT_CV2),
+    )
+    planned = PlannedLoad(load, horizon_s, rate.point, rate.error_quantile)
+    return planned, replace(state, rate=rate_state, isl=isl_state, osl=osl_state)
+
+
+def _calibrate(
+    spec: InferencePoolSpec,
+    observation: Observation,
+    state: PlannerState,
+    prior: Mapping[Role, ReplicaPerformance],
+) -> tuple[PlannerState, dict[Role, ReplicaPerformance]]:
+    """Correct the prior models with this interval's mean latencies (`calibration`), per pool.
+
+    Disaggregated pools only: in an aggregated engine the inter-token latency mixes decode steps
+    with prompt chunks, and the mean prefill time includes the interleaving, so neither isolates
+    the coefficients the filter estimates; aggregated pools plan on their prior or profile.
+    """
+    performance = dict(prior)
+    if spec.mode != "Disaggregated":
+        return state, performance
+    pools = spec.active_pools()
+    decode_cal = dict(state.decode_calibration)
+    prefill_cal = dict(state.prefill_calibration)
+    isl, osl = observation.isl_mean_tokens, observation.osl_mean_tokens
+    if _online(pools["decode"]):
+        cal = decode_cal.get("decode", Calibration())
+        ready = observation.replicas.get("decode")
+        running = observation.running_requests.get("decode")
+        if (
+            ready is not None
+            and ready.ready > 0
+            and running is not None
+            and observation.tpot_mean_s is not None
+            and isl is not None
+            and osl is not None
+        ):
+            cal, _ = calibration.update_decode(
+                cal, prior["decode"].decode, running / ready.ready, isl + osl / 2.0, observation.tpot_mean_s
+            )
+        decode_cal["decode"] = cal
+        performance["decode"] = replace(prior["decode"], decode=cal.decode(prior["decode"].decode))
+    if _online(pools["prefill"]):
+        cal = prefill_cal.get("prefill", Calibration())
+        if observation.prefill_time_mean_s is not None and isl is not None:
+            cal, _ = calibration.update_prefill(cal, prior["prefill"].prefill, isl, observation.prefill_time_mean_s)
+        prefill_cal["prefill"] = cal
+        performance["prefill"] = replace(prior["prefill"], prefill=cal.prefill(prior["prefill"].prefill))
+    return replace(state, decode_calibration=decode_cal, prefill_calibration=prefill_cal), performance
+
+
+def _online(pool: WorkloadPool) -> bool:
+    return pool.performance is None or pool.performance.online_calibration
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None or not math.isfinite(value) else value
+
+
+def _counts(pool: WorkloadPool) -> npt.NDArray[np.int64]:
+    return np.arange(1, pool.max_replicas + 1, dtype=np.int64)
+
+
+def size_pools(
+    spec: InferencePoolSpec, load: sizing.Load, performance: Mapping[Role, ReplicaPerformance]
+) -> dict[Role, sizing.PoolSizing]:
+    """Predictions for every candidate count of every pool at `load` (before any policy step)."""
+    obj = spec.objectives
+    pools = spec.active_pools()
+    if spec.mode == "Aggregated":
+        pool = pools["aggregated"]
+        return {
+            "aggregated": sizing.aggregated_sizing(
+                _counts(pool),
+                load,
+                performance["aggregated"],
+                obj.ttft.quantile,
+                obj.ttft.target.seconds,
+                obj.tpot.quantile,
+                obj.tpot.target.seconds,
+                pool.max_num_batched_tokens,
+            )
+        }
+    decode = sizing.decode_sizing(
+        _counts(pools["decode"]), load, performance["decode"], obj.tpot.quantile, obj.tpot.target.seconds
+    )
+    idx = decode.smallest_feasible()
+    batch = float(decode.batch_quantile[idx if idx is not None else -1])
+    first_step = sizing.first_decode_step_s(load, performance["decode"], batch if math.isfinite(batch) else 1.0)
+    prefill = sizing.prefill_sizing(
+        _counts(pools["prefill"]),
+        load,
+        performance["prefill"],
+        obj.ttft.quantile,
+        obj.ttft.target.seconds,
+        extra_delay_s=first_step,
+    )
+    return {"prefill": prefill, "decode": decode}
+
+
+def _slack_by_count(spec: InferencePoolSpec, s: sizing.PoolSizing) -> list[float]:
+    """Index k: the worst predicted/target ratio at k replicas (index 0 = no replicas = inf)."""
+    ratios = np.zeros(s.counts.shape)
+    if not np.isnan(s.ttft_s).all():
+        ratios = np.fmax(ratios, s.ttft_s / spec.objectives.ttft.target.seconds)
+    if not np.isnan(s.tpot_s).all():
+        ratios = np.fmax(ratios, s.tpot_s / spec.objectives.tpot.target.seconds)
+    ratios = np.where(s.feasible | (s.binding == "ttft") | (s.binding == "tpot"), ratios, np.inf)
+    values = [float(v) for v in ratios]
+    return [math.inf, *values]
+
+
+def _binding_at(s: sizing.PoolSizing, index: int) -> str:
+    return str(s.binding[index])
+
+
+def _capacity_by_count(
+    spec: InferencePoolSpec, role: Role, load: sizing.Load, perf: ReplicaPerformance, s: sizing.PoolSizing
+) -> npt.NDArray[np.float64]:
+    """Largest arrival rate each count serves within the objectives (index k = k replicas)."""
+    obj = spec.objectives
+    counts = s.counts
+    if role == "decode":
+        rates = sizing.decode_capacity_per_s(counts, load, perf, obj.tpot.quantile, obj.tpot.target.seconds)
+    elif role == "prefill":
+        rates = sizing.prefill_capacity_per_s(counts, load, perf, obj.ttft.quantile, obj.ttft.target.seconds)
+    else:
+        # Aggregated: a count serves a rate when every objective holds; bisection per count.
+        pool = spec.active_pools()["aggregated"]
+        rates = np.zeros(counts.shape)
+        for i, k in enumerate(counts):
+            lo, hi = 0.0, max(load.rate_per_s, 1e-3) * 4.0 * k
+            for _ in range(30):
+                mid = (lo + hi) / 2.0
+                trial = load.scaled(mid / max(load.rate_per_s, 1e-12))
+                ok = sizing.aggregated_sizing(
+                    counts[i : i + 1],
+                    trial,
+                    perf,
+                    obj.ttft.quantile,
+                    obj.ttft.target.seconds,
+                    obj.tpot.quantile,
+                    obj.tpot.target.seconds,
+                    pool.max_num_batched_tokens,
+                ).feasible[0]
+                lo, hi = (mid, hi) if ok else (lo, mid)
+            rates[i] = lo
+    return np.concatenate(([0.0], rates))
+
+
+def _note(trail: list[tuple[str, str]], reason: str, message: str) -> None:
+    if message:
+        trail.append((reason, message))
+
+
+def _history_or_seed(
+    state: PlannerState, current: Mapping[Role, int], now_s: float
+) -> tuple[RecommendationRecord, ...]:
+    """After a restart with no history, seed it with the current counts (HPA; STYLE.md 22)."""
+    if state.recommendations:
+        return state.recommendations
+    return (RecommendationRecord(now_s, dict(current)),)
+
+
+def _pool_decision(
+    spec: InferencePoolSpec,
+    role: Role,
+    current: int,
+    desired: int,
+    s: sizing.PoolSizing,
+    trail: list[tuple[str, str]],
+    load: sizing.Load,
+) -> PoolDecision:
+    pool = spec.active_pools()[role]
+    i = min(max(desired, 1), s.counts.size) - 1
+    j = min(max(current, 1), s.counts.size) - 1
+    ttft = _finite(s.ttft_s[i])
+    tpot = _finite(s.tpot_s[i])
+    kv = _finite(s.kv_usage_fraction[i])
+    if trail:
+        reason, message = trail[-1]
+    elif desired > current:
+        reason, message = reasons.SCALED_UP, ""
+    elif desired < current:
+        reason, message = reasons.SCALED_DOWN, ""
+    else:
+        reason, message = reasons.STEADY, ""
+    binding = str(s.binding[j]) if desired > current else str(s.binding[max(i - 1, 0)]) if i > 0 else "min"
+    why = _explain(spec, role, current, desired, s, i, j, load)
+    line = f"{role} {current}→{desired}: {why}" if desired != current else f"{role} {current}: {why}"
+    if message:
+        line = f"{line}; {message}"
+    return PoolDecision(
+        role=role,
+        current_replicas=current,
+        desired_replicas=desired,
+        gpus=desired * pool.gpus_per_replica,
+        predicted_ttft_s=ttft,
+        predicted_tpot_s=tpot,
+        kv_usage_fraction=kv,
+        binding=binding,
+        reason=reason,
+        message=line,
+    )
+
+
+def _explain(
+    spec: InferencePoolSpec,
+    role: Role,
+    current: int,
+    desired: int,
+    s: sizing.PoolSizing,
+    i: int,
+    j: int,
+    load: sizing.Load,
+) -> str:
+    """A human line: what the model predicts at the current count against the target, and the load."""
+    obj = spec.objectives
+    parts = []
+    idx = j if desired > current else i
+    if np.isfinite(s.ttft_s[idx]) or role in ("prefill", "aggregated"):
+        parts.append(_quantile_text("TTFT", obj.ttft.quantile, float(s.ttft_s[idx]), obj.ttft.target.seconds))
+    if role in ("decode", "aggregated"):
+        parts.append(_quantile_text("TPOT", obj.tpot.quantile, float(s.tpot_s[idx]), obj.tpot.target.seconds))
+    text = " and ".join(parts) + f" at {load.rate_per_s:.3g} req/s"
+    kv = s.kv_usage_fraction[idx]
+    if np.isfinite(kv):
+        text += f"; KV {kv:.0%}"
+    return text
+
+
+def _quantile_text(name: str, q: float, predicted_s: float, target_s: float) -> str:
+    label = f"p{q * 100:g}"
+    if not math.isfinite(predicted_s):
+        return f"{label} {name} unbounded (unstable) > {target_s * 1000:.0f} ms"
+    op = ">" if predicted_s > target_s else "≤"
+    return f"{label} {name} {predicted_s * 1000:.0f} ms {op} {target_s * 1000:.0f} ms"
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def _summary_line(decisions: Mapping[Role, PoolDecision], observation: Observation, load: sizing.Load) -> str:
+    changed = [d.message for d in decisions.values() if d.changed]
+    return "; ".join(changed) if changed else "steady: " + "; ".join(d.message for d in decisions.values())
+
+
+def _scaling_active(spec: InferencePoolSpec) -> ConditionUpdate:
+    if spec.paused:
+        return ConditionUpdate(reasons.SCALING_ACTIVE, "False", reasons.PAUSED, "spec.paused is true")
+    if spec.dry_run:
+        return ConditionUpdate(
+            reasons.SCALING_ACTIVE, "False", reasons.DRY_RUN, "spec.dryRun is true: decisions are advisory"
+        )
+    return ConditionUpdate(reasons.SCALING_ACTIVE, "True", reasons.STEADY, "the planner is scaling the pools")
+
+
+def _conditions(
+    spec: InferencePoolSpec,
+    observation: Observation,
+    decisions: Mapping[Role, PoolDecision],
+    partial_signals: list[str],
+) -> tuple[ConditionUpdate, ...]:
+    if partial_signals:
+        metrics = ConditionUpdate(
+            reasons.METRICS_AVAILABLE,
+            "True",
+            reasons.METRICS_PARTIAL,
+            f"planning on partial data ({', '.join(sorted(set(partial_signals)))} unavailable); no scale-down",
+        )
+    else:
+        metrics = ConditionUpdate(reasons.METRICS_AVAILABLE, "True", reasons.METRICS_OK, "all signals read")
+    limited_by = [
+        d
+        for d in decisions.values()
+        if d.reason in (reasons.MAX_REPLICAS, reasons.GPU_BUDGET, reasons.STEP_LIMITED, reasons.UNREACHABLE_OBJECTIVE)
+    ]
+    if limited_by:
+        limited = ConditionUpdate(reasons.SCALING_LIMITED, "True", limited_by[0].reason, limited_by[0].message)
+    else:
+        limited = ConditionUpdate(reasons.SCALING_LIMITED, "False", reasons.STEADY, "no limit binds")
+    return (metrics, _scaling_active(spec), limited, _objectives_met(spec, observation))
+
+
+def _objectives_met(spec: InferencePoolSpec, observation: Observation) -> ConditionUpdate:
+    obj = spec.objectives
+    ttft, tpot = observation.ttft_quantile_s, observation.tpot_quantile_s
+    if ttft is None or tpot is None or not (math.isfinite(ttft) and math.isfinite(tpot)):
+        return ConditionUpdate(
+            reasons.OBJECTIVES_MET, "Unknown", reasons.NO_LATENCY_DATA, "no TTFT/TPOT samples in the window"
+        )
+    missed = []
+    if ttft > obj.ttft.target.seconds:
+        missed.append(_quantile_text("TTFT", obj.ttft.quantile, ttft, obj.ttft.target.seconds))
+    if tpot > obj.tpot.target.seconds:
+        missed.append(_quantile_text("TPOT", obj.tpot.quantile, tpot, obj.tpot.target.seconds))
+    if missed:
+        return ConditionUpdate(
+            reasons.OBJECTIVES_MET, "False", reasons.OBJECTIVES_MISSED, "observed " + "; ".join(missed)
+        )
+    return ConditionUpdate(reasons.OBJECTIVES_MET, "True", reasons.OBJECTIVES_OK, "observed quantiles within targets")

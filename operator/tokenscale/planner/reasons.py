@@ -1,0 +1,42 @@
+"""Condition types and the CamelCase reasons the planner and the operator set.
+
+One module so that tests, Events and status agree on the spelling. Called by `planner.policy`,
+`planner.plan`, the controller and the simulator's report.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Condition types (DESIGN.md, "The resource").
+READY: Final = "Ready"
+METRICS_AVAILABLE: Final = "MetricsAvailable"
+SCALING_ACTIVE: Final = "ScalingActive"
+SCALING_LIMITED: Final = "ScalingLimited"
+OBJECTIVES_MET: Final = "ObjectivesMet"
+
+# Reasons: why a count was chosen or held.
+SCALED_UP: Final = "ScaledUp"
+SCALED_DOWN: Final = "ScaledDown"
+STEADY: Final = "Steady"
+TTFT_BOUND: Final = "TTFTBound"
+TPOT_BOUND: Final = "TPOTBound"
+KV_BOUND: Final = "KVCacheBound"
+BATCH_BOUND: Final = "MaxBatchBound"
+STABILITY_BOUND: Final = "StabilityBound"
+MIN_REPLICAS: Final = "MinReplicas"
+MAX_REPLICAS: Final = "MaxReplicas"
+UNREACHABLE_OBJECTIVE: Final = "ObjectiveUnreachable"
+STEP_LIMITED: Final = "StepLimited"
+STABILIZING: Final = "ScaleDownStabilizing"
+SURVIVORS_TOO_SLOW: Final = "ScaleDownWouldMissObjectives"
+GPU_BUDGET: Final = "GPUBudget"
+NODE_GROUP_FULL: Final = "NodeGroupFull"
+METRICS_MISSING: Final = "MetricsMissing"
+METRICS_PARTIAL: Final = "MetricsPartial"
+METRICS_OK: Final = "MetricsOK"
+DRY_RUN: Final = "DryRun"
+PAUSED: Final = "Paused"
+OBJECTIVES_OK: Final = "ObjectivesMet"
+OBJECTIVES_MISSED: Final = "ObjectivesMissed"
+NO_LATENCY_DATA: Final = "NoLatencyData"

@@ -1,0 +1,340 @@
+"""Smallest replica counts that meet the TTFT and TPOT objectives, vectorized over candidate counts.
+
+Called by `planner.plan` (and by the simulator's oracle policy). Every function evaluates a whole
+array of candidate counts at once and returns arrays, so choosing a count is one `argmax`.
+
+Prefill (Disaggregated): an M/G/c queue of c replicas, one prompt at a time per replica. The
+first-token time is wait + prefill + KV transfer + one decode step; its quantile is taken from
+the whole distribution (`queueing.sojourn_quantile_s`), not from means.
+
+Decode: continuous batching as load-dependent processor sharing (DESIGN.md). With per-replica
+arrival rate λ/m, mean output length OSL and step time τ(n, L) = α + β·n + γ·n·L, Little's law
+n̄ = (λ/m)·OSL·τ(n̄, L) has the closed-form solution
+
+    n̄ = (λ/m)·OSL·α / (1 − (λ/m)·OSL·(β + γ·L)),          stable iff (λ/m)·OSL·(β + γ·L) < 1.
+
+The batch is M/G/∞-like, hence Poisson(n̄). vLLM's inter-token-latency histogram records one
+sample per token per step, so a token sees the size-biased batch, which for a Poisson batch is
+1 + Poisson(n̄); the ITL quantile q is τ(1 + P_q(n̄), L) with P_q the Poisson quantile.
+KV memory: the q-quantile batch holding ISL + OSL tokens each must fit in the KV cache.
+
+Aggregated: each step carries the decode batch plus a chunk of prompt tokens (chunked prefill,
+`max_num_batched_tokens`). A fraction u_p = (λ/m)·(s(ISL) − a) of GPU time goes to prompts, so
+decode steps come (1 − u_p) as often: n̄ = (λ/m)·OSL·τ(n̄)/(1 − u_p). Prompts are served at the
+chunked rate (budget − n) tokens per step of τ(n) + b·(budget − n); TTFT waits in an M/G/c queue
+of those stretched prefill times. When more than (1 − q) of steps carry a chunk, the ITL quantile
+includes the chunk's time.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from tokenscale.planner import queueing
+from tokenscale.planner.perf import ReplicaPerformance
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+
+# Gauss–Hermite nodes for the ISL distribution: the TTFT quantile moves < 1% beyond this (tested).
+_LENGTH_POINTS = 24
+
+
+@dataclass(frozen=True)
+class Load:
+    """Offered load to plan for. Lengths in tokens; cv2 = variance / mean²."""
+
+    rate_per_s: float
+    isl_mean_tokens: float
+    osl_mean_tokens: float
+    isl_cv2: float = 1.0
+    osl_cv2: float = 1.0
+    arrival_cv2: float = 1.0
+
+    def scaled(self, factor: float) -> Load:
+        return Load(
+            self.rate_per_s * factor,
+            self.isl_mean_tokens,
+            self.osl_mean_tokens,
+            self.isl_cv2,
+            self.osl_cv2,
+            self.arrival_cv2,
+        )
+
+
+@dataclass(frozen=True)
+class PoolSizing:
+    """Predicted latency quantiles and the binding constraint for each candidate count.
+
+    `feasible[i]` says whether counts[i] meets every objective and limit. `ttft_s` / `tpot_s` are
+    the predicted quantiles (inf where unstable); `binding[i]` names what fails at counts[i]
+    ("ok" where nothing does).
+    """
+
+    counts: IntArray
+    ttft_s: FloatArray
+    tpot_s: FloatArray
+    feasible: npt.NDArray[np.bool_]
+    binding: npt.NDArray[np.str_]
+    kv_usage_fraction: FloatArray
+    batch_quantile: FloatArray
+
+    def smallest_feasible(self) -> int | None:
+        """Index of the fewest replicas that meet everything, or None when none does."""
+        hits = np.flatnonzero(self.feasible)
+        return int(hits[0]) if hits.size else None
+
+
+def lognormal_points(mean: float, cv2: float, points: int = _LENGTH_POINTS) -> tuple[FloatArray, FloatArray]:
+    """Gauss–Hermite quadrature of a lognormal with the given mean and cv²: (values, weights).
+
+    Lengths of LLM requests are heavy-tailed and well described by a lognormal (e.g. the Azure
+    2023 traces, Patel et al., ISCA 2024, Fig. 3). With X = exp(μ + σZ), σ² = ln(1 + cv²),
+    μ = ln(mean) − σ²/2, the nodes x_i and weights w_i of `hermgauss` give
+    E[f(X)] ≈ Σ w_i/√π · f(exp(μ + √2·σ·x_i)); the tail nodes carry the heavy tail that an
+    equal-probability split would lose. Values are rescaled so the quadrature mean is exact.
+    """
+    if cv2 <= 1e-9:
+        return np.array([mean]), np.array([1.0])
+    sigma = float(np.sqrt(np.log1p(cv2)))
+    mu = float(np.log(mean)) - sigma**2 / 2.0
+    nodes, weights = _hermite(points)
+    values = np.exp(mu + np.sqrt(2.0) * sigma * nodes)
+    values *= mean / float(np.dot(values, weights))
+    return values, weights
+
+
+@functools.cache
+def _hermite(points: int) -> tuple[FloatArray, FloatArray]:
+    nodes, weights = np.polynomial.hermite.hermgauss(points)
+    weights = weights / weights.sum()
+    nodes.setflags(write=False)
+    weights.setflags(write=False)
+    return nodes, weights
+
+
+def poisson_quantile(q: float, means: FloatArray) -> FloatArray:
+    """Smallest k with P(Poisson(mean) ≤ k) ≥ q, for an array of means (exact; log-space pmf)."""
+    means = np.asarray(means, dtype=np.float64)
+    finite = np.isfinite(means) & (means >= 0)
+    safe = np.where(finite, means, 0.0)
+    kmax = int(np.ceil(safe.max(initial=0.0) + 12.0 * np.sqrt(safe.max(initial=0.0)) + 30.0))
+    k = np.arange(kmax + 1, dtype=np.float64)
+    log_fact = np.concatenate(([0.0], np.cumsum(np.log(np.arange(1, kmax + 1)))))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_mean = np.log(safe)[:, None]
+        log_pmf = np.where(safe[:, None] > 0, k[None, :] * log_mean - safe[:, None] - log_fact[None, :], -np.inf)
+    log_pmf[safe == 0, 0] = 0.0
+    cdf = np.cumsum(np.exp(log_pmf), axis=1)
+    quantile = np.argmax(cdf >= q - 1e-12, axis=1).astype(np.float64)
+    return np.where(finite, quantile, np.inf)
+
+
+def decode_sizing(
+    counts: IntArray,
+    load: Load,
+    perf: ReplicaPerformance,
+    tpot_quantile: float,
+    tpot_target_s: float,
+    prefill_fraction: FloatArray | None = None,
+    chunk_tokens: int | None = None,
+) -> PoolSizing:
+    """Predicted ITL quantile, KV use and feasibility of each candidate decode replica count.
+
+    `prefill_fraction` (aggregated mode) is u_p per candidate; `chunk_tokens` the per-step token
+    budget, whose prefill part lengthens the steps that carry a chunk.
+    """
+    m = counts.astype(np.float64)
+    lam = load.rate_per_s / m
+    osl = load.osl_mean_tokens
+    mean_ctx = load.isl_mean_tokens + osl / 2.0
+    dm = perf.decode
+    u_p = np.zeros_like(m) if prefill_fraction is None else prefill_fraction
+    free = 1.0 - u_p
+    denom = free - lam * osl * (dm.beta_s + dm.gamma_s_per_token * mean_ctx)
+    stable = (denom > 0) & (free > 0)
+    n_mean = np.where(stable, lam * osl * dm.alpha_s / np.where(stable, denom, 1.0), np.inf)
+    n_q = 1.0 + poisson_quantile(tpot_quantile, n_mean)
+    step_q = np.asarray(dm.step_time_s(n_q, mean_ctx), dtype=np.float64)
+    if chunk_tokens is not None and prefill_fraction is not None:
+        # Share of token-steps that carry a prompt chunk: prompt tokens per second over the chunk
+        # room per step, times the mean step time.
+        room = np.maximum(chunk_tokens - n_mean, 1.0)
+        step_mean = np.asarray(dm.step_time_s(n_mean, mean_ctx), dtype=np.float64) / np.maximum(free, 1e-9)
+        chunk_share = np.minimum(1.0, lam * load.isl_mean_tokens / room * step_mean)
+        chunk_time = perf.prefill.b_s_per_token * np.maximum(chunk_tokens - n_q, 0.0)
+        step_q = np.where(chunk_share > 1.0 - tpot_quantile, step_q + chunk_time, step_q)
+    tpot = np.where(stable, step_q, np.inf)
+    kv_tokens = n_q * (load.isl_mean_tokens + osl)
+    kv_frac = np.where(stable, kv_tokens / perf.kv_capacity_tokens, np.inf)
+    meets_tpot = tpot <= tpot_target_s
+    fits_kv = kv_frac <= 1.0
+    fits_batch = n_q <= perf.max_batch
+    feasible = stable & meets_tpot & fits_kv & fits_batch
+    binding = np.where(
+        ~stable,
+        "stability",
+        np.where(~fits_batch, "batch", np.where(~fits_kv, "kv", np.where(~meets_tpot, "tpot", "ok"))),
+    )
+    return PoolSizing(
+        counts=counts,
+        ttft_s=np.full(m.shape, np.nan),
+        tpot_s=tpot,
+        feasible=feasible,
+        binding=binding,
+        kv_usage_fraction=kv_frac,
+        batch_quantile=n_q,
+    )
+
+
+def first_decode_step_s(load: Load, perf: ReplicaPerformance, batch: float) -> float:
+    """Time of the decode step that emits the first token, at a given decode batch."""
+    return float(perf.decode.step_time_s(batch + 1.0, load.isl_mean_tokens))
+
+
+def prefill_sizing(
+    counts: IntArray,
+    load: Load,
+    perf: ReplicaPerformance,
+    ttft_quantile: float,
+    ttft_target_s: float,
+    extra_delay_s: float = 0.0,
+) -> PoolSizing:
+    """Predicted TTFT quantile of each candidate prefill replica count (Disaggregated mode).
+
+    TTFT = W + s(ISL) + kv_transfer·ISL + `extra_delay_s` (the first decode step). W is the
+    M/G/c wait with Allen–Cunneen burstiness scaling; ISL follows a lognormal with the observed
+    mean and cv², pushed through s(ISL) to give the service-time distribution.
+    """
+    isl, weights = lognormal_points(load.isl_mean_tokens, load.isl_cv2)
+    service = np.asarray(perf.prefill.service_time_s(isl), dtype=np.float64)
+    delay = service + perf.kv_transfer_s_per_token * isl + extra_delay_s
+    ttft = _sojourn_quantile(counts, load, service, delay, weights, ttft_quantile)
+    feasible = ttft <= ttft_target_s
+    binding = np.where(~np.isfinite(ttft), "stability", np.where(feasible, "ok", "ttft"))
+    return PoolSizing(
+        counts=counts,
+        ttft_s=ttft,
+        tpot_s=np.full(counts.shape, np.nan),
+        feasible=feasible,
+        binding=binding,
+        kv_usage_fraction=np.full(counts.shape, np.nan),
+        batch_quantile=np.full(counts.shape, np.nan),
+    )
+
+
+def prefill_capacity_per_s(
+    counts: IntArray,
+    load: Load,
+    perf: ReplicaPerformance,
+    ttft_quantile: float,
+    ttft_target_s: float,
+    extra_delay_s: float = 0.0,
+) -> FloatArray:
+    """Largest arrival rate each prefill count serves within the TTFT objective (bisection, vectorized)."""
+    isl, weights = lognormal_points(load.isl_mean_tokens, load.isl_cv2)
+    service = np.asarray(perf.prefill.service_time_s(isl), dtype=np.float64)
+    delay = service + perf.kv_transfer_s_per_token * isl + extra_delay_s
+    mean_s = float(np.dot(weights, service))
+    cs2 = float(np.dot(weights, (service - mean_s) ** 2)) / mean_s**2
+    lo = np.zeros(counts.shape)
+    hi = counts / mean_s  # the stability limit
+    for _ in range(40):
+        mid = (lo + hi) / 2.0
+        ttft = queueing.sojourn_quantile_s(ttft_quantile, counts, mid, mean_s, load.arrival_cv2, cs2, delay, weights)
+        ok = ttft <= ttft_target_s
+        lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
+    return lo
+
+
+def decode_capacity_per_s(
+    counts: IntArray, load: Load, perf: ReplicaPerformance, tpot_quantile: float, tpot_target_s: float
+) -> FloatArray:
+    """Largest arrival rate each decode count serves within the TPOT, KV and batch limits.
+
+    Decode replicas share nothing, so m replicas carry m times what one does (bisection on one).
+    """
+    one = np.array([1])
+    lo, hi = 0.0, 1.0
+    while decode_sizing(
+        one, load.scaled(hi / max(load.rate_per_s, 1e-12)), perf, tpot_quantile, tpot_target_s
+    ).feasible[0]:
+        hi *= 2.0
+        if hi > 1e7:
+            break
+    for _ in range(40):
+        mid = (lo + hi) / 2.0
+        trial = load.scaled(mid / max(load.rate_per_s, 1e-12))
+        if decode_sizing(one, trial, perf, tpot_quantile, tpot_target_s).feasible[0]:
+            lo = mid
+        else:
+            hi = mid
+    return counts.astype(np.float64) * lo
+
+
+def _sojourn_quantile(
+    counts: IntArray,
+    load: Load,
+    service_s: FloatArray,
+    delay_s: FloatArray,
+    weights: FloatArray,
+    quantile: float,
+) -> FloatArray:
+    """q-quantile of W + D over candidate server counts: W from M/G/c with mean service E[S]."""
+    mean_s = float(np.dot(weights, service_s))
+    cs2 = float(np.dot(weights, (service_s - mean_s) ** 2)) / mean_s**2
+    return queueing.sojourn_quantile_s(
+        quantile,
+        servers=counts,
+        arrival_rate_per_s=load.rate_per_s,
+        mean_service_s=mean_s,
+        ca2=load.arrival_cv2,
+        cs2=cs2,
+        delay_values_s=delay_s,
+        delay_weights=weights,
+    )
+
+
+def aggregated_sizing(
+    counts: IntArray,
+    load: Load,
+    perf: ReplicaPerformance,
+    ttft_quantile: float,
+    ttft_target_s: float,
+    tpot_quantile: float,
+    tpot_target_s: float,
+    chunk_tokens: int,
+) -> PoolSizing:
+    """Predicted TTFT and ITL quantiles of each candidate count of aggregated replicas."""
+    m = counts.astype(np.float64)
+    lam = load.rate_per_s / m
+    isl, weights = lognormal_points(load.isl_mean_tokens, load.isl_cv2)
+    prompt_compute = np.asarray(perf.prefill.service_time_s(isl), dtype=np.float64) - perf.prefill.a_s
+    u_p = lam * float(np.dot(weights, prompt_compute))
+    decode = decode_sizing(counts, load, perf, tpot_quantile, tpot_target_s, u_p, chunk_tokens)
+    # Chunked prefill: a prompt advances (budget − n̄) tokens per step of τ(n̄) + b·(budget − n̄).
+    n_mean = np.where(np.isfinite(decode.batch_quantile), decode.batch_quantile - 1.0, np.nan)
+    room = np.maximum(chunk_tokens - n_mean, 1.0)
+    step = np.asarray(perf.decode.step_time_s(n_mean, load.isl_mean_tokens), dtype=np.float64)
+    seconds_per_prompt_token = (step + perf.prefill.b_s_per_token * room) / room
+    ttft = np.full(m.shape, np.inf)
+    for i in np.flatnonzero(np.isfinite(seconds_per_prompt_token)):
+        service = isl * seconds_per_prompt_token[i] + perf.prefill.c_s_per_token2 * isl * isl
+        one = counts[i : i + 1]
+        ttft[i] = _sojourn_quantile(one, load, service, service, weights, ttft_quantile)[0]
+    meets_ttft = ttft <= ttft_target_s
+    feasible = decode.feasible & meets_ttft
+    binding = np.where(decode.binding != "ok", decode.binding, np.where(meets_ttft, "ok", "ttft"))
+    return PoolSizing(
+        counts=counts,
+        ttft_s=ttft,
+        tpot_s=decode.tpot_s,
+        feasible=feasible,
+        binding=binding,
+        kv_usage_fraction=decode.kv_usage_fraction,
+        batch_quantile=decode.batch_quantile,
+    )

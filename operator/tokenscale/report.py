@@ -1,0 +1,92 @@
+"""Render a planning Decision for people (a rich table) and for programs (a stable JSON shape).
+
+Called by the CLI (`tokenscale plan`). The JSON shape is documented in README.md and kept stable:
+
+    {"prefill": {"replicas", "current_replicas", "gpus", "predicted": {"ttft_s"}, "binding", "reason",
+                 "message"},
+     "decode":  {... "predicted": {"tpot_s"} ...}  (or "aggregated": {... both ...}),
+     "gpus": int, "reason": str, "held": bool,
+     "planned_load": {"rate_per_s", "isl_mean_tokens", "osl_mean_tokens", "horizon_s"} | null,
+     "conditions": [{"type", "status", "reason", "message"}]}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from tokenscale.api import InferencePoolSpec
+from tokenscale.planner.plan import Decision
+
+
+def decision_json(decision: Decision) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for role, d in decision.pools.items():
+        predicted: dict[str, float | None] = {}
+        if role in ("prefill", "aggregated"):
+            predicted["ttft_s"] = d.predicted_ttft_s
+        if role in ("decode", "aggregated"):
+            predicted["tpot_s"] = d.predicted_tpot_s
+            predicted["kv_usage_fraction"] = d.kv_usage_fraction
+        out[role] = {
+            "replicas": d.desired_replicas,
+            "current_replicas": d.current_replicas,
+            "gpus": d.gpus,
+            "predicted": predicted,
+            "binding": d.binding,
+            "reason": d.reason,
+            "message": d.message,
+        }
+    out["gpus"] = decision.total_gpus
+    out["reason"] = decision.reason
+    out["held"] = decision.held
+    planned = decision.planned
+    out["planned_load"] = (
+        None
+        if planned is None
+        else {
+            "rate_per_s": planned.load.rate_per_s,
+            "isl_mean_tokens": planned.load.isl_mean_tokens,
+            "osl_mean_tokens": planned.load.osl_mean_tokens,
+            "horizon_s": planned.horizon_s,
+        }
+    )
+    out["conditions"] = [
+        {"type": c.type, "status": c.status, "reason": c.reason, "message": c.message} for c in decision.conditions
+    ]
+    return out
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.0f} ms"
+
+
+def decision_table(name: str, spec: InferencePoolSpec, decision: Decision) -> Table:
+    obj = spec.objectives
+    title = (
+        f"{name}: {spec.mode}, p{obj.ttft.quantile * 100:g} TTFT ≤ {_ms(obj.ttft.target.seconds)}, "
+        f"p{obj.tpot.quantile * 100:g} TPOT ≤ {_ms(obj.tpot.target.seconds)}"
+    )
+    table = Table(title=title, caption=decision.reason, caption_justify="left")
+    for column in ("pool", "replicas", "GPUs", "pred. TTFT", "pred. TPOT", "KV", "binds", "reason"):
+        table.add_column(column)
+    for role, d in decision.pools.items():
+        kv = "-" if d.kv_usage_fraction is None else f"{d.kv_usage_fraction:.0%}"
+        replicas = f"{d.current_replicas} → {d.desired_replicas}" if d.changed else str(d.current_replicas)
+        table.add_row(role, replicas, str(d.gpus), _ms(d.predicted_ttft_s), _ms(d.predicted_tpot_s), kv, d.binding,
+                      d.reason)  # fmt: skip
+    if decision.planned is not None:
+        load = decision.planned.load
+        table.add_section()
+        table.add_row(
+            "load",
+            f"{load.rate_per_s:.3g} req/s",
+            "",
+            f"ISL {load.isl_mean_tokens:.0f}",
+            f"OSL {load.osl_mean_tokens:.0f}",
+            "",
+            "",
+            f"horizon {decision.planned.horizon_s:g}s",
+        )
+    return table

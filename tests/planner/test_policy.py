@@ -1,0 +1,119 @@
+"""Each policy step on its own, as tables (STYLE.md 10)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tokenscale.planner import policy, reasons
+from tokenscale.planner.policy import Recommendation
+
+
+@pytest.mark.parametrize(
+    ("desired", "current", "slack", "tolerance", "expected"),
+    [
+        pytest.param(5, 4, [math.inf, 2, 1.5, 1.1, 0.95, 0.8], 0.1, (5, reasons.STEADY), id="scale-up-untouched"),
+        pytest.param(2, 4, [math.inf, 2, 0.7, 0.5, 0.4], 0.1, (2, reasons.SCALED_DOWN), id="down-with-slack"),
+        pytest.param(2, 4, [math.inf, 2, 0.95, 0.85, 0.6], 0.1, (3, reasons.SURVIVORS_TOO_SLOW), id="down-held-one"),
+        pytest.param(2, 4, [math.inf, 2, 0.95, 0.93, 0.6], 0.1, (4, reasons.SURVIVORS_TOO_SLOW), id="down-held-all"),
+        pytest.param(1, 3, [math.inf, math.inf, 0.5, 0.4], 0.0, (2, reasons.SURVIVORS_TOO_SLOW), id="unstable-never"),
+    ],
+)
+def test_survivors_check(
+    desired: int, current: int, slack: list[float], tolerance: float, expected: tuple[int, str]
+) -> None:
+    value, reason, _ = policy.survivors_check(desired, current, slack, tolerance)
+    assert (value, reason) == expected
+
+
+H = [Recommendation(0.0, 8), Recommendation(100.0, 6), Recommendation(200.0, 5)]
+
+
+@pytest.mark.parametrize(
+    ("desired", "current", "history", "now", "up_w", "down_w", "expected"),
+    [
+        pytest.param(4, 8, H, 250.0, 0.0, 300.0, (8, reasons.STABILIZING), id="down-waits-for-highest-in-window"),
+        pytest.param(4, 8, H, 350.0, 0.0, 300.0, (6, reasons.STABILIZING), id="oldest-left-window"),
+        pytest.param(4, 8, H, 600.0, 0.0, 300.0, (4, reasons.SCALED_DOWN), id="window-passed"),
+        pytest.param(4, 8, H, 250.0, 0.0, 0.0, (4, reasons.SCALED_DOWN), id="no-down-window"),
+        pytest.param(10, 8, H, 250.0, 0.0, 300.0, (10, reasons.SCALED_UP), id="up-at-once"),
+        pytest.param(
+            10, 5, [Recommendation(240.0, 7)], 250.0, 60.0, 300.0, (7, reasons.STABILIZING), id="up-window-lowest"
+        ),
+        pytest.param(8, 8, H, 250.0, 0.0, 300.0, (8, reasons.STEADY), id="steady"),
+        pytest.param(
+            3, 8, [Recommendation(240.0, 8)], 250.0, 0.0, 300.0, (8, reasons.STABILIZING), id="seeded-after-restart"
+        ),
+    ],
+)
+def test_stabilize(
+    desired: int,
+    current: int,
+    history: list[Recommendation],
+    now: float,
+    up_w: float,
+    down_w: float,
+    expected: tuple[int, str],
+) -> None:
+    value, reason, _ = policy.stabilize(desired, current, history, now, up_w, down_w)
+    assert (value, reason) == expected
+
+
+@pytest.mark.parametrize(
+    ("desired", "lo", "hi", "expected"),
+    [
+        pytest.param(0, 1, 5, (1, reasons.MIN_REPLICAS), id="below-min"),
+        pytest.param(9, 1, 5, (5, reasons.MAX_REPLICAS), id="above-max"),
+        pytest.param(3, 1, 5, (3, reasons.STEADY), id="inside"),
+        pytest.param(0, 0, 5, (0, reasons.STEADY), id="zero-allowed"),
+    ],
+)
+def test_clamp(desired: int, lo: int, hi: int, expected: tuple[int, str]) -> None:
+    value, reason, _ = policy.clamp(desired, lo, hi)
+    assert (value, reason) == expected
+
+
+@pytest.mark.parametrize(
+    ("desired", "current", "gpus", "max_r", "max_g", "expected"),
+    [
+        pytest.param(10, 2, 1, None, None, (10, reasons.STEADY), id="unlimited"),
+        pytest.param(10, 2, 1, 3, None, (5, reasons.STEP_LIMITED), id="replica-step-up"),
+        pytest.param(1, 9, 4, None, 8, (7, reasons.STEP_LIMITED), id="gpu-step-down-tp4"),
+        pytest.param(10, 2, 4, 5, 8, (4, reasons.STEP_LIMITED), id="tighter-of-both"),
+        pytest.param(10, 2, 8, None, 4, (3, reasons.STEP_LIMITED), id="gpu-step-below-one-replica-still-moves"),
+        pytest.param(4, 2, 1, 2, None, (4, reasons.STEADY), id="within-step"),
+    ],
+)
+def test_limit_step(
+    desired: int, current: int, gpus: int, max_r: int | None, max_g: int | None, expected: tuple[int, str]
+) -> None:
+    value, reason, _ = policy.limit_step(desired, current, gpus, max_r, max_g)
+    assert (value, reason) == expected
+
+
+def _linear(per_replica: float, n: int) -> np.ndarray:
+    return np.arange(n + 1) * per_replica
+
+
+@pytest.mark.parametrize(
+    ("desired", "minimum", "gpus", "capacity", "budget", "expected"),
+    [
+        pytest.param([2, 4], [1, 1], [2, 4], [_linear(10, 8), _linear(5, 8)], 40, [2, 4], id="fits"),
+        pytest.param([4, 8], [1, 1], [1, 1], [_linear(10, 8), _linear(5, 8)], 9, [3, 6], id="split-balances-rates"),
+        pytest.param([4, 8], [1, 1], [2, 4], [_linear(10, 8), _linear(5, 8)], 20, [2, 4], id="tp-aware-split"),
+        pytest.param([6], [1], [4], [_linear(10, 8)], 17, [4], id="single-pool"),
+    ],
+)
+def test_split_budget(
+    desired: list[int],
+    minimum: list[int],
+    gpus: list[int],
+    capacity: list[np.ndarray],
+    budget: int,
+    expected: list[int],
+) -> None:
+    values, _, _ = policy.split_budget(desired, minimum, gpus, capacity, budget)
+    assert values == expected
+    assert sum(v * g for v, g in zip(values, gpus, strict=True)) <= budget

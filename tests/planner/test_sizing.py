@@ -1,0 +1,98 @@
+"""Sizing: the decode fixed point, the Poisson batch quantile, the length quadrature, monotonicity."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tokenscale.planner import sizing
+from tokenscale.planner.perf import DecodeModel, PrefillModel, ReplicaPerformance
+
+PERF = ReplicaPerformance(
+    prefill=PrefillModel(a_s=0.01, b_s_per_token=6e-5, c_s_per_token2=0.0),
+    decode=DecodeModel(alpha_s=0.008, beta_s=5e-5, gamma_s_per_token=1e-8),
+    kv_capacity_tokens=400_000,
+    kv_bytes_per_token=131_072,
+    max_batch=256,
+    kv_transfer_s_per_token=1e-6,
+)
+
+
+@pytest.mark.parametrize(
+    ("q", "mean"),
+    [
+        pytest.param(0.9, 0.5, id="small-mean"),
+        pytest.param(0.5, 3.0, id="median"),
+        pytest.param(0.99, 40.0, id="mid-mean"),
+        pytest.param(0.9, 700.0, id="large-mean"),
+    ],
+)
+def test_poisson_quantile_is_the_smallest_k_reaching_q(q: float, mean: float) -> None:
+    k = int(sizing.poisson_quantile(q, np.array([mean]))[0])
+
+    # Independent check: the pmf summed term by term in Python floats.
+    def cdf(n: int) -> float:
+        return sum(math.exp(-mean + i * math.log(mean) - math.lgamma(i + 1)) for i in range(n + 1))
+
+    assert cdf(k) >= q - 1e-9
+    assert k == 0 or cdf(k - 1) < q
+
+
+def test_poisson_quantile_of_zero_and_infinite_means() -> None:
+    out = sizing.poisson_quantile(0.9, np.array([0.0, np.inf]))
+    assert out[0] == 0 and math.isinf(out[1])
+
+
+@pytest.mark.parametrize(("mean", "cv2"), [(1000.0, 0.0), (1000.0, 1.0), (300.0, 4.0)])
+def test_lognormal_points_keep_mean_and_spread(mean: float, cv2: float) -> None:
+    values, weights = sizing.lognormal_points(mean, cv2)
+    assert weights.sum() == pytest.approx(1.0)
+    got_mean = float(np.dot(values, weights))
+    assert got_mean == pytest.approx(mean)
+    got_cv2 = float(np.dot(weights, (values - got_mean) ** 2)) / got_mean**2
+    assert got_cv2 == pytest.approx(cv2, rel=0.1, abs=1e-9)
+
+
+def test_decode_batch_solves_littles_law() -> None:
+    load = sizing.Load(rate_per_s=20.0, isl_mean_tokens=1000.0, osl_mean_tokens=250.0)
+    counts = np.arange(1, 9)
+    s = sizing.decode_sizing(counts, load, PERF, 0.5, 1.0)
+    mean_ctx = 1000.0 + 125.0
+    for m, nq in zip(counts, s.batch_quantile, strict=True):
+        if not math.isfinite(nq):
+            continue
+        lam = 20.0 / m
+        # Solve n = λ·OSL·τ(n) by iteration, independently of the closed form.
+        n = 1.0
+        for _ in range(500):
+            n = lam * 250.0 * float(PERF.decode.step_time_s(n, mean_ctx))
+        median = float(sizing.poisson_quantile(0.5, np.array([n]))[0]) + 1.0
+        assert nq == median
+
+
+def test_decode_more_replicas_never_slower() -> None:
+    load = sizing.Load(rate_per_s=60.0, isl_mean_tokens=2000.0, osl_mean_tokens=400.0)
+    s = sizing.decode_sizing(np.arange(1, 33), load, PERF, 0.9, 0.05)
+    finite = s.tpot_s[np.isfinite(s.tpot_s)]
+    assert np.all(np.diff(finite) <= 1e-12)
+    i = s.smallest_feasible()
+    assert i is not None and s.feasible[i:].all()
+
+
+@pytest.mark.parametrize(
+    ("rate", "isl", "osl", "target", "binding"),
+    [
+        pytest.param(200.0, 1000.0, 500.0, 0.5, "stability", id="overload-is-unstable"),
+        pytest.param(0.5, 30000.0, 2000.0, 0.5, "kv", id="long-contexts-hit-kv"),
+        pytest.param(6.0, 100.0, 2000.0, 0.5, "batch", id="many-short-hit-max-batch"),
+        pytest.param(30.0, 1000.0, 250.0, 0.0085, "tpot", id="tight-tpot"),
+    ],
+)
+def test_decode_binding_constraint_at_one_replica(
+    rate: float, isl: float, osl: float, target: float, binding: str
+) -> None:
+    load = sizing.Load(rate_per_s=rate, isl_mean_tokens=isl, osl_mean_tokens=osl)
+    s = sizing.decode_sizing(np.array([1]), load, PERF, 0.9, target)
+    assert str(s.binding[0]) == binding and not s.feasible[0]
