@@ -139,6 +139,7 @@ def plan(
     history = _history_or_seed(state, current, now_s)
 
     proposals: dict[Role, int] = {}
+    recommended: dict[Role, int] = {}
     steps: dict[Role, list[tuple[str, str]]] = {}
     for role in roles:
         pool = spec.active_pools()[role]
@@ -158,6 +159,7 @@ def plan(
         slack = _slack_by_count(spec, s)
         value, why, msg = policy.survivors_check(value, cur, slack, spec.behavior.tolerance)
         _note(trail, why, msg)
+        recommended[role] = value
         records = [policy.Recommendation(r.time_s, r.replicas[role]) for r in history if role in r.replicas]
         value, why, msg = policy.stabilize(
             value, cur, records, now_s, spec.behavior.scale_up_window_s, spec.behavior.scale_down_window_s
@@ -195,9 +197,9 @@ def plan(
             proposals[role] = value
 
     decisions = {r: _pool_decision(spec, r, current[r], proposals[r], sized[r], steps[r], load) for r in roles}
-    # Recommendations recorded are the raw model answers after the survivors check, as HPA records
-    # its unstabilized recommendations.
-    record = RecommendationRecord(now_s, {r: proposals[r] for r in roles})
+    # Recorded are the model's answers after the survivors check, before stabilization, as HPA
+    # records its unstabilized recommendations: recording the held value would hold it forever.
+    record = RecommendationRecord(now_s, dict(recommended))
     kept = tuple(r for r in history if now_s - r.time_s < _MAX_HISTORY_S) + (record,)
     last_scale = dict(state.last_scale_time_s)
     for r, d in decisions.items():

@@ -1,0 +1,189 @@
+"""plan(): holds on missing data, scales up at once, down only after the window, explains itself.
+
+Properties (hypothesis): more load never yields fewer GPUs, a tighter objective never yields fewer
+GPUs, the GPU budget is never exceeded, equal inputs give equal decisions.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tokenscale import api
+from tokenscale.planner import plan as planner
+from tokenscale.planner import profiles, reasons
+from tokenscale.planner.observation import DataNote, Observation, ReplicaCounts
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _spec(**changes: Any) -> api.InferencePoolSpec:
+    doc = yaml.safe_load((ROOT / "examples" / "vllm-disaggregated-70b.yaml").read_text().split("\n---")[0])
+    spec = copy.deepcopy(doc["spec"])
+    spec["pools"]["decode"]["minReplicas"] = 1
+    spec.pop("gpuBudget", None)
+    for key, value in changes.items():
+        node = spec
+        *parents, leaf = key.split("__")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return api.InferencePoolSpec.model_validate(spec)
+
+
+SPEC = _spec()
+PERF = profiles.resolve_all(SPEC)
+
+
+def _obs(rate: float | None, prefill: int = 1, decode: int = 1, t: float = 0.0, **extra: Any) -> Observation:
+    return Observation(
+        time_s=t,
+        request_rate_per_s=rate,
+        isl_mean_tokens=extra.pop("isl", 2000.0),
+        osl_mean_tokens=extra.pop("osl", 300.0),
+        replicas={"prefill": ReplicaCounts(prefill, prefill), "decode": ReplicaCounts(decode, decode)},
+        **extra,
+    )
+
+
+def _plan(spec: api.InferencePoolSpec, obs: Observation, state: planner.PlannerState | None = None) -> planner.Decision:
+    return planner.plan(spec, obs, state or planner.PlannerState(), obs.time_s, profiles.resolve_all(spec))
+
+
+def test_missing_rate_holds_replicas_and_says_why() -> None:
+    obs = _obs(None, prefill=3, decode=5, notes=(DataNote("request_rate", "missing", "no series matched"),))
+    d = _plan(SPEC, obs)
+    assert d.held
+    assert {r: p.desired_replicas for r, p in d.pools.items()} == {"prefill": 3, "decode": 5}
+    metrics = next(c for c in d.conditions if c.type == reasons.METRICS_AVAILABLE)
+    assert (metrics.status, metrics.reason) == ("False", reasons.METRICS_MISSING)
+    assert "request_rate" in metrics.message and "no series matched" in metrics.message
+
+
+def test_nan_lengths_hold_like_missing() -> None:
+    d = _plan(SPEC, _obs(5.0, prefill=2, decode=2, isl=float("nan")))
+    assert d.held and d.pools["prefill"].desired_replicas == 2
+
+
+def test_scale_up_is_immediate() -> None:
+    d = _plan(SPEC, _obs(25.0, prefill=1, decode=1))
+    assert d.pools["prefill"].desired_replicas > 1
+    assert d.pools["prefill"].reason == reasons.SCALED_UP
+
+
+def test_scale_down_waits_for_the_window_then_happens() -> None:
+    high = _plan(SPEC, _obs(25.0, prefill=1, decode=1, t=0.0))
+    n = high.pools["prefill"].desired_replicas
+    state = high.state
+    held_until = None
+    for step in range(1, 30):
+        t = step * 30.0
+        d = _plan(SPEC, _obs(2.0, prefill=n, decode=high.pools["decode"].desired_replicas, t=t), state)
+        state = d.state
+        if d.pools["prefill"].desired_replicas < n:
+            held_until = t
+            break
+        assert d.pools["prefill"].reason in (reasons.STABILIZING, reasons.SURVIVORS_TOO_SLOW)
+    assert held_until is not None and held_until >= 300.0
+
+
+def test_partial_metrics_never_scale_down() -> None:
+    note = DataNote("ttft_quantile", "stale", "last sample 10 minutes old")
+    state = planner.PlannerState(
+        recommendations=(planner.RecommendationRecord(-10_000.0, {"prefill": 1, "decode": 1}),)
+    )
+    d = _plan(SPEC, _obs(0.5, prefill=6, decode=6, t=0.0, notes=(note,)), state)
+    assert d.pools["prefill"].desired_replicas == 6
+    metrics = next(c for c in d.conditions if c.type == reasons.METRICS_AVAILABLE)
+    assert metrics.reason == reasons.METRICS_PARTIAL
+
+
+def test_reason_line_names_quantile_target_load_and_kv() -> None:
+    d = _plan(SPEC, _obs(40.0, prefill=1, decode=1))
+    line = d.pools["decode"].message
+    assert re.match(r"decode 1→\d+: p90 TPOT (\d+ ms|unbounded \(unstable\)) > 50 ms at 40 req/s", line), line
+    assert d.reason.startswith("prefill 1→")
+
+
+def test_max_replicas_limits_and_says_so() -> None:
+    spec = _spec(pools__prefill__maxReplicas=2)
+    d = _plan(spec, _obs(60.0, prefill=1, decode=1))
+    assert d.pools["prefill"].desired_replicas == 2
+    limited = next(c for c in d.conditions if c.type == reasons.SCALING_LIMITED)
+    assert limited.status == "True"
+
+
+def test_dry_run_and_paused_are_reported() -> None:
+    for field, reason in (("dryRun", reasons.DRY_RUN), ("paused", reasons.PAUSED)):
+        d = _plan(_spec(**{field: True}), _obs(5.0))
+        active = next(c for c in d.conditions if c.type == reasons.SCALING_ACTIVE)
+        assert (active.status, active.reason) == ("False", reason)
+
+
+def test_objectives_met_from_observed_quantiles() -> None:
+    d = _plan(SPEC, _obs(5.0, ttft_quantile_s=0.9, tpot_quantile_s=0.03))
+    met = next(c for c in d.conditions if c.type == reasons.OBJECTIVES_MET)
+    assert (met.status, met.reason) == ("False", reasons.OBJECTIVES_MISSED) and "TTFT" in met.message
+    d = _plan(SPEC, _obs(5.0))
+    met = next(c for c in d.conditions if c.type == reasons.OBJECTIVES_MET)
+    assert met.status == "Unknown"
+
+
+def test_online_calibration_raises_decode_count_when_the_fleet_is_slower() -> None:
+    """Observed ITL 40% above the prior's prediction at the running batch moves the model up."""
+    obs = _obs(30.0, prefill=4, decode=2)
+    base = _plan(SPEC, obs)
+    n = base.pools["decode"].desired_replicas
+    batch = 60.0
+    prior_step = float(PERF["decode"].decode.step_time_s(batch, 2000 + 150))
+    state = planner.PlannerState()
+    for i in range(20):
+        o = _obs(
+            30.0, prefill=4, decode=n, t=i * 30.0, running_requests={"decode": batch * n}, tpot_mean_s=1.4 * prior_step
+        )
+        d = _plan(SPEC, o, state)
+        state = d.state
+    assert state.decode_calibration["decode"].multipliers[0] > 1.2
+    assert d.pools["decode"].desired_replicas >= n
+
+
+LOADS = st.floats(min_value=0.5, max_value=60.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(low=LOADS, extra=st.floats(min_value=0.0, max_value=40.0), isl=st.sampled_from([500.0, 2000.0, 8000.0]))
+def test_more_load_never_fewer_gpus(low: float, extra: float, isl: float) -> None:
+    a = _plan(SPEC, _obs(low, isl=isl))
+    b = _plan(SPEC, _obs(low + extra, isl=isl))
+    assert b.total_gpus >= a.total_gpus
+    for role in ("prefill", "decode"):
+        assert b.pools[role].desired_replicas >= a.pools[role].desired_replicas  # type: ignore[index]
+
+
+@settings(max_examples=30, deadline=None)
+@given(rate=LOADS, ttft_ms=st.integers(200, 2000), tighter=st.integers(1, 150))
+def test_tighter_objective_never_fewer_gpus(rate: float, ttft_ms: int, tighter: int) -> None:
+    loose = _spec(objectives__ttft={"quantile": 0.9, "target": f"{ttft_ms}ms"})
+    tight = _spec(objectives__ttft={"quantile": 0.9, "target": f"{max(ttft_ms - tighter, 100)}ms"})
+    assert _plan(tight, _obs(rate)).total_gpus >= _plan(loose, _obs(rate)).total_gpus
+
+
+@settings(max_examples=40, deadline=None)
+@given(rate=LOADS, budget=st.integers(8, 64), prefill=st.integers(1, 8), decode=st.integers(1, 8))
+def test_budget_never_exceeded(rate: float, budget: int, prefill: int, decode: int) -> None:
+    spec = _spec(gpuBudget=budget)
+    d = _plan(spec, _obs(rate, prefill=prefill, decode=decode))
+    assert d.total_gpus <= budget
+
+
+@settings(max_examples=20, deadline=None)
+@given(rate=LOADS, prefill=st.integers(1, 8), decode=st.integers(1, 8))
+def test_deterministic(rate: float, prefill: int, decode: int) -> None:
+    obs = _obs(rate, prefill=prefill, decode=decode)
+    assert _plan(SPEC, obs) == _plan(SPEC, obs)
