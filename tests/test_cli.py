@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,7 +23,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_help_lists_commands() -> None:
     result = run("--help")
     assert result.returncode == 0
-    for command in ("crds", "validate"):
+    for command in ("crds", "validate", "plan", "simulate"):
         assert command in result.stdout
 
 
@@ -87,3 +89,78 @@ def test_validate_rejects_broken_pool_with_one_line(tmp_path: Path, content: str
 def test_validate_missing_file() -> None:
     result = run("validate", "-f", "/nonexistent/pool.yaml")
     assert result.returncode == 2 and "cannot read" in result.stderr and "Traceback" not in result.stderr
+
+
+OBSERVATION = """\
+requestRatePerSecond: 12
+islMeanTokens: 2000
+oslMeanTokens: 300
+replicas:
+  prefill: {current: 1}
+  decode: {current: 2}
+"""
+
+
+def test_plan_json_has_the_documented_shape(tmp_path: Path) -> None:
+    obs = tmp_path / "obs.yaml"
+    obs.write_text(OBSERVATION)
+    result = run("plan", "-f", str(ROOT / "examples" / "vllm-disaggregated-70b.yaml"), "--observation", str(obs),
+                 "-o", "json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert set(out["prefill"]) >= {"replicas", "gpus", "predicted", "reason", "message"}
+    assert "ttft_s" in out["prefill"]["predicted"] and "tpot_s" in out["decode"]["predicted"]
+    assert out["prefill"]["replicas"] > 1 and out["prefill"]["gpus"] == 4 * out["prefill"]["replicas"]
+    assert out["reason"].startswith("prefill 1→") and out["held"] is False
+
+
+def test_plan_table_and_missing_signal(tmp_path: Path) -> None:
+    obs = tmp_path / "obs.yaml"
+    obs.write_text(OBSERVATION.replace("requestRatePerSecond: 12\n", ""))
+    result = run("plan", "-f", str(ROOT / "examples" / "vllm-disaggregated-70b.yaml"), "--observation", str(obs))
+    assert result.returncode == 0, result.stderr
+    assert "MetricsMissing" in result.stdout and "request_rate" in result.stdout
+
+
+def test_plan_rejects_bad_observation(tmp_path: Path) -> None:
+    obs = tmp_path / "obs.yaml"
+    obs.write_text("requestRatePerSecond: fast\n")
+    result = run("plan", "-f", str(ROOT / "examples" / "vllm-disaggregated-70b.yaml"), "--observation", str(obs))
+    assert result.returncode == 2 and "requestRatePerSecond" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_simulate_writes_summary_report_and_plot(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.csv"
+    rng = np.random.default_rng(0)
+    times = np.sort(rng.uniform(0, 600, 3000))
+    lines = ["t_s,isl,osl"] + [f"{t:.3f},{int(rng.integers(200, 3000))},{int(rng.integers(20, 400))}" for t in times]
+    trace.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    result = run("simulate", "-f", str(ROOT / "examples" / "vllm-disaggregated-70b.yaml"), "--trace", str(trace),
+                 "--policy", "tokenscale,static,oracle", "--cold-start", "60s", "--out", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["policies"]) == ["tokenscale", "static", "oracle"]
+    assert summary["workload"]["requests"] == 3000
+    for name, row in summary["policies"].items():
+        assert 0.0 <= row["requests_meeting_both"] <= 1.0, name
+        assert row["gpu_hours"] > 0
+    assert (out / "plot.png").exists() and (out / "report.md").exists()
+    assert "tokenscale" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "args", "message"),
+    [
+        pytest.param("t_s,isl,osl\n0.0,100,10\n1.0,-5,10\n", [], ":3:", id="negative-length-names-line"),
+        pytest.param("t_s,isl,osl\n0.0,100,10\n", ["--policy", "magic"], "unknown policy magic", id="bad-policy"),
+    ],
+)
+def test_simulate_bad_input_one_line(tmp_path: Path, content: str, args: list[str], message: str) -> None:
+    trace = tmp_path / "trace.csv"
+    trace.write_text(content)
+    result = run("simulate", "-f", str(ROOT / "examples" / "vllm-disaggregated-70b.yaml"), "--trace", str(trace),
+                 "--out", str(tmp_path / "o"), *args)  # fmt: skip
+    assert result.returncode == 2, result.stdout
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -318,7 +318,7 @@ class Hardware(ApiModel):
     hbm_gb_per_s: float | None = Field(
         None, gt=0, alias="hbmGBps", description="Override: HBM bandwidth per GPU, GB/s."
     )
-    memory_gib: float | None = Field(None, gt=0, description="Override: GPU memory, GiB.")
+    memory_gib: float | None = Field(None, gt=0, alias="memoryGiB", description="Override: GPU memory, GiB.")
     kv_transfer_gb_per_s: float | None = Field(
         None,
         gt=0,

@@ -40,7 +40,8 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
         if key in _DROP_KEYS:
             # Scalar defaults stay (the API server applies them); object defaults would duplicate
             # the nested leaves' own defaults.
-            if key == "default" and not isinstance(value, dict | list) and value is not None:
+            # An empty-string default is rejected by 1.20 servers ("null": must be of type string).
+            if key == "default" and not isinstance(value, dict | list) and value is not None and value != "":
                 out[key] = value
             continue
         if key == "properties":
@@ -73,7 +74,7 @@ def _schema_of(model: type[api.ApiModel]) -> dict[str, Any]:
 
 def _check_descriptions(node: dict[str, Any], path: str) -> None:
     for name, sub in node.get("properties", {}).items():
-        if not sub.get("description"):
+        if not sub.get("description") and f"{path}.{name}" != ".metadata":
             raise ValueError(f"{path}.{name} has no description: add Field(description=...) in api.py")
         _check_descriptions(sub, f"{path}.{name}")
     if isinstance(node.get("items"), dict):
@@ -93,7 +94,8 @@ def crd_manifest() -> dict[str, Any]:
         "properties": {
             "apiVersion": {"type": "string", "description": "tokenscale.dev/v1alpha1"},
             "kind": {"type": "string", "description": "InferencePool"},
-            "metadata": {"type": "object", "description": "Standard object metadata."},
+            # The API server allows nothing but the type on the root metadata (name/generateName).
+            "metadata": {"type": "object"},
             "spec": spec_schema,
             "status": status_schema,
         },

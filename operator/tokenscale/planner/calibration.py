@@ -15,7 +15,16 @@ samples at zero load or not finite are ignored; one update moves a multiplier by
 multipliers stay in [0.1, 10]; a blown-up innovation or a multiplier outside that band returns
 to the prior, and the reason is reported.
 
-The state round-trips through a flat list of floats (the operator keeps it in status).
+What the planner feeds it are window means, not single steps: the mean inter-token latency over
+the window, the mean number of running sequences per ready replica, and the mean context
+(ISL + OSL/2). Because τ is linear in n and n·L, the step-averaged mean of τ at a fluctuating
+batch is τ at the mean batch, so a windowed mean is a sample of the same model. (A token-weighted mean,
+like an ITL histogram's, weights steps by their batch: for Poisson batches it equals τ at n̄ + 1;
+at the batches a loaded pool runs the difference is within the noise.)
+
+The state round-trips through a flat list of 13 floats (the operator keeps it in the pool's status
+across restarts); a list that is not a state this module could have produced reads back as the
+prior, so a corrupted status never poisons the model.
 """
 
 from __future__ import annotations
@@ -47,20 +56,39 @@ class Calibration:
     samples: int = 0
 
     def to_list(self) -> list[float]:
+        """13 floats: the 3 multipliers, the 9 covariance entries (row-major), the sample count."""
         return [*self.multipliers, *self.covariance, float(self.samples)]
 
     @classmethod
     def from_list(cls, values: list[float]) -> Calibration:
+        """The state `to_list` wrote; the prior when `values` is not such a state.
+
+        Checked: 13 finite numbers, multipliers inside the band, a symmetric positive
+        semi-definite covariance with positive variances, a non-negative whole sample count.
+        """
         if len(values) != 13 or not all(math.isfinite(v) for v in values):
             return cls()
-        m = (values[0], values[1], values[2])
-        return cls(m, tuple(values[3:12]), int(values[12]))
+        m = (float(values[0]), float(values[1]), float(values[2]))
+        cov = np.asarray(values[3:12], dtype=np.float64).reshape(3, 3)
+        samples = values[12]
+        if (
+            not all(BAND[0] <= x <= BAND[1] for x in m)
+            or np.any(np.diag(cov) <= 0)
+            or not np.allclose(cov, cov.T, rtol=1e-9, atol=1e-15)
+            or float(np.min(np.linalg.eigvalsh(cov))) < -1e-12 * float(np.max(np.diag(cov)))
+            or samples < 0
+            or samples != int(samples)
+        ):
+            return cls()
+        return cls(m, tuple(float(v) for v in values[3:12]), int(samples))
 
     def decode(self, prior: DecodeModel) -> DecodeModel:
+        """The corrected decode model: each of α, β, γ times its multiplier."""
         m = self.multipliers
         return DecodeModel(prior.alpha_s * m[0], prior.beta_s * m[1], prior.gamma_s_per_token * m[2])
 
     def prefill(self, prior: PrefillModel) -> PrefillModel:
+        """The corrected prefill model: each of a, b, c times its multiplier."""
         m = self.multipliers
         return PrefillModel(prior.a_s * m[0], prior.b_s_per_token * m[1], prior.c_s_per_token2 * m[2])
 
@@ -78,7 +106,10 @@ def _update(cal: Calibration, basis: FloatArray, observed_s: float) -> tuple[Cal
     gain = p @ basis / (basis @ p @ basis + r)
     proposed = m + gain * innovation
     bounded = np.clip(proposed, m * (1 - MAX_STEP), m * (1 + MAX_STEP))
-    p_new = p - np.outer(gain, basis @ p)
+    # Joseph's stabilized form (Simon 2006, §3.3) stays symmetric positive definite in floating
+    # point, where P − K·hᵀ·P can lose definiteness after many near-collinear samples.
+    keep = np.eye(3) - np.outer(gain, basis)
+    p_new = keep @ p @ keep.T + np.outer(gain, gain) * r
     if np.any(bounded < BAND[0]) or np.any(bounded > BAND[1]):
         return Calibration(), "a coefficient left [0.1×, 10×] the prior: reset to the prior"
     cov = tuple(((p_new + p_new.T) / 2).ravel().tolist())
@@ -89,10 +120,15 @@ def _update(cal: Calibration, basis: FloatArray, observed_s: float) -> tuple[Cal
 def update_decode(
     cal: Calibration, prior: DecodeModel, batch: float, mean_context_tokens: float, observed_step_s: float
 ) -> tuple[Calibration, str | None]:
-    """Fold in one (mean batch, mean context, mean step time) sample; returns (state, reason or None)."""
+    """Fold in one window's (mean batch, mean context tokens, mean step seconds) of a decode pool.
+
+    Returns the new state and None when the sample was folded in; otherwise the reason, with the
+    state unchanged ("... ignored": no load, not finite) or back at the prior ("... reset to the
+    prior": the sample or the result diverged).
+    """
     if not all(math.isfinite(v) for v in (batch, mean_context_tokens, observed_step_s)):
         return cal, "sample not finite; ignored"
-    if batch < 1.0 or observed_step_s <= 0:
+    if batch < 1.0 or mean_context_tokens < 0 or observed_step_s <= 0:
         return cal, "no decode load in the window; sample ignored"
     basis = np.array([prior.alpha_s, prior.beta_s * batch, prior.gamma_s_per_token * batch * mean_context_tokens])
     return _update(cal, basis, observed_step_s)
@@ -101,7 +137,7 @@ def update_decode(
 def update_prefill(
     cal: Calibration, prior: PrefillModel, isl_tokens: float, observed_s: float
 ) -> tuple[Calibration, str | None]:
-    """Fold in one (mean prompt length, mean prefill time) sample."""
+    """Fold in one window's (mean prompt tokens, mean prefill seconds) of a prefill pool; as `update_decode`."""
     if not all(math.isfinite(v) for v in (isl_tokens, observed_s)):
         return cal, "sample not finite; ignored"
     if isl_tokens <= 0 or observed_s <= 0:

@@ -1,17 +1,24 @@
 """Performance models of one serving replica: prefill service time, decode step time, KV capacity.
 
 Called by `planner.sizing` (to size pools), by `sim` (as the fleet's "true" performance), by
-`planner.profiles` (roofline prior, measured profiles) and by `tokenscale fit` (least squares).
-Coefficients are data passed in; nothing is loaded at import.
+`planner.profiles` (roofline prior, measured profiles), by `planner.calibration` (online
+correction) and by `tokenscale fit` (least squares over measured points; the CLI parses the file
+and passes arrays). Coefficients are data passed in; nothing is loaded at import, and nothing here
+does I/O.
 
 Prefill service time of one request (compute bound):   s(ISL) = a + b·ISL + c·ISL²      [seconds]
 Decode step time of a batch of n sequences, mean context L tokens:
                                                         τ(n, L) = α + β·n + γ·n·L      [seconds]
 (DistServe, Zhong et al., OSDI 2024, §3 latency model; the γ·n·L term is the KV read per step.)
+
+Three sources of coefficients: `roofline_performance` (a prior from datasheet figures and the
+model's shape), `fit_prefill` / `fit_decode` (non-negative least squares over measured points),
+and `planner.calibration` (online correction of either from observed latencies).
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +38,7 @@ class PrefillModel:
     c_s_per_token2: float
 
     def service_time_s(self, isl_tokens: FloatArray | float) -> FloatArray | float:
+        """Seconds to prefill a prompt of `isl_tokens` tokens (elementwise over arrays)."""
         x = isl_tokens
         return self.a_s + self.b_s_per_token * x + self.c_s_per_token2 * x * x
 
@@ -44,12 +52,19 @@ class DecodeModel:
     gamma_s_per_token: float
 
     def step_time_s(self, batch: FloatArray | float, mean_context_tokens: FloatArray | float) -> FloatArray | float:
+        """Seconds of one decode step of `batch` sequences of `mean_context_tokens` tokens each on average."""
         return self.alpha_s + self.beta_s * batch + self.gamma_s_per_token * batch * mean_context_tokens
 
 
 @dataclass(frozen=True)
 class ReplicaPerformance:
-    """Everything the planner and the simulator need to know about one replica of a pool."""
+    """Everything the planner and the simulator need to know about one replica of a pool.
+
+    kv_capacity_tokens       tokens of KV cache the replica holds (all its sequences together)
+    kv_bytes_per_token       KV-cache bytes of one token
+    max_batch                most sequences one decode step runs (the engine's max_num_seqs)
+    kv_transfer_s_per_token  seconds to ship one token's KV from a prefill to a decode replica
+    """
 
     prefill: PrefillModel
     decode: DecodeModel
@@ -61,12 +76,12 @@ class ReplicaPerformance:
 
 # --- roofline prior ------------------------------------------------------------------------------
 
-# Fixed cost per engine step that is neither FLOPs nor bytes (scheduling, kernel launches with
-# CUDA graphs); a few hundred microseconds in vLLM's V1 engine.
+# Fixed cost per engine step that is neither FLOPs nor bytes (scheduling, sampling, kernel launches
+# with CUDA graphs); a few hundred microseconds in vLLM's V1 engine.
 STEP_OVERHEAD_S = 0.0005
-# Experts touched per step saturate around this batch in top-2-of-8 MoE: beyond it every expert's
-# weights are read each step (a first-order model; see roofline_performance).
-MOE_SATURATION_BATCH = 32.0
+# Memory held back from the KV cache for activations, CUDA graphs and the sampler: a share of the
+# memory the engine may use (vLLM profiles it at start-up; a few percent for these models).
+ACTIVATION_RESERVE_FRACTION = 0.05
 
 
 def roofline_performance(
@@ -81,51 +96,84 @@ def roofline_performance(
 ) -> ReplicaPerformance:
     """A replica's performance from first principles (roofline: Williams et al., CACM 2009).
 
-    With P parameters (A active), W = P·bytes weights, TP GPUs of peak F FLOP/s and bandwidth B:
-      prefill  s(ISL) = a + b·ISL + c·ISL²:  a = W/(TP·B·f_b) (weights read once),
-               b = 2A/(TP·F·f_c) (2 FLOPs per parameter per token),
-               c = 2·layers·hidden/(TP·F·f_c) (causal attention: QKᵀ and AV, 4·layers·hidden·p
-               FLOPs at position p, summed over p < ISL; Kaplan et al. 2020, Table 1);
-      decode   τ(n, L) = α + β·n + γ·n·L:  α = A·bytes/(TP·B·f_b) + overhead (weights per step),
-               β = 2A/(TP·F·f_c) + (P − A)·bytes/(TP·B·f_b)/32 (MoE: more experts read as the
-               batch grows), γ = kv_bytes_per_token/(TP·B·f_b) (each sequence reads its KV);
-      KV capacity = (TP·memory·utilization − W − 5% activation reserve) / kv_bytes_per_token.
-    f_c (MFU) and f_b are achievable fractions of peak; defaults are typical of vLLM on Hopper.
+    Units: seconds, bytes, FLOPs. With P parameters of which A are active per token, weights
+    W = P·bytes (all held in memory) and W_A = A·bytes, on TP GPUs of dense peak F FLOP/s and HBM
+    bandwidth B, f_c = achievable_compute_fraction (MFU), f_b = achievable_bandwidth_fraction:
+
+    prefill  s(ISL) = a + b·ISL + c·ISL²
+      a = W/(TP·B·f_b) + overhead   the weights are read once per forward pass (a long prompt
+                                    routes tokens to every expert of an MoE, so all of W)
+      b = 2A/(TP·F·f_c)             2 FLOPs per active parameter per token (Kaplan et al. 2020,
+                                    "Scaling Laws for Neural Language Models", §2.1: C ≈ 2N)
+      c = 2·layers·d_attn/(TP·F·f_c)
+                                    attention scores QKᵀ and the weighted sum AV each cost
+                                    2·d_attn FLOPs per (query, key) pair per layer (Hoffmann et
+                                    al. 2022, "Chinchilla", Appendix F, counts the two separately;
+                                    Kaplan Table 1 lists one 2·n_layer·n_ctx·d_attn row). A causal
+                                    prompt has ISL²/2 pairs: 4·layers·d_attn·ISL²/2 =
+                                    2·layers·d_attn·ISL²; d_attn = query heads · head_dim.
+    decode   τ(n, L) = α + β·n + γ·n·L
+      α = W/(TP·B·f_b) + overhead   every weight is read once per step. For an MoE this counts
+                                    every expert: with uniform routing a step of n tokens touches
+                                    a share 1 − (1 − k/E)ⁿ of each layer's E experts (top-k), which
+                                    is ≥ 95% once n ≥ 3E/k (12 for Mixtral's 2 of 8, 48 for Qwen3's
+                                    8 of 128). A line in n cannot follow that saturating curve; this
+                                    one is exact at the batches a loaded decode pool runs, never
+                                    optimistic, and pessimistic by up to W/W_A at batch 1 — which
+                                    online calibration corrects when the fleet runs small batches.
+      β = 2A/(TP·F·f_c)             the per-sequence GEMM FLOPs (DistServe adds compute and memory
+                                    time rather than taking the max: conservative near the ridge)
+      γ = kv_bytes_per_token/(TP·B·f_b)
+                                    each sequence reads its KV cache every step; the attention
+                                    FLOPs on it (4·layers·d_attn per token) are 4–8 FLOPs per KV
+                                    byte with GQA, 40–75× below the ridge point (~295 on H100),
+                                    so the bytes decide
+    KV capacity = (TP·memory·utilization·(1 − reserve) − W) / kv_bytes_per_token   [tokens]
+    KV transfer = kv_bytes_per_token / (TP·kv_transfer)   each GPU ships its shard on its own NIC
+
+    Defaults: MFU 0.5 and 70% of HBM bandwidth are typical of vLLM/SGLang on Hopper. Raises
+    ValueError when the weights do not fit on `tensor_parallel` GPUs (the message says to raise
+    gpusPerReplica) or an argument is out of range.
     """
     if tensor_parallel < 1:
-        raise ValueError("tensor_parallel must be ≥ 1")
-    flops = tensor_parallel * gpu.peak_dense_tflops * 1e12 * achievable_compute_fraction
-    bandwidth = tensor_parallel * gpu.hbm_gb_per_s * 1e9 * achievable_bandwidth_fraction
-    weights_b = model.parameters_b * 1e9 * model.bytes_per_parameter
-    active_bytes = model.active_parameters_b * 1e9 * model.bytes_per_parameter
-    active_flops_per_token = 2.0 * model.active_parameters_b * 1e9
-    kv_per_token = model.kv_bytes_per_token
-    memory_b = tensor_parallel * gpu.memory_gib * 2**30 * memory_utilization
-    free_b = memory_b * 0.95 - weights_b
-    if free_b <= 0:
+        raise ValueError(f"tensor_parallel must be ≥ 1, got {tensor_parallel}")
+    for label, fraction in (
+        ("achievable_compute_fraction", achievable_compute_fraction),
+        ("achievable_bandwidth_fraction", achievable_bandwidth_fraction),
+        ("memory_utilization", memory_utilization),
+    ):
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"{label} must be in (0, 1], got {fraction}")
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be ≥ 1, got {max_batch}")
+    flops_per_s = tensor_parallel * gpu.peak_dense_tflops * 1e12 * achievable_compute_fraction
+    bytes_per_s = tensor_parallel * gpu.hbm_gb_per_s * 1e9 * achievable_bandwidth_fraction
+    usable_b = tensor_parallel * gpu.memory_gib * 2**30 * memory_utilization * (1.0 - ACTIVATION_RESERVE_FRACTION)
+    kv_free_b = usable_b - model.weight_bytes
+    if kv_free_b <= 0:
         raise ValueError(
-            f"{model.name} ({weights_b / 2**30:.0f} GiB of weights) does not fit on {tensor_parallel}×{gpu.name}; "
-            "raise gpusPerReplica"
+            f"{model.name} ({model.weight_bytes / 2**30:.0f} GiB of weights) does not fit on "
+            f"{tensor_parallel}×{gpu.name} ({usable_b / 2**30:.0f} GiB usable); raise gpusPerReplica"
         )
-    prefill = PrefillModel(
-        a_s=weights_b / bandwidth + STEP_OVERHEAD_S,
-        b_s_per_token=active_flops_per_token / flops,
-        c_s_per_token2=2.0 * model.layers * model.hidden / flops,
-    )
-    expert_growth = (weights_b - active_bytes) / bandwidth / MOE_SATURATION_BATCH
-    decode = DecodeModel(
-        alpha_s=active_bytes / bandwidth + STEP_OVERHEAD_S,
-        beta_s=active_flops_per_token / flops + expert_growth,
-        gamma_s_per_token=kv_per_token / bandwidth,
-    )
-    transfer = tensor_parallel * gpu.kv_transfer_gb_per_s * 1e9
+    weight_read_s = model.weight_bytes / bytes_per_s
+    flops_per_token = 2.0 * model.active_parameters_b * 1e9
+    attention_flops_per_token2 = 2.0 * model.layers * model.hidden
+    kv_b = model.kv_bytes_per_token
     return ReplicaPerformance(
-        prefill=prefill,
-        decode=decode,
-        kv_capacity_tokens=free_b / kv_per_token,
-        kv_bytes_per_token=kv_per_token,
+        prefill=PrefillModel(
+            a_s=weight_read_s + STEP_OVERHEAD_S,
+            b_s_per_token=flops_per_token / flops_per_s,
+            c_s_per_token2=attention_flops_per_token2 / flops_per_s,
+        ),
+        decode=DecodeModel(
+            alpha_s=weight_read_s + STEP_OVERHEAD_S,
+            beta_s=flops_per_token / flops_per_s,
+            gamma_s_per_token=kv_b / bytes_per_s,
+        ),
+        kv_capacity_tokens=kv_free_b / kv_b,
+        kv_bytes_per_token=kv_b,
         max_batch=max_batch,
-        kv_transfer_s_per_token=kv_per_token / transfer,
+        kv_transfer_s_per_token=kv_b / (tensor_parallel * gpu.kv_transfer_gb_per_s * 1e9),
     )
 
 
@@ -134,7 +182,7 @@ def roofline_performance(
 
 @dataclass(frozen=True)
 class FitQuality:
-    """How well a fit explains its points."""
+    """How well a fit explains its points: count, coefficient of determination R², RMSE in seconds."""
 
     points: int
     r2: float
@@ -142,16 +190,29 @@ class FitQuality:
 
 
 def _nonnegative_lstsq(design: FloatArray, y: FloatArray) -> FloatArray:
-    """Least squares with θ ≥ 0 by an active set: drop the most negative coefficient and refit."""
-    active = list(range(design.shape[1]))
-    theta = np.zeros(design.shape[1])
-    while active:
-        sol, *_ = np.linalg.lstsq(design[:, active], y, rcond=None)
-        if np.all(sol >= 0):
-            theta[active] = sol
-            return theta
-        active.pop(int(np.argmin(sol)))
-    return theta
+    """argmin ‖design·θ − y‖² subject to θ ≥ 0, exactly, by enumerating supports.
+
+    The NNLS optimum is the unconstrained least-squares solution on its own support (the KKT
+    conditions; Lawson & Hanson, "Solving Least Squares Problems", 1974, ch. 23), so among the
+    supports whose least-squares solution is non-negative the one with the smallest residual is
+    the optimum. With three coefficients that is seven small solves: simpler and surer than an
+    active-set loop. Columns are expected pre-scaled to comparable magnitudes.
+    """
+    columns = design.shape[1]
+    best = np.zeros(columns)
+    best_ss = float(np.sum(y * y))  # the empty support
+    for size in range(1, columns + 1):
+        for support in itertools.combinations(range(columns), size):
+            idx = list(support)
+            solution, *_ = np.linalg.lstsq(design[:, idx], y, rcond=None)
+            if np.any(solution < 0):
+                continue
+            theta = np.zeros(columns)
+            theta[idx] = solution
+            residual_ss = float(np.sum((y - design @ theta) ** 2))
+            if residual_ss < best_ss:
+                best, best_ss = theta, residual_ss
+    return best
 
 
 def _quality(design: FloatArray, y: FloatArray, theta: FloatArray) -> FitQuality:
@@ -161,41 +222,56 @@ def _quality(design: FloatArray, y: FloatArray, theta: FloatArray) -> FitQuality
     return FitQuality(points=int(y.size), r2=r2, rmse_s=float(np.sqrt(np.mean(resid**2))))
 
 
-def _check_points(columns: list[FloatArray], names: list[str], minimum: int) -> None:
-    n = columns[0].size
+def _as_points(columns: list[FloatArray], names: list[str], minimum: int) -> list[FloatArray]:
+    """The columns as 1-D float arrays of one length, finite and non-negative; ValueError otherwise."""
+    arrays = [np.asarray(col, dtype=np.float64).ravel() for col in columns]
+    n = arrays[0].size
     if n < minimum:
         raise ValueError(f"need at least {minimum} points to fit {', '.join(names)}, got {n}")
-    for col, name in zip(columns, names, strict=True):
+    for col, name in zip(arrays, names, strict=True):
         if col.size != n or not np.all(np.isfinite(col)) or np.any(col < 0):
             raise ValueError(f"{name} must be {n} finite, non-negative numbers")
+    return arrays
+
+
+def _fit(design: FloatArray, y: FloatArray) -> tuple[FloatArray, FitQuality]:
+    """Non-negative least squares on column-scaled features (their magnitudes differ by ~10⁸)."""
+    scale = np.max(np.abs(design), axis=0)
+    scale[scale == 0] = 1.0
+    theta = _nonnegative_lstsq(design / scale, y) / scale
+    return theta, _quality(design, y, theta)
 
 
 def fit_prefill(isl_tokens: FloatArray, seconds: FloatArray) -> tuple[PrefillModel, FitQuality]:
-    """Fit s(ISL) = a + b·ISL + c·ISL² (coefficients ≥ 0) to measured prefill times."""
-    x, y = np.asarray(isl_tokens, dtype=np.float64), np.asarray(seconds, dtype=np.float64)
-    _check_points([x, y], ["isl_tokens", "seconds"], 3)
+    """Fit s(ISL) = a + b·ISL + c·ISL² (every coefficient ≥ 0) to measured prefill times, in seconds.
+
+    Ordinary least squares under non-negativity (a negative coefficient would predict negative or
+    shrinking times outside the measured range). Needs at least three distinct prompt lengths.
+    """
+    x, y = _as_points([isl_tokens, seconds], ["isl_tokens", "seconds"], 3)
     if np.unique(x).size < 3:
         raise ValueError("prefill points need at least 3 different prompt lengths to fit a + b·ISL + c·ISL²")
-    scale = np.array([1.0, x.max(), x.max() ** 2])
-    design = np.column_stack([np.ones_like(x), x, x * x]) / scale
-    theta = _nonnegative_lstsq(design, y) / scale
-    model = PrefillModel(float(theta[0]), float(theta[1]), float(theta[2]))
-    return model, _quality(design * scale, y, theta)
+    theta, quality = _fit(np.column_stack([np.ones_like(x), x, x * x]), y)
+    return PrefillModel(float(theta[0]), float(theta[1]), float(theta[2])), quality
 
 
 def fit_decode(
     batch: FloatArray, mean_context_tokens: FloatArray, seconds: FloatArray
 ) -> tuple[DecodeModel, FitQuality]:
-    """Fit τ(n, L) = α + β·n + γ·n·L (coefficients ≥ 0) to measured decode step times."""
-    n = np.asarray(batch, dtype=np.float64)
-    ctx = np.asarray(mean_context_tokens, dtype=np.float64)
-    y = np.asarray(seconds, dtype=np.float64)
-    _check_points([n, ctx, y], ["batch", "mean_context_tokens", "seconds"], 3)
-    if np.unique(n).size < 2 or np.unique(n * ctx).size < 3:
-        raise ValueError("decode points need several batch sizes and context lengths to separate β from γ")
+    """Fit τ(n, L) = α + β·n + γ·n·L (every coefficient ≥ 0) to measured decode step times, in seconds.
+
+    Needs points whose batch sizes and contexts vary independently: with one context length
+    n·L is a multiple of n, and β and γ cannot be told apart.
+    """
+    n, ctx, y = _as_points([batch, mean_context_tokens, seconds], ["batch", "mean_context_tokens", "seconds"], 3)
     nl = n * ctx
-    scale = np.array([1.0, n.max(), nl.max()])
-    design = np.column_stack([np.ones_like(n), n, nl]) / scale
-    theta = _nonnegative_lstsq(design, y) / scale
-    model = DecodeModel(float(theta[0]), float(theta[1]), float(theta[2]))
-    return model, _quality(design * scale, y, theta)
+    design = np.column_stack([np.ones_like(n), n, nl])
+    if np.unique(n).size < 2 or np.unique(nl).size < 3:
+        raise ValueError("decode points need several batch sizes and context lengths to separate β from γ")
+    if np.linalg.matrix_rank(design / np.max(design, axis=0)) < 3:
+        raise ValueError(
+            "decode points need context lengths that vary independently of batch size: with one "
+            "context length, n·L is proportional to n and β cannot be separated from γ"
+        )
+    theta, quality = _fit(design, y)
+    return DecodeModel(float(theta[0]), float(theta[1]), float(theta[2])), quality

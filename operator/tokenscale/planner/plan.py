@@ -368,7 +368,7 @@ def size_pools(
         _counts(pools["decode"]), load, performance["decode"], obj.tpot.quantile, obj.tpot.target.seconds
     )
     idx = decode.smallest_feasible()
-    batch = float(decode.batch_quantile[idx if idx is not None else -1])
+    batch = float(decode.batch_mean[idx if idx is not None else -1])
     first_step = sizing.first_decode_step_s(load, performance["decode"], batch if math.isfinite(batch) else 1.0)
     prefill = sizing.prefill_sizing(
         _counts(pools["prefill"]),

@@ -1,8 +1,13 @@
 """GPU and model-shape presets for the roofline prior (`perf.roofline_performance`).
 
-Called by `planner.profiles` when a pool has no measured profile. Figures are from vendor
-datasheets and the models' published configurations; tensor-core figures are DENSE BF16 (the
-datasheets' headline numbers with sparsity are twice these).
+Called by `planner.profiles` (a pool's `hardware.gpu` and `modelShape.preset`, or the preset whose
+name appears in the served model name) when a pool has no measured profile. Pure data and lookups;
+nothing is read from disk or the network.
+
+GPU figures come from NVIDIA's datasheets. Tensor-core throughput is the DENSE BF16 figure: the
+datasheets' headline "with sparsity" numbers (2:4 structured sparsity) are twice these, and no
+serving engine runs dense checkpoints at the sparse rate. Model figures come from each model's
+published `config.json` on Hugging Face and its model card (total and activated parameters).
 """
 
 from __future__ import annotations
@@ -13,7 +18,14 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class GPUSpec:
-    """One GPU. `kv_transfer_gb_per_s` is its share of the prefill→decode network (e.g. one 400 Gb/s NIC)."""
+    """One GPU.
+
+    peak_dense_tflops     dense BF16 tensor-core throughput, TFLOP/s
+    hbm_gb_per_s          memory bandwidth, GB/s (10⁹ bytes per second)
+    memory_gib            memory the engine can see, GiB (2³⁰ bytes)
+    kv_transfer_gb_per_s  this GPU's share of the prefill→decode network, GB/s (one 400 Gb/s NIC
+                          per GPU is 50 GB/s), used for the KV-cache hand-off between pools
+    """
 
     name: str
     peak_dense_tflops: float
@@ -24,7 +36,18 @@ class GPUSpec:
 
 @dataclass(frozen=True)
 class ModelShape:
-    """A transformer's shape. Parameters in billions; `hidden` = attention heads × head dim."""
+    """A decoder-only transformer's shape, as the roofline needs it.
+
+    parameters_b         total parameters, billions (all experts of an MoE): what memory holds
+    active_parameters_b  parameters one token passes through, billions (= total for a dense model)
+    layers, kv_heads, head_dim
+                         the KV cache: K and V of `kv_heads` heads of `head_dim` values per layer
+    hidden               the attention width, query heads × head_dim (the `d_attn` of the attention
+                         FLOPs). It equals the config's `hidden_size` for Llama, Qwen2.5 and Mixtral,
+                         but not for Qwen3 MoE models (hidden_size 2048 vs 32 heads × 128).
+    bytes_per_parameter  bytes per weight (2 for BF16, 1 for FP8)
+    kv_bytes_per_value   bytes per KV-cache value (2 for BF16, 1 for an FP8 KV cache)
+    """
 
     name: str
     parameters_b: float
@@ -38,34 +61,64 @@ class ModelShape:
 
     @property
     def kv_bytes_per_token(self) -> float:
-        """K and V of every layer: 2 · layers · kv_heads · head_dim · bytes."""
+        """KV-cache bytes of one token: 2 (K and V) · layers · kv_heads · head_dim · kv_bytes_per_value."""
         return 2.0 * self.layers * self.kv_heads * self.head_dim * self.kv_bytes_per_value
+
+    @property
+    def weight_bytes(self) -> float:
+        """Bytes of all the weights (every expert of an MoE), as held in GPU memory."""
+        return self.parameters_b * 1e9 * self.bytes_per_parameter
+
+    @property
+    def active_weight_bytes(self) -> float:
+        """Bytes of the weights one token reads (shared layers plus its routed experts)."""
+        return self.active_parameters_b * 1e9 * self.bytes_per_parameter
 
 
 GPU_PRESETS: Mapping[str, GPUSpec] = {
-    # NVIDIA H100 Tensor Core GPU datasheet (SXM5): 989 TFLOPS BF16 dense, 3.35 TB/s, 80 GB.
+    # "NVIDIA H100 Tensor Core GPU" datasheet, H100 SXM column: BF16 Tensor Core 1,979 TFLOPS with
+    # sparsity (989 dense), GPU memory 80 GB, bandwidth 3.35 TB/s. One ConnectX-7 400 Gb/s NIC per
+    # GPU in DGX/HGX H100 systems (50 GB/s).
     "H100": GPUSpec("H100", 989.0, 3350.0, 80.0, 50.0),
-    # NVIDIA H200 datasheet (SXM): same compute as H100, 4.8 TB/s, 141 GB.
+    # "NVIDIA H200 Tensor Core GPU" datasheet, H200 SXM column: same Hopper compute as H100 SXM
+    # (1,979 sparse, 989 dense), 141 GB of HBM3e at 4.8 TB/s; same 400 Gb/s NIC per GPU.
     "H200": GPUSpec("H200", 989.0, 4800.0, 141.0, 50.0),
-    # NVIDIA HGX B200 datasheet: 2.25 PFLOPS BF16 dense per GPU, 8 TB/s, 180 GB.
-    "B200": GPUSpec("B200", 2250.0, 8000.0, 180.0, 100.0),
-    # NVIDIA A100 datasheet (80 GB SXM): 312 TFLOPS BF16 dense, 2,039 GB/s.
+    # "NVIDIA HGX B200" specifications (8 GPUs): FP16/BF16 Tensor Core 36 PFLOPS with sparsity,
+    # i.e. 4.5 sparse and 2.25 dense per GPU; 1.44 TB of HBM3e (180 GB per GPU) at 64 TB/s
+    # (8 TB/s per GPU). DGX B200 has one ConnectX-7 400 Gb/s port per GPU.
+    "B200": GPUSpec("B200", 2250.0, 8000.0, 180.0, 50.0),
+    # "NVIDIA A100 Tensor Core GPU" datasheet, A100 80GB SXM column: BF16 Tensor Core 312 TFLOPS
+    # (624 with sparsity), 2,039 GB/s. DGX A100 has one ConnectX-6 200 Gb/s NIC per GPU (25 GB/s).
     "A100": GPUSpec("A100", 312.0, 2039.0, 80.0, 25.0),
-    # NVIDIA L40S datasheet: 362 TFLOPS BF16 dense, 48 GB GDDR6 at 864 GB/s.
-    "L40S": GPUSpec("L40S", 362.0, 864.0, 48.0, 25.0),
+    # "NVIDIA L40S GPU" datasheet: BF16 Tensor Core 362.05 TFLOPS (733 with sparsity), 48 GB GDDR6
+    # with ECC at 864 GB/s. ECC is on by default and reserves 1/16 of GDDR6 (nvidia-smi shows
+    # 46,068 MiB), hence 45 GiB. PCIe cards: assume one 200 Gb/s NIC per GPU (25 GB/s).
+    "L40S": GPUSpec("L40S", 362.0, 864.0, 45.0, 25.0),
 }
 
 MODEL_PRESETS: Mapping[str, ModelShape] = {
-    # meta-llama/Llama-3.1-8B config.json: 32 layers, hidden 4096, 8 KV heads, head dim 128.
+    # meta-llama/Llama-3.1-8B config.json: num_hidden_layers 32, hidden_size 4096,
+    # num_attention_heads 32, num_key_value_heads 8 (head dim 128); model card: 8.03B parameters.
     "Llama-3.1-8B": ModelShape("Llama-3.1-8B", 8.03, 8.03, 32, 8, 128, 4096),
-    # meta-llama/Llama-3.1-70B config.json: 80 layers, hidden 8192, 8 KV heads, head dim 128.
+    # meta-llama/Llama-3.1-70B config.json: 80 layers, hidden_size 8192, 64 attention heads,
+    # 8 KV heads (head dim 128); model card: 70.6B parameters.
     "Llama-3.1-70B": ModelShape("Llama-3.1-70B", 70.6, 70.6, 80, 8, 128, 8192),
-    # Qwen/Qwen2.5-72B config.json: 80 layers, hidden 8192, 8 KV heads, head dim 128.
+    # Qwen/Qwen2.5-72B config.json: 80 layers, hidden_size 8192, 64 attention heads, 8 KV heads
+    # (head dim 128); model card: 72.7B parameters.
     "Qwen2.5-72B": ModelShape("Qwen2.5-72B", 72.7, 72.7, 80, 8, 128, 8192),
-    # mistralai/Mixtral-8x7B: 46.7B total, 12.9B active (2 of 8 experts), 32 layers, 8 KV heads.
+    # Qwen/Qwen3-32B config.json: 64 layers, 64 attention heads, 8 KV heads, head_dim 128
+    # (attention width 8192; hidden_size 5120); model card: 32.8B parameters.
+    "Qwen3-32B": ModelShape("Qwen3-32B", 32.8, 32.8, 64, 8, 128, 8192),
+    # mistralai/Mixtral-8x7B-v0.1 config.json: 32 layers, hidden_size 4096, 32 attention heads,
+    # 8 KV heads, 8 local experts with 2 per token; Mistral's announcement: 46.7B total,
+    # 12.9B used per token.
     "Mixtral-8x7B": ModelShape("Mixtral-8x7B", 46.7, 12.9, 32, 8, 128, 4096),
-    # Qwen/Qwen3-30B-A3B: 30.5B total, 3.3B active, 48 layers, 4 KV heads, head dim 128, 32 heads.
+    # Qwen/Qwen3-30B-A3B config.json: 48 layers, 32 attention heads, 4 KV heads, head_dim 128,
+    # 128 experts with 8 per token; model card: 30.5B total, 3.3B activated.
     "Qwen3-30B-A3B": ModelShape("Qwen3-30B-A3B", 30.5, 3.3, 48, 4, 128, 4096),
+    # Qwen/Qwen3-235B-A22B config.json: 94 layers, 64 attention heads, 4 KV heads, head_dim 128,
+    # 128 experts with 8 per token; model card: 235B total, 22B activated.
+    "Qwen3-235B-A22B": ModelShape("Qwen3-235B-A22B", 235.0, 22.0, 94, 4, 128, 8192),
 }
 
 
@@ -74,6 +127,7 @@ class PresetError(ValueError):
 
 
 def gpu_preset(name: str) -> GPUSpec:
+    """The GPU preset called `name` (case-insensitive); PresetError listing the known names otherwise."""
     for key, spec in GPU_PRESETS.items():
         if key.lower() == name.lower():
             return spec
@@ -81,6 +135,7 @@ def gpu_preset(name: str) -> GPUSpec:
 
 
 def model_preset(name: str) -> ModelShape:
+    """The model preset called `name` (case-insensitive); PresetError listing the known names otherwise."""
     for key, shape in MODEL_PRESETS.items():
         if key.lower() == name.lower():
             return shape
@@ -88,7 +143,10 @@ def model_preset(name: str) -> ModelShape:
 
 
 def infer_model_preset(model_name: str) -> ModelShape | None:
-    """The preset whose name appears in a served model name (`meta-llama/Llama-3.1-8B-Instruct`)."""
+    """The preset whose name appears in a served model name (`meta-llama/Llama-3.1-8B-Instruct`), else None.
+
+    When several match, the longest name wins (it is the most specific).
+    """
     lowered = model_name.lower()
     matches = [shape for key, shape in MODEL_PRESETS.items() if key.lower() in lowered]
     return max(matches, key=lambda s: len(s.name)) if matches else None

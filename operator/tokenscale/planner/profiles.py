@@ -36,19 +36,21 @@ def gpu_of(hardware: Hardware) -> presets.GPUSpec:
 
 
 def model_shape_of(spec: InferencePoolSpec) -> presets.ModelShape | None:
+    """The model shape: `spec.modelShape` (preset plus overrides, or every field), else the preset
+    whose name appears in `spec.model`, with any precision fields of `spec.modelShape` applied."""
     shape: ModelShape | None = spec.model_shape
-    if shape is None or (shape.preset is None and shape.parameters_billions is None):
-        return presets.infer_model_preset(spec.model) if shape is None or shape.preset is None else None
-    if shape.preset is not None:
+    base: presets.ModelShape | None
+    if shape is not None and shape.preset is not None:
         try:
             base = presets.model_preset(shape.preset)
         except presets.PresetError as err:
             raise ProfileError(f"spec.modelShape.preset: {err}") from None
-    else:
-        missing = [n for n in ("layers", "kv_heads", "head_dim") if getattr(shape, n) is None]
+    elif shape is not None and shape.parameters_billions is not None:
+        fields = {"layers": shape.layers, "kvHeads": shape.kv_heads, "headDim": shape.head_dim}
+        missing = [name for name, value in fields.items() if value is None]
         if missing:
             raise ProfileError(f"spec.modelShape needs {', '.join(missing)} when no preset is given")
-        assert shape.parameters_billions is not None and shape.layers and shape.kv_heads and shape.head_dim
+        assert shape.layers and shape.kv_heads and shape.head_dim
         base = presets.ModelShape(
             name="custom",
             parameters_b=shape.parameters_billions,
@@ -56,8 +58,18 @@ def model_shape_of(spec: InferencePoolSpec) -> presets.ModelShape | None:
             layers=shape.layers,
             kv_heads=shape.kv_heads,
             head_dim=shape.head_dim,
+            # Attention width: GQA models of this kind use 8 query heads per KV head (Llama-70B,
+            # Qwen2.5-72B); for others, pick a preset or give a measured profile.
             hidden=shape.kv_heads * shape.head_dim * 8,
         )
+    else:
+        base = presets.infer_model_preset(spec.model)
+        if base is None:
+            if shape is not None and (shape.layers or shape.kv_heads or shape.head_dim):
+                raise ProfileError("spec.modelShape needs parametersBillions when no preset is given")
+            return None
+    if shape is None:
+        return base
     return replace(
         base,
         parameters_b=shape.parameters_billions or base.parameters_b,

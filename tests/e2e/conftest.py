@@ -1,0 +1,36 @@
+"""Fixtures for the end-to-end tests: the project's own CRD installed on the test apiserver.
+
+`inferencepool_crd` applies the generated crds/tokenscale.dev_inferencepools.yaml once per session
+through the Python client and waits until it is Established and served; a CRD the server rejects
+fails every test that needs it, with the server's reason.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+import yaml
+from harness.resources import apply_crd
+from kubernetes.client.exceptions import ApiException
+
+from tokenscale import crd
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD_FILE = ROOT / "crds" / crd.CRD_FILE_NAME
+
+
+@pytest.fixture(scope="session")
+def inferencepool_crd(api_client: kubernetes.client.ApiClient) -> dict[str, Any]:
+    """The InferencePool CRD as the test apiserver stored it, Established and in discovery."""
+    manifest: dict[str, Any] = yaml.safe_load(CRD_FILE.read_text())
+    try:
+        return apply_crd(api_client, manifest)
+    except ApiException as err:
+        if err.status != 422:
+            raise
+        reason = json.loads(err.body).get("message", err.body) if err.body else err.reason
+    pytest.fail(f"kube-apiserver 1.20 rejected {CRD_FILE.relative_to(ROOT)}: {reason}", pytrace=False)

@@ -1,0 +1,79 @@
+"""Scoring of simulated runs and the stable summary.json shape."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tokenscale import api
+from tokenscale.sim import report
+
+OBJ = api.Objectives.model_validate(
+    {"ttft": {"quantile": 0.9, "target": "1s"}, "tpot": {"quantile": 0.9, "target": "50ms"}}
+)
+
+
+def _run(
+    ttft: list[float], tpot: list[float], arrival: list[float] | None = None, gpu_s: float = 7200.0
+) -> report.PolicyRun:
+    n = len(ttft)
+    t = np.arange(4) * 60.0
+    return report.PolicyRun(
+        policy="p",
+        arrival_s=np.asarray(arrival if arrival is not None else np.linspace(0, 100, n)),
+        ttft_s=np.asarray(ttft),
+        tpot_s=np.asarray(tpot),
+        gpu_seconds=gpu_s,
+        scale_actions=3,
+        timeline=report.Timeline(
+            t_s=t,
+            rate_per_s=np.ones(4),
+            replicas={"decode": np.array([1.0, 2.0, 3.0, 2.0])},
+            ready={"decode": np.array([1.0, 1.0, 2.0, 2.0])},
+            ttft_q_s=np.full(4, 0.5),
+            tpot_q_s=np.full(4, 0.02),
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("ttft", "tpot", "fraction"),
+    [
+        pytest.param([0.5, 0.5, 0.5, 0.5], [0.01, 0.01, 0.01, 0.01], 1.0, id="all-meet"),
+        pytest.param([0.5, 2.0, 0.5, 0.5], [0.01, 0.01, 0.09, 0.01], 0.5, id="one-ttft-one-tpot-miss"),
+        pytest.param([0.5, 0.5], [float("nan"), 0.01], 1.0, id="one-token-answer-has-no-tpot"),
+    ],
+)
+def test_requests_meeting_both(ttft: list[float], tpot: list[float], fraction: float) -> None:
+    assert report.score(_run(ttft, tpot), OBJ).requests_meeting_both == pytest.approx(fraction)
+
+
+def test_windows_goodput_and_replicas() -> None:
+    # Window 0 (t < 300 s) meets; window 1 has a p90 TTFT of 3 s.
+    arrival = [10.0] * 10 + [400.0] * 10
+    ttft = [0.2] * 10 + [3.0] * 10
+    s = report.score(_run(ttft, [0.01] * 20, arrival, gpu_s=3600.0), OBJ)
+    assert s.windows_meeting_both == pytest.approx(0.5)
+    assert s.gpu_hours == pytest.approx(1.0)
+    assert s.goodput_per_gpu_hour == pytest.approx(10.0)
+    assert s.max_replicas == {"decode": 3} and s.mean_replicas == {"decode": 2.0}
+    assert s.ttft_p90_s == pytest.approx(3.0)
+
+
+def test_write_all_produces_documented_files(tmp_path: Path) -> None:
+    runs = [_run([0.5] * 5, [0.01] * 5)]
+    summary = report.write_all(tmp_path, {"name": "w", "requests": 5}, OBJ, runs, "title", requests_csv=True)
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk == summary
+    policy = on_disk["policies"]["p"]
+    for key in ("requests_meeting_both", "windows_meeting_both", "gpu_hours", "goodput_per_gpu_hour",
+                "scale_actions", "ttft_p90_s", "tpot_p90_s"):  # fmt: skip
+        assert key in policy and not (isinstance(policy[key], float) and math.isnan(policy[key]))
+    assert on_disk["objectives"]["ttft"] == {"quantile": 0.9, "target_s": 1.0}
+    assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| p |" in (tmp_path / "report.md").read_text()
+    assert len((tmp_path / "requests.csv").read_text().splitlines()) == 6
