@@ -149,7 +149,10 @@ def size_biased_batch_quantile(q: float, shape: float, utilization: FloatArray, 
     valid = np.isfinite(u) & (u >= 0) & (u < 1)
     safe = np.where(valid, u, 0.0)
     r = shape + 1.0
-    k = np.arange(1, kmax + 1, dtype=np.float64)
+    # Search only as far as the heaviest valid row needs: mean + 12 standard deviations.
+    top = float(safe.max(initial=0.0))
+    span = r * top / (1.0 - top) + 12.0 * math.sqrt(r * top) / (1.0 - top) + 30.0
+    k = np.arange(1, min(kmax, math.ceil(span)) + 1, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         log_ratio = np.log(safe)[:, None] + np.log((k - 1.0 + r) / k)[None, :]
         log_pmf = (
