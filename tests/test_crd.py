@@ -17,6 +17,11 @@ import yaml
 
 from tokenscale import crd
 
+NEEDS_POOL_LABELS = (
+    "mode Disaggregated with engine vllm, sglang or trtllm needs different, non-empty pools.prefill.metricsLabels and "
+    "pools.decode.metricsLabels (e.g. {job: llama-prefill}), so that the prefill engines' series are told apart"
+)
+
 ROOT = Path(__file__).resolve().parents[1]
 CRD_PATH = ROOT / "crds" / crd.CRD_FILE_NAME
 
@@ -152,12 +157,19 @@ def _aggregated_pool(**spec_changes: Any) -> dict[str, Any]:
         pytest.param(_pool(), [], id="valid-disaggregated"),
         pytest.param(_aggregated_pool(), [], id="valid-aggregated-minimal-with-defaults"),
         pytest.param(
-            _pool(spec__pools__decode={"scaleTargetRef": {"name": "d"}, "minReplicas": 5, "maxReplicas": 3}),
+            _pool(
+                spec__pools__decode={
+                    "scaleTargetRef": {"name": "d"},
+                    "metricsLabels": {"job": "d"},
+                    "minReplicas": 5,
+                    "maxReplicas": 3,
+                }
+            ),
             ["minReplicas must be less than or equal to maxReplicas"],
             id="min-greater-than-max",
         ),
         pytest.param(
-            _pool(spec__pools__decode={"scaleTargetRef": {"name": "d"}, "maxReplicas": 3}),
+            _pool(spec__pools__decode={"scaleTargetRef": {"name": "d"}, "metricsLabels": {"job": "d"}, "maxReplicas": 3}),
             [],
             id="min-defaults-to-one",
         ),
@@ -213,6 +225,30 @@ def _aggregated_pool(**spec_changes: Any) -> dict[str, Any]:
             id="zero-timeout",
         ),
         pytest.param(
+            _pool(spec__pools__decode={"scaleTargetRef": {"name": "d"}, "maxReplicas": 3}),
+            [NEEDS_POOL_LABELS],
+            id="disaggregated-vllm-without-decode-metrics-labels",
+        ),
+        pytest.param(
+            _pool(
+                spec__pools__decode={
+                    "scaleTargetRef": {"name": "d"},
+                    "metricsLabels": {"job": "llama-70b-prefill"},
+                    "maxReplicas": 3,
+                }
+            ),
+            [NEEDS_POOL_LABELS],
+            id="disaggregated-vllm-same-labels-for-both-pools",
+        ),
+        pytest.param(
+            _pool(
+                spec__metrics={"prometheus": {"url": "http://p:9090"}, "engine": "dynamo"},
+                spec__pools__decode={"scaleTargetRef": {"name": "d"}, "maxReplicas": 3},
+            ),
+            [],
+            id="disaggregated-dynamo-frontend-needs-no-pool-labels",
+        ),
+        pytest.param(
             _pool(spec__forecast={"quantile": 1.5}),
             ["forecast.quantile must be strictly between 0 and 1"],
             id="forecast-quantile",
@@ -227,7 +263,14 @@ def test_cel_rules(doc: dict[str, Any], expected: list[str]) -> None:
     "doc",
     [
         pytest.param(
-            _pool(spec__pools__decode={"scaleTargetRef": {"name": "d"}, "minReplicas": 5, "maxReplicas": 3}),
+            _pool(
+                spec__pools__decode={
+                    "scaleTargetRef": {"name": "d"},
+                    "metricsLabels": {"job": "d"},
+                    "minReplicas": 5,
+                    "maxReplicas": 3,
+                }
+            ),
             id="min-greater-than-max",
         ),
         pytest.param(_pool(spec__objectives__tpot={"quantile": 0.9, "target": "0ms"}), id="zero-target"),

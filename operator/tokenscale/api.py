@@ -363,6 +363,11 @@ class WorkloadPool(ApiModel):
     max_num_batched_tokens: int = Field(
         2048, ge=64, description="Tokens per engine step (chunked-prefill budget; aggregated mode)."
     )
+    metrics_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Label matchers (exact match) that select this pool's engine series, e.g. {job: llama-prefill}; "
+        "needed in Disaggregated mode so the prefill engines' requests are not counted as user requests.",
+    )
     node_group: NodeGroup | None = Field(None, description="GPU nodes of this pool, for capacity checks.")
     hardware: Hardware | None = Field(None, description="GPU of this pool; defaults to spec.hardware.")
     performance: Performance | None = Field(None, description="Measured performance; else the roofline prior.")
@@ -466,6 +471,12 @@ class GatewayPoolRef(ApiModel):
     name: str = Field(min_length=1, description="Name of the inference.networking.k8s.io InferencePool.")
 
 
+_METRICS_LABELS_MESSAGE = (
+    "mode Disaggregated with engine vllm, sglang or trtllm needs different, non-empty pools.prefill.metricsLabels and "
+    "pools.decode.metricsLabels (e.g. {job: llama-prefill}), so that the prefill engines' series are told apart"
+)
+
+
 class InferencePoolSpec(ApiModel):
     """What to serve, the latency objectives, the metrics source and the pools to scale."""
 
@@ -489,6 +500,14 @@ class InferencePoolSpec(ApiModel):
                     " + (has(self.pools.aggregated) ? self.pools.aggregated.minReplicas"
                     " * self.pools.aggregated.gpusPerReplica : 0) <= self.gpuBudget",
                     "message": "gpuBudget is smaller than the GPUs the pools' minReplicas already need",
+                },
+                {
+                    "rule": "self.mode != 'Disaggregated' || self.metrics.engine in ['dynamo', 'custom']"
+                    " || !has(self.pools.prefill) || !has(self.pools.decode)"
+                    " || (has(self.pools.prefill.metricsLabels) && has(self.pools.decode.metricsLabels)"
+                    " && size(self.pools.prefill.metricsLabels) > 0 && size(self.pools.decode.metricsLabels) > 0"
+                    " && self.pools.prefill.metricsLabels != self.pools.decode.metricsLabels)",
+                    "message": _METRICS_LABELS_MESSAGE,
                 },
                 _positive_duration_rule("interval"),
             ]
@@ -519,6 +538,10 @@ class InferencePoolSpec(ApiModel):
             extra = sorted(present - needed)
             hint = f"; remove {', '.join('pools.' + r for r in extra)}" if extra else ""
             raise ValueError(f"mode {self.mode} needs {need}{hint}")
+        if self.mode == "Disaggregated" and self.metrics.engine not in ("dynamo", "custom"):
+            prefill, decode = self.pools.prefill, self.pools.decode
+            if prefill and decode and (not prefill.metrics_labels or prefill.metrics_labels == decode.metrics_labels):
+                raise ValueError(_METRICS_LABELS_MESSAGE)
         if self.interval.seconds <= 0:
             raise ValueError("interval must be a positive duration such as '30s'")
         if self.gpu_budget is not None:
