@@ -160,6 +160,8 @@ class FleetSnapshot:
     prompt_tokens: HistogramSnapshot
     generation_tokens: HistogramSnapshot
     pools: Mapping[Role, PoolSnapshot]
+    # Σ ISL over requests that have their first token: vLLM counts prompt tokens at the first token.
+    first_token_prompt_tokens_total: float = 0.0
 
     @property
     def in_system(self) -> int:
@@ -268,6 +270,7 @@ class Fleet:
         self._finished = 0
         self._in_transfer = 0
         self._prompt_tokens = 0.0
+        self._first_prompt_tokens = 0.0
         self._gen_tokens = 0.0
         # Queues: prefill FCFS (Disaggregated), decode admission FCFS, aggregated FCFS.
         self._pq: deque[int] = deque()
@@ -325,13 +328,39 @@ class Fleet:
         Raises `SimulationStuck` if requests remain that no replica can ever serve.
         """
         self._process(math.inf)
-        if self._finished < self.workload.n_requests:
+        if self._finished < len(self._arr):
             raise SimulationStuck(
-                f"{self.workload.n_requests - self._finished} requests can never finish: "
+                f"{len(self._arr) - self._finished} requests can never finish: "
                 + ", ".join(f"{role} has {len(self._live[role])} replicas" for role in self._live)
             )
         self._catch_up(self._now)
         return self._now
+
+    def append_arrivals(self, arrival_s: npt.ArrayLike, isl_tokens: npt.ArrayLike, osl_tokens: npt.ArrayLike) -> None:
+        """Add requests after the workload's: sorted arrivals no earlier than now and the last arrival.
+
+        For an open-ended run whose arrivals are drawn as time goes on (`sim.exporter.LiveFleet`).
+        They join `records()` after the workload's requests, in arrival order.
+        """
+        t = np.asarray(arrival_s, dtype=np.float64)
+        isl = np.asarray(isl_tokens, dtype=np.int64)
+        osl = np.asarray(osl_tokens, dtype=np.int64)
+        if t.ndim != 1 or isl.shape != t.shape or osl.shape != t.shape:
+            raise ValueError("arrival_s, isl_tokens and osl_tokens must be 1-D and of the same length")
+        if not len(t):
+            return
+        earliest = max(self._now, self._arr[-1] if self._arr else 0.0)
+        if not np.all(np.isfinite(t)) or t[0] < earliest or np.any(np.diff(t) < 0.0):
+            raise ValueError(f"arrivals must be finite, sorted and ≥ {earliest} (now or the last arrival)")
+        if isl.min() < 1 or osl.min() < 1:
+            raise ValueError("token lengths must be ≥ 1")
+        self._arr.extend(t.tolist())
+        self._isl.extend(isl.tolist())
+        self._osl.extend(osl.tolist())
+        nan = [math.nan] * len(t)
+        for times in (self._prefill_start, self._prefill_end, self._decode_start, self._first, self._finish):
+            times.extend(nan)
+        self._g0.extend([0.0] * len(t))
 
     def set_replicas(self, role: Role, n: int, now_s: float) -> None:
         """Scale `role` to `n` replicas (starting + ready) at `now_s` (≥ the current time)."""
@@ -414,6 +443,7 @@ class Fleet:
             prompt_tokens=self._h_prompt.snapshot(),
             generation_tokens=self._h_gen.snapshot(),
             pools=pools,
+            first_token_prompt_tokens_total=self._first_prompt_tokens,
         )
 
     def records(self) -> RequestRecords:
@@ -425,10 +455,16 @@ class Fleet:
             out.setflags(write=False)
             return out
 
+        def ints(values: list[int]) -> IntArray:
+            out = np.array(values, dtype=np.int64)
+            out.setflags(write=False)
+            return out
+
+        appended = len(self._arr) > w.n_requests
         return RequestRecords(
-            arrival_s=w.arrival_s,
-            isl_tokens=w.isl_tokens,
-            osl_tokens=w.osl_tokens,
+            arrival_s=arr(self._arr) if appended else w.arrival_s,
+            isl_tokens=ints(self._isl) if appended else w.isl_tokens,
+            osl_tokens=ints(self._osl) if appended else w.osl_tokens,
             prefill_start_s=arr(self._prefill_start),
             prefill_end_s=arr(self._prefill_end),
             decode_start_s=arr(self._decode_start),
@@ -831,6 +867,7 @@ class Fleet:
 
     def _record_first(self, j: int, t: float) -> None:
         self._first[j] = t
+        self._first_prompt_tokens += self._isl[j]
         self._h_ttft.observe(t - self._arr[j])
 
     def _record_finish(self, j: int, t: float) -> None:

@@ -1,0 +1,490 @@
+"""Build the planner's `Observation` of one InferencePool from Prometheus, with explicit data quality.
+
+Called by the controller every interval and by `tokenscale plan --prometheus`. All queries of one
+observation are evaluated at the same instant and run concurrently (`PrometheusClient.query`
+runs each off the event loop with a deadline). What cannot be read becomes `None` with a
+`DataNote` saying why — missing series, stale series, NaN (0/0 at idle), too few samples, counter
+resets, coarse buckets, Prometheus unreachable — never a silent 0 (STYLE.md §16).
+
+Signals (PromQL in `metrics.promql`, names in `metrics.presets`):
+- offered load: finished requests plus the growth of requests in the system over the window,
+  (Δ finished + Δ(running + waiting)) / window, so a saturated fleet's load is not capped at its
+  completion rate (DESIGN.md, "Metrics presets");
+- request lengths: mean = histogram `_sum` / `_count`; c² estimated from the buckets
+  (`planner.observation.moments_from_buckets`); or token counters / finished requests;
+- burstiness: index of dispersion of finished-request counts in bins (≈ c_a², 1 for Poisson);
+- TTFT and TPOT quantiles: `histogram_quantile` over the window, with a note when the objective's
+  target falls in a bucket wider than half the target (the interpolated quantile is coarse there);
+- running and waiting requests, KV-cache use, replicas seen in the metrics (series per pool).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
+
+from tokenscale.api import InferencePoolSpec, Objective, Role
+from tokenscale.metrics import promql
+from tokenscale.metrics.presets import PRESETS, EnginePreset, LengthSeries
+from tokenscale.metrics.prometheus import PrometheusClient, PrometheusError, Sample
+from tokenscale.planner.observation import DataNote, Observation, ReplicaCounts, moments_from_buckets
+
+MIN_QUANTILE_SAMPLES = 20  # fewer observations in the window than this: the quantile gets a note
+COARSE_BUCKET_WIDTH = 0.5  # bucket width / target above this: the quantile near the target is coarse
+STALE_LOOKBACK_S = 3600.0  # a series seen within this lookback but not in the window is "stale"
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """One histogram over the window: finite bucket bounds, cumulative counts, total count and sum."""
+
+    bounds: tuple[float, ...]
+    cumulative: tuple[float, ...]
+    count: float
+    total: float | None
+
+
+@dataclass(frozen=True)
+class ObservationResult:
+    """The observation and what was asked: for `plan --prometheus` output and for the operator's metrics."""
+
+    observation: Observation
+    queries: Mapping[str, str]
+    errors: Mapping[str, str]  # query name -> error kind, for queries that failed outright
+    metrics_replicas: Mapping[Role, int]  # series per pool: replicas that export metrics
+
+
+def _serving_role(spec: InferencePoolSpec) -> Role:
+    return "aggregated" if spec.mode == "Aggregated" else "decode"
+
+
+def _prefill_role(spec: InferencePoolSpec) -> Role:
+    return "aggregated" if spec.mode == "Aggregated" else "prefill"
+
+
+class _Plan:
+    """The queries of one observation, named, and the label matchers they use."""
+
+    def __init__(self, spec: InferencePoolSpec, preset: EnginePreset) -> None:
+        self.spec, self.preset = spec, preset
+        self.window_s = spec.metrics.window.seconds
+        self.base = {preset.model_label: spec.model, **spec.metrics.labels}
+        self.roles = tuple(spec.active_pools())
+        self.serving = self.base if preset.request_source == "frontend" else self.pool(_serving_role(spec))
+        self.queries: dict[str, str] = {}
+
+    def pool(self, role: Role) -> dict[str, str]:
+        pool = self.spec.active_pools()[role]
+        return {**self.base, **pool.metrics_labels}
+
+    def add(self, name: str, query: str) -> None:
+        self.queries[name] = query
+
+    def build(self) -> None:
+        p, w, spec = self.preset, self.window_s, self.spec
+        self.add("finished", promql.increase_sum(p.finished_requests, self.serving, w))
+        self.add("finished_resets", promql.resets_sum(p.finished_requests, self.serving, w))
+        self.add("dispersion", promql.count_dispersion(p.finished_requests, self.serving, w, max(w / 8.0, 1.0)))
+        if p.in_system:
+            self.add("in_system_delta", promql.gauge_delta_sum(p.in_system, self.base, w))
+        for signal, series in (("isl", p.isl), ("osl", p.osl)):
+            if series.histogram:
+                self.add(f"{signal}_buckets", promql.histogram_buckets(series.histogram, self.serving, w))
+                self.add(f"{signal}_sum", promql.histogram_sum(series.histogram, self.serving, w))
+            elif series.tokens_counter:
+                self.add(f"{signal}_tokens", promql.increase_sum(series.tokens_counter, self.serving, w))
+        for signal, names, q in (
+            ("ttft", p.ttft, spec.objectives.ttft.quantile),
+            ("tpot", p.tpot, spec.objectives.tpot.quantile),
+        ):
+            for i, name in enumerate(names):
+                self.add(f"{signal}_buckets_{i}", promql.histogram_buckets(name, self.serving, w))
+                self.add(f"{signal}_quantile_{i}", promql.histogram_quantile(q, name, self.serving, w))
+                self.add(f"{signal}_sum_{i}", promql.histogram_sum(name, self.serving, w))
+        if p.prefill_time:
+            prefill = self.pool(_prefill_role(spec)) if p.request_source == "serving-pool" else self.base
+            self.add("prefill_buckets", promql.histogram_buckets(p.prefill_time, prefill, w))
+            self.add("prefill_sum", promql.histogram_sum(p.prefill_time, prefill, w))
+        per_pool_metric = p.running or (p.finished_requests if p.request_source == "serving-pool" else None)
+        for role in self.roles:
+            if p.running:
+                self.add(f"running_{role}", promql.gauge_sum(p.running, self.pool(role)))
+            if per_pool_metric:
+                self.add(f"replicas_{role}", promql.series_count(per_pool_metric, self.pool(role)))
+        if p.waiting:
+            self.add("waiting", promql.gauge_sum(p.waiting, self.base))
+        for i, name in enumerate(p.kv_usage):
+            self.add(f"kv_{i}", promql.gauge_avg(name, self.pool(_serving_role(spec))))
+
+
+async def observe(
+    spec: InferencePoolSpec,
+    client: PrometheusClient,
+    now_s: float,
+    replicas: Mapping[Role, ReplicaCounts] | None = None,
+) -> ObservationResult:
+    """Read one Observation at Unix time `now_s`. `replicas` come from /scale; without them, from the metrics."""
+    preset = PRESETS[spec.metrics.engine] if spec.metrics.engine != "custom" else None
+    if preset is None:
+        return await _observe_custom(spec, client, now_s, replicas)
+    plan = _Plan(spec, preset)
+    plan.build()
+    answers = await _run_all(client, plan.queries, now_s)
+    return await _assemble(spec, preset, plan, client, answers, now_s, replicas)
+
+
+async def _run_all(
+    client: PrometheusClient, queries: Mapping[str, str], now_s: float
+) -> dict[str, list[Sample] | PrometheusError]:
+    names = list(queries)
+    calls: list[Awaitable[list[Sample]]] = [client.query(queries[n], now_s) for n in names]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    out: dict[str, list[Sample] | PrometheusError] = {}
+    for name, result in zip(names, results, strict=True):
+        if isinstance(result, PrometheusError):
+            out[name] = result
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            out[name] = result
+    return out
+
+
+class _Reader:
+    """Turns answers into values and notes."""
+
+    def __init__(self, answers: Mapping[str, list[Sample] | PrometheusError]) -> None:
+        self.answers = answers
+        self.notes: list[DataNote] = []
+        self.errors: dict[str, str] = {}
+
+    def samples(self, name: str) -> list[Sample] | None:
+        """The samples of a query, or None when it failed (the failure is noted once)."""
+        answer = self.answers.get(name)
+        if answer is None:
+            return None
+        if isinstance(answer, PrometheusError):
+            self.errors[name] = answer.kind
+            return None
+        return answer
+
+    def scalar(self, name: str) -> float | None:
+        """The single value of an aggregated query: None when the query failed or found no series."""
+        samples = self.samples(name)
+        if not samples:
+            return None
+        return samples[0].value
+
+    def histogram(self, buckets: str, total: str) -> Histogram | None:
+        """The histogram of a `sum by (le)` buckets query and its `_sum` query; None without a +Inf bucket."""
+        samples = self.samples(buckets)
+        if not samples:
+            return None
+        by_le: dict[float, float] = {}
+        for s in samples:
+            try:
+                by_le[float(s.labels.get("le", "nan"))] = s.value
+            except ValueError:
+                continue
+        if math.inf not in by_le:
+            return None
+        finite = sorted(b for b in by_le if math.isfinite(b))
+        return Histogram(tuple(finite), tuple(by_le[b] for b in finite), by_le[math.inf], self.scalar(total))
+
+    def note(self, signal: str, kind: str, message: str) -> None:
+        self.notes.append(DataNote(signal, kind, message))
+
+
+async def _diagnose(
+    client: PrometheusClient, metric: str, labels: Mapping[str, str], window_s: float, now_s: float
+) -> tuple[str, str]:
+    """Why a signal has no value: ("stale", …) if the series existed lately, else ("missing", …)."""
+    where = promql.selector(metric, labels)
+    lookback = max(STALE_LOOKBACK_S, 10 * window_s)
+    try:
+        seen = await client.query(promql.last_seen_count(metric, labels, lookback), now_s)
+    except PrometheusError as err:
+        return err.kind, f"{where}: {err}"
+    if seen and seen[0].value > 0:
+        return "stale", f"{where} has no samples in the last {window_s:g}s (last seen within {lookback:g}s)"
+    return "missing", f"no series {where} in Prometheus"
+
+
+async def _assemble(
+    spec: InferencePoolSpec,
+    preset: EnginePreset,
+    plan: _Plan,
+    client: PrometheusClient,
+    answers: Mapping[str, list[Sample] | PrometheusError],
+    now_s: float,
+    replicas: Mapping[Role, ReplicaCounts] | None,
+) -> ObservationResult:
+    r = _Reader(answers)
+    w = plan.window_s
+    unreachable = {a.kind for a in answers.values() if isinstance(a, PrometheusError)} & {"unreachable", "timeout"}
+    if unreachable and all(isinstance(a, PrometheusError) for a in answers.values()):
+        first = next(a for a in answers.values() if isinstance(a, PrometheusError))
+        for signal in ("request_rate", "isl_mean", "osl_mean"):
+            r.note(signal, first.kind, str(first))
+        obs = Observation(now_s, None, None, None, dict(replicas or {}), notes=tuple(r.notes))
+        return ObservationResult(obs, plan.queries, {n: first.kind for n in answers}, {})
+
+    # Offered load.
+    finished = r.scalar("finished")
+    rate: float | None = None
+    if finished is None:
+        kind, message = await _explain(r, client, "finished", preset.finished_requests, plan.serving, w, now_s)
+        r.note("request_rate", kind, message)
+    elif math.isnan(finished):
+        r.note("request_rate", "nan", f"{preset.finished_requests}: the increase over the window is NaN")
+    else:
+        growth = r.scalar("in_system_delta") if preset.in_system else None
+        if growth is None or math.isnan(growth):
+            r.note(
+                "request_rate",
+                "approximate",
+                "offered load from finished requests only (no running/waiting gauges): a saturated fleet reads low",
+            )
+            growth = 0.0
+        rate = max(finished + growth, 0.0) / w
+        resets = r.scalar("finished_resets")
+        if resets is not None and resets > 0:
+            r.note(
+                "request_rate",
+                "counter-reset",
+                f"{preset.finished_requests} reset {resets:g} time(s) in the window (engine restart); "
+                "increase() compensated",
+            )
+    dispersion = r.scalar("dispersion")
+    arrival_cv2 = dispersion if dispersion is not None and math.isfinite(dispersion) and dispersion >= 0 else None
+
+    # Lengths.
+    lengths: dict[str, tuple[float | None, float | None]] = {}
+    for signal, series in (("isl", preset.isl), ("osl", preset.osl)):
+        lengths[signal] = await _length(r, client, plan, signal, series, finished, now_s)
+
+    # Latency quantiles.
+    ttft_q, _ = await _quantile(r, client, plan, "ttft", preset.ttft, spec.objectives.ttft, now_s)
+    tpot_q, tpot_mean = await _quantile(r, client, plan, "tpot", preset.tpot, spec.objectives.tpot, now_s)
+    prefill_mean: float | None = None
+    prefill = r.histogram("prefill_buckets", "prefill_sum") if preset.prefill_time else None
+    if prefill is not None and prefill.count > 0 and prefill.total is not None:
+        prefill_mean = prefill.total / prefill.count
+
+    # Gauges.
+    running: dict[Role, float] = {}
+    for role in plan.roles:
+        value = r.scalar(f"running_{role}")
+        if value is not None and math.isfinite(value):
+            running[role] = value
+    waiting = r.scalar("waiting")
+    kv = next(
+        (v for i in range(len(preset.kv_usage)) if (v := r.scalar(f"kv_{i}")) is not None and math.isfinite(v)), None
+    )
+    seen: dict[Role, int] = {}
+    for role in plan.roles:
+        count = r.scalar(f"replicas_{role}")
+        if count is not None and math.isfinite(count):
+            seen[role] = int(count)
+    if replicas is None:
+        replicas = {role: ReplicaCounts(seen.get(role, 0), seen.get(role, 0)) for role in plan.roles}
+    for name, kind in r.errors.items():
+        if not any(n.kind == kind for n in r.notes):
+            r.note(name, kind, f"query {name} failed: {kind}")
+
+    obs = Observation(
+        time_s=now_s,
+        request_rate_per_s=rate,
+        isl_mean_tokens=lengths["isl"][0],
+        osl_mean_tokens=lengths["osl"][0],
+        replicas=dict(replicas),
+        isl_cv2=lengths["isl"][1],
+        osl_cv2=lengths["osl"][1],
+        arrival_cv2=arrival_cv2,
+        ttft_quantile_s=ttft_q,
+        tpot_quantile_s=tpot_q,
+        tpot_mean_s=tpot_mean,
+        prefill_time_mean_s=prefill_mean,
+        waiting_requests=waiting if waiting is not None and math.isfinite(waiting) else None,
+        running_requests=running,
+        kv_usage_fraction=kv,
+        notes=tuple(r.notes),
+    )
+    return ObservationResult(obs, plan.queries, dict(r.errors), seen)
+
+
+async def _explain(
+    r: _Reader,
+    client: PrometheusClient,
+    query_name: str,
+    metric: str,
+    labels: Mapping[str, str],
+    window_s: float,
+    now_s: float,
+) -> tuple[str, str]:
+    """Kind and message for a query without a value: its own error, or stale/missing after a look back."""
+    answer = r.answers.get(query_name)
+    if isinstance(answer, PrometheusError):
+        return answer.kind, f"{metric}: {answer}"
+    return await _diagnose(client, metric, labels, window_s, now_s)
+
+
+async def _length(
+    r: _Reader,
+    client: PrometheusClient,
+    plan: _Plan,
+    signal: str,
+    series: LengthSeries,
+    finished: float | None,
+    now_s: float,
+) -> tuple[float | None, float | None]:
+    name = f"{signal}_mean"
+    if series.histogram:
+        h = r.histogram(f"{signal}_buckets", f"{signal}_sum")
+        if h is None:
+            kind, message = await _explain(
+                r, client, f"{signal}_buckets", series.histogram + "_bucket", plan.serving, plan.window_s, now_s
+            )
+            r.note(name, kind, message)
+            return None, None
+        if h.count <= 0 or h.total is None or math.isnan(h.total):
+            r.note(name, "nan", f"no request finished in the last {plan.window_s:g}s (0/0)")
+            return None, None
+        return moments_from_buckets(h.bounds, (*h.cumulative, h.count), h.total, h.count)
+    if series.tokens_counter:
+        tokens = r.scalar(f"{signal}_tokens")
+        if tokens is None:
+            kind, message = await _explain(
+                r, client, f"{signal}_tokens", series.tokens_counter, plan.serving, plan.window_s, now_s
+            )
+            r.note(name, kind, message)
+            return None, None
+        if finished is None or finished <= 0 or math.isnan(tokens):
+            r.note(name, "nan", f"no request finished in the last {plan.window_s:g}s (0/0)")
+            return None, None
+        return tokens / finished, None
+    r.note(
+        name,
+        "missing",
+        f"engine {plan.preset.engine} exports no request lengths; use engine: custom with metrics.queries",
+    )
+    return None, None
+
+
+async def _quantile(
+    r: _Reader,
+    client: PrometheusClient,
+    plan: _Plan,
+    signal: str,
+    names: tuple[str, ...],
+    objective: Objective,
+    now_s: float,
+) -> tuple[float | None, float | None]:
+    """(quantile, mean) of the first of `names` that has series; notes on why not, or on coarse buckets."""
+    q, target_s = objective.quantile, objective.target.seconds
+    label = f"p{q * 100:g} {signal.upper()}"
+    for i, name in enumerate(names):
+        h = r.histogram(f"{signal}_buckets_{i}", f"{signal}_sum_{i}")
+        if h is None:
+            continue
+        _resolution_note(r, signal, label, h.bounds, target_s)
+        if h.count <= 0:
+            r.note(f"{signal}_quantile", "nan", f"{name}: no observations in the last {plan.window_s:g}s")
+            return None, None
+        value = r.scalar(f"{signal}_quantile_{i}")
+        mean = h.total / h.count if h.total is not None and math.isfinite(h.total) else None
+        if value is None or math.isnan(value):
+            r.note(f"{signal}_quantile", "nan", f"{name}: histogram_quantile gave no value")
+            return None, mean
+        if math.isinf(value):
+            top = h.bounds[-1] if h.bounds else math.nan
+            r.note(f"{signal}_quantile", "coarse-buckets", f"{label} is above the highest bucket ({top:g}s)")
+            return None, mean
+        if h.count < MIN_QUANTILE_SAMPLES:
+            r.note(
+                f"{signal}_quantile",
+                "too-few-samples",
+                f"{label} from only {h.count:.0f} observations in the last {plan.window_s:g}s",
+            )
+        return value, mean
+    kind, message = await _explain(
+        r, client, f"{signal}_buckets_0", names[0] + "_bucket", plan.serving, plan.window_s, now_s
+    )
+    r.note(f"{signal}_quantile", kind, message)
+    return None, None
+
+
+def _resolution_note(r: _Reader, signal: str, label: str, bounds: tuple[float, ...], target_s: float) -> None:
+    """Note when the objective's target sits in a bucket wider than COARSE_BUCKET_WIDTH × target."""
+    above = [b for b in bounds if b >= target_s]
+    if not above:
+        top = bounds[-1] if bounds else math.nan
+        r.note(
+            f"{signal}_quantile",
+            "coarse-buckets",
+            f"{label} target {target_s:g}s is above the highest bucket ({top:g}s): the quantile cannot be read there",
+        )
+        return
+    hi = above[0]
+    below = [b for b in bounds if b < target_s]
+    lo = below[-1] if below else 0.0
+    if hi - lo > COARSE_BUCKET_WIDTH * target_s:
+        r.note(
+            f"{signal}_quantile",
+            "coarse-buckets",
+            f"{label} target {target_s:g}s lies between buckets {lo:g}s and {hi:g}s: "
+            "histogram_quantile interpolates linearly across it, so the reading near the target is coarse",
+        )
+
+
+async def _observe_custom(
+    spec: InferencePoolSpec,
+    client: PrometheusClient,
+    now_s: float,
+    replicas: Mapping[Role, ReplicaCounts] | None,
+) -> ObservationResult:
+    """engine: custom — every signal is the user's PromQL; `$quantile` and `$window` are substituted."""
+    custom = spec.metrics.queries
+    assert custom is not None  # the API models reject custom without queries
+    window = promql.duration(spec.metrics.window.seconds)
+    subst = {
+        "request_rate": custom.request_rate,
+        "isl_mean": custom.isl_mean,
+        "osl_mean": custom.osl_mean,
+        "ttft_quantile": custom.ttft_quantile.replace("$quantile", repr(spec.objectives.ttft.quantile)),
+        "tpot_quantile": custom.tpot_quantile.replace("$quantile", repr(spec.objectives.tpot.quantile)),
+    }
+    for name, text in (("running", custom.running), ("waiting", custom.waiting), ("kv_usage", custom.kv_usage)):
+        if text:
+            subst[name] = text
+    queries = {k: v.replace("$window", window) for k, v in subst.items()}
+    answers = await _run_all(client, queries, now_s)
+    r = _Reader(answers)
+    values: dict[str, float | None] = {}
+    for name in queries:
+        value = r.scalar(name)
+        answer = answers[name]
+        if isinstance(answer, PrometheusError):
+            r.note(name, answer.kind, f"custom query {name}: {answer}")
+        elif value is None:
+            r.note(name, "missing", f"custom query {name} returned no series")
+        elif math.isnan(value):
+            r.note(name, "nan", f"custom query {name} returned NaN")
+            value = None
+        values[name] = value
+    obs = Observation(
+        time_s=now_s,
+        request_rate_per_s=values["request_rate"],
+        isl_mean_tokens=values["isl_mean"],
+        osl_mean_tokens=values["osl_mean"],
+        replicas=dict(replicas or {}),
+        ttft_quantile_s=values["ttft_quantile"],
+        tpot_quantile_s=values["tpot_quantile"],
+        waiting_requests=values.get("waiting"),
+        running_requests={_serving_role(spec): v} if (v := values.get("running")) is not None else {},
+        kv_usage_fraction=values.get("kv_usage"),
+        notes=tuple(r.notes),
+    )
+    return ObservationResult(obs, queries, dict(r.errors), {})

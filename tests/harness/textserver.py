@@ -1,0 +1,71 @@
+"""A scriptable HTTP server for tests: each GET answers whatever a Python callable returns.
+
+Stands in for a metrics endpoint whose series a test changes at will (a counter that resets, a
+series that vanishes, a model name with quotes) and for a misbehaving Prometheus (a slow answer,
+HTML instead of JSON). Only on 127.0.0.1; use it as a context manager so its thread is joined.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+
+Responder = Callable[[str], tuple[int, str, bytes]]  # path -> (status, content type, body)
+
+
+class TextServer:
+    """Serves `responder(path)` for every GET; `delay_s` makes each answer that late."""
+
+    def __init__(self, responder: Responder, delay_s: float = 0.0) -> None:
+        self.responder = responder
+        self.delay_s = delay_s
+        self.requests = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                server.requests += 1
+                if server.delay_s:
+                    time.sleep(server.delay_s)
+                status, content_type, body = server.responder(self.path)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", content_type)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (a timeout test)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - base signature
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="textserver", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+    def __enter__(self) -> TextServer:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
