@@ -1,0 +1,27 @@
+# syntax=docker/dockerfile:1
+# The tokenscale operator image: `tokenscale run` as a non-root user (the Helm chart in
+# charts/tokenscale runs it with a read-only root filesystem and an emptyDir at /tmp).
+#   docker build -t tokenscale:0.1.0 .
+
+ARG PYTHON_IMAGE=python:3.12-slim
+
+# --- builder: the project's wheel and the wheels of its dependencies ----------------------------
+FROM ${PYTHON_IMAGE} AS builder
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY operator ./operator
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+# --- runtime: only the installed wheels ----------------------------------------------------------
+FROM ${PYTHON_IMAGE}
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    MPLCONFIGDIR=/tmp/matplotlib
+RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
+    pip install --no-cache-dir --no-index --find-links=/wheels tokenscale
+# 65532: a numeric non-root user (no passwd entry needed), so `runAsNonRoot` can verify it.
+USER 65532:65532
+EXPOSE 8080 9090
+ENTRYPOINT ["tokenscale"]
+CMD ["run"]
