@@ -17,9 +17,10 @@ import numpy as np
 from rich.console import Console
 
 from tokenscale import crd, manifests, report
-from tokenscale.api import Role, parse_duration_s
+from tokenscale.api import InferencePoolSpec, Role, parse_duration_s
 from tokenscale.planner import plan as plan_mod
 from tokenscale.planner import profiles
+from tokenscale.planner.observation import Observation, ReplicaCounts
 from tokenscale.planner.perf import DecodeModel, ReplicaPerformance
 from tokenscale.sim import report as sim_report
 from tokenscale.sim.policies import POLICY_NAMES
@@ -56,14 +57,74 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_plan(args: argparse.Namespace) -> int:
     loaded = manifests.load_one_pool(Path(args.file))
     spec = loaded.pool.spec
-    observation = manifests.load_observation(Path(args.observation))
+    if (args.observation is None) == (args.prometheus is None):
+        raise UsageError("give exactly one of --observation FILE and --prometheus URL")
+    replicas = _parse_replicas(args.replicas, spec) if args.replicas else None
+    if args.observation is not None:
+        observation = manifests.load_observation(Path(args.observation))
+        if replicas is not None:
+            observation = replace(observation, replicas=replicas)
+    else:
+        observation = _observe_prometheus(spec, args, replicas)
     performance = profiles.resolve_all(spec)
     decision = plan_mod.plan(spec, observation, plan_mod.PlannerState(), observation.time_s, performance)
     if args.output == "json":
-        print(json.dumps(report.decision_json(decision), indent=2))
+        out = report.decision_json(decision)
+        if args.prometheus is not None:
+            recorded = manifests.RecordedObservation.from_observation(observation)
+            out["observation"] = recorded.model_dump(by_alias=True, exclude_none=True, mode="json")
+            out["data_quality"] = [
+                {"signal": n.signal, "kind": n.kind, "message": n.message} for n in observation.notes
+            ]
+        print(json.dumps(out, indent=2))
     else:
-        Console(width=max(100, Console().width)).print(report.decision_table(loaded.name, spec, decision))
+        console = Console(width=max(100, Console().width))
+        if args.prometheus is not None:
+            console.print(report.observation_table(f"observed at {args.prometheus}", observation))
+        console.print(report.decision_table(loaded.name, spec, decision))
     return EXIT_OK
+
+
+def _parse_replicas(text: str, spec: InferencePoolSpec) -> dict[Role, ReplicaCounts]:
+    out: dict[Role, ReplicaCounts] = {}
+    roles = spec.active_pools()
+    for item in text.split(","):
+        role, _, count = item.partition("=")
+        role = role.strip()
+        if role not in roles or not count.strip().isdigit():
+            raise UsageError(f"--replicas wants ROLE=N for {', '.join(roles)} (e.g. decode=4), got {item!r}")
+        out[role] = ReplicaCounts(int(count), int(count))
+    return out
+
+
+def _observe_prometheus(
+    spec: InferencePoolSpec, args: argparse.Namespace, replicas: dict[Role, ReplicaCounts] | None
+) -> Observation:
+    import asyncio
+    import time
+
+    from tokenscale.metrics.observe import observe
+    from tokenscale.metrics.prometheus import Credentials, PrometheusClient
+
+    def read(path: str | None) -> str | None:
+        if path is None:
+            return None
+        try:
+            return Path(path).read_text(encoding="utf-8").strip()
+        except OSError as err:
+            raise UsageError(f"cannot read {path}: {err.strerror}") from None
+
+    credentials = Credentials(
+        bearer_token=read(args.bearer_token_file),
+        ca_pem=read(args.ca_file),
+        insecure_skip_verify=args.insecure_skip_verify,
+    )
+    client = PrometheusClient(args.prometheus, spec.metrics.prometheus.timeout.seconds, credentials)
+    try:
+        result = asyncio.run(observe(spec, client, time.time(), replicas))
+    finally:
+        client.close()
+    return result.observation
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -76,6 +137,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     spec = loaded.pool.spec
     prior = profiles.resolve_all(spec)
     truth = simulated_truth(prior, args.perf_error)
+    if args.serve_metrics is not None:
+        return _serve_metrics(args, spec, prior, truth)
     rng = np.random.default_rng(args.seed)
     if args.trace:
         try:
@@ -136,6 +199,50 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _serve_metrics(
+    args: argparse.Namespace,
+    spec: InferencePoolSpec,
+    prior: dict[Role, ReplicaPerformance],
+    truth: dict[Role, ReplicaPerformance],
+) -> int:
+    """Run one simulated fleet in wall-clock time and serve its engines' metrics until interrupted."""
+    import signal
+    import threading
+
+    from tokenscale.planner.sizing import Load
+    from tokenscale.sim import exporter, loop, policies, workload
+
+    if args.rate is None or args.rate < 0:
+        raise UsageError("--serve-metrics needs --rate REQ_PER_S (≥ 0): the arrival rate to simulate")
+    rng = np.random.default_rng(args.seed)
+    isl = float(exporter.DEFAULT_ISL.sample(rng, 20_000).mean())
+    osl = float(exporter.DEFAULT_OSL.sample(rng, 20_000).mean())
+    counts = policies.size_for(spec, Load(max(args.rate, 1e-3), isl, osl), truth)
+    cold_start_s = spec.forecast.cold_start.seconds if args.cold_start is None else parse_duration_s(args.cold_start)
+    empty = workload.make_workload("live", [], [], [])
+    setup = loop.SimSetup(spec, empty, prior, truth, cold_start_s, cold_start_s * 0.1, args.seed)
+    config = loop.fleet_config(setup, counts, cold_start=True)
+    workers: dict[str, exporter.WorkerEngine] = {"sglang": "sglang", "trtllm": "trtllm"}
+    engine = workers.get(spec.metrics.engine, "vllm")  # a Dynamo frontend in front of vLLM workers, or custom
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with (
+        exporter.LiveFleet(config, args.rate, speedup=args.speedup, seed=args.seed) as live,
+        exporter.MetricsServer(live, model=spec.model, engine=engine, host=args.host, port=args.serve_metrics) as srv,
+    ):
+        print(f"simulated {spec.mode} fleet of {spec.model}: {args.rate:g} req/s, {args.speedup:g}× speed, "
+              f"replicas {counts}", flush=True)  # fmt: skip
+        for role in (*live.roles, "frontend"):
+            print(f"  {srv.url}/metrics/{role}", flush=True)
+        print(f"  POST {srv.url}/control {{\"rate_per_s\": R, \"replicas\": {{ROLE: N}}}}; GET {srv.url}/truth",
+              flush=True)  # fmt: skip
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+    return EXIT_OK
+
+
 def simulated_truth(prior: dict[Role, ReplicaPerformance], decode_error: float) -> dict[Role, ReplicaPerformance]:
     """The simulated fleet's real speed: decode `decode_error` slower than the planner's prior."""
     factor = 1.0 + decode_error
@@ -164,9 +271,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--file", action="append", required=True, help="manifest file (repeatable)")
     p.set_defaults(func=_cmd_validate)
 
-    p = sub.add_parser("plan", help="dry-run one planning decision for a pool over a recorded observation")
+    p = sub.add_parser(
+        "plan", help="dry-run one planning decision for a pool, over a live Prometheus or a recorded observation"
+    )
     p.add_argument("-f", "--file", required=True, help="InferencePool manifest")
-    p.add_argument("--observation", required=True, help="recorded observation (YAML; see docs/observation.md)")
+    p.add_argument("--observation", help="recorded observation (YAML; the shape README.md documents)")
+    p.add_argument("--prometheus", metavar="URL", help="read the observation from this Prometheus now")
+    p.add_argument("--bearer-token-file", help="with --prometheus: file holding a bearer token")
+    p.add_argument("--ca-file", help="with --prometheus: PEM CA bundle for https")
+    p.add_argument("--insecure-skip-verify", action="store_true", help="with --prometheus: do not verify TLS")
+    p.add_argument(
+        "--replicas", metavar="ROLE=N,...", help="current replicas (default: the observation's, or the metrics')"
+    )
     p.add_argument("-o", "--output", choices=("table", "json"), default="table", help="output format")
     p.set_defaults(func=_cmd_plan)
 
@@ -189,6 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default="simulate-out", help="directory for summary.json, report.md, plot.png")
     p.add_argument("--requests-csv", action="store_true", help="also write per-request requests.csv")
+    p.add_argument(
+        "--serve-metrics",
+        type=int,
+        metavar="PORT",
+        help="instead of a report: run one fleet in wall-clock time and serve engine metrics on PORT for Prometheus",
+    )
+    p.add_argument("--rate", type=float, help="with --serve-metrics: arrivals per simulated second")
+    p.add_argument("--host", default="127.0.0.1", help="with --serve-metrics: address to listen on")
     p.set_defaults(func=_cmd_simulate)
     return parser
 

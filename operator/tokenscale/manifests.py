@@ -125,6 +125,8 @@ class RecordedObservation(api.ApiModel):
     arrival_cv2: float | None = Field(None, ge=0, description="Burstiness of inter-arrival times (1 = Poisson).")
     ttft_seconds: float | None = Field(None, ge=0, description="Observed TTFT at the objective's quantile.")
     tpot_seconds: float | None = Field(None, ge=0, description="Observed TPOT at the objective's quantile.")
+    tpot_mean_seconds: float | None = Field(None, ge=0, description="Observed mean TPOT (inter-token latency).")
+    prefill_time_mean_seconds: float | None = Field(None, ge=0, description="Observed mean prefill time.")
     waiting_requests: float | None = Field(None, ge=0, description="Requests waiting.")
     kv_usage_fraction: float | None = Field(None, ge=0, le=1, description="KV-cache use.")
     replicas: dict[api.Role, RecordedReplicas] = Field(default_factory=dict, description="Replicas per role.")
@@ -154,10 +156,33 @@ class RecordedObservation(api.ApiModel):
             arrival_cv2=self.arrival_cv2,
             ttft_quantile_s=self.ttft_seconds,
             tpot_quantile_s=self.tpot_seconds,
+            tpot_mean_s=self.tpot_mean_seconds,
+            prefill_time_mean_s=self.prefill_time_mean_seconds,
             waiting_requests=self.waiting_requests,
             running_requests=dict(self.running_requests),
             kv_usage_fraction=self.kv_usage_fraction,
             notes=notes,
+        )
+
+    @classmethod
+    def from_observation(cls, obs: Observation) -> RecordedObservation:
+        """The recorded form of an observation (what `plan --prometheus -o json` prints), notes aside."""
+        return cls(
+            time_seconds=obs.time_s,
+            request_rate_per_second=obs.request_rate_per_s,
+            isl_mean_tokens=obs.isl_mean_tokens,
+            osl_mean_tokens=obs.osl_mean_tokens,
+            isl_cv2=obs.isl_cv2,
+            osl_cv2=obs.osl_cv2,
+            arrival_cv2=obs.arrival_cv2,
+            ttft_seconds=obs.ttft_quantile_s,
+            tpot_seconds=obs.tpot_quantile_s,
+            tpot_mean_seconds=obs.tpot_mean_s,
+            prefill_time_mean_seconds=obs.prefill_time_mean_s,
+            waiting_requests=obs.waiting_requests,
+            kv_usage_fraction=obs.kv_usage_fraction,
+            replicas={role: RecordedReplicas(current=c.current, ready=c.ready) for role, c in obs.replicas.items()},
+            running_requests=dict(obs.running_requests),
         )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from rich.table import Table
 
 from tokenscale.api import InferencePoolSpec
+from tokenscale.planner.observation import Observation
 from tokenscale.planner.plan import Decision
 
 
@@ -89,4 +90,35 @@ def decision_table(name: str, spec: InferencePoolSpec, decision: Decision) -> Ta
             "",
             f"horizon {decision.planned.horizon_s:g}s",
         )
+    return table
+
+
+def observation_table(title: str, observation: Observation) -> Table:
+    """The signals read (or why not): what `plan --prometheus` shows before the decision."""
+    table = Table(title=title)
+    for column in ("signal", "value", "data quality"):
+        table.add_column(column)
+    notes: dict[str, list[str]] = {}
+    for note in observation.notes:
+        notes.setdefault(note.signal, []).append(f"{note.kind}: {note.message}")
+
+    def num(value: float | None, unit: str = "", digits: int = 3) -> str:
+        return "-" if value is None else f"{value:.{digits}g}{unit}"
+
+    rows = (
+        ("request_rate", num(observation.request_rate_per_s, " req/s")),
+        ("isl_mean", num(observation.isl_mean_tokens, " tokens", 4)),
+        ("osl_mean", num(observation.osl_mean_tokens, " tokens", 4)),
+        ("arrival_cv2", num(observation.arrival_cv2)),
+        ("ttft_quantile", _ms(observation.ttft_quantile_s)),
+        ("tpot_quantile", _ms(observation.tpot_quantile_s)),
+        ("waiting", num(observation.waiting_requests)),
+        ("kv_usage", "-" if observation.kv_usage_fraction is None else f"{observation.kv_usage_fraction:.0%}"),
+    )
+    for signal, value in rows:
+        table.add_row(signal, value, "; ".join(notes.pop(signal, [])))
+    for role, counts in observation.replicas.items():
+        table.add_row(f"replicas {role}", f"{counts.current} ({counts.ready} ready)", "")
+    for signal, messages in notes.items():
+        table.add_row(signal, "", "; ".join(messages))
     return table
