@@ -169,7 +169,9 @@ def _aggregated_pool(**spec_changes: Any) -> dict[str, Any]:
             id="min-greater-than-max",
         ),
         pytest.param(
-            _pool(spec__pools__decode={"scaleTargetRef": {"name": "d"}, "metricsLabels": {"job": "d"}, "maxReplicas": 3}),
+            _pool(
+                spec__pools__decode={"scaleTargetRef": {"name": "d"}, "metricsLabels": {"job": "d"}, "maxReplicas": 3}
+            ),
             [],
             id="min-defaults-to-one",
         ),

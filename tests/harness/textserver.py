@@ -1,4 +1,4 @@
-"""A scriptable HTTP server for tests: each GET answers whatever a Python callable returns.
+"""A scriptable HTTP(S) server for tests: each GET answers whatever a Python callable returns.
 
 Stands in for a metrics endpoint whose series a test changes at will (a counter that resets, a
 series that vanishes, a model name with quotes) and for a misbehaving Prometheus (a slow answer,
@@ -7,6 +7,7 @@ HTML instead of JSON). Only on 127.0.0.1; use it as a context manager so its thr
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -19,10 +20,11 @@ Responder = Callable[[str], tuple[int, str, bytes]]  # path -> (status, content 
 class TextServer:
     """Serves `responder(path)` for every GET; `delay_s` makes each answer that late."""
 
-    def __init__(self, responder: Responder, delay_s: float = 0.0) -> None:
+    def __init__(self, responder: Responder, delay_s: float = 0.0, tls: ssl.SSLContext | None = None) -> None:
         self.responder = responder
         self.delay_s = delay_s
         self.requests = 0
+        self.last_headers: dict[str, str] = {}
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -30,6 +32,7 @@ class TextServer:
                 server.requests += 1
                 if server.delay_s:
                     time.sleep(server.delay_s)
+                server.last_headers = dict(self.headers)
                 status, content_type, body = server.responder(self.path)
                 try:
                     self.send_response(status)
@@ -44,6 +47,9 @@ class TextServer:
                 pass
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
+        self.scheme = "https" if tls is not None else "http"
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="textserver", daemon=True)
 
@@ -57,7 +63,7 @@ class TextServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.address}"
+        return f"{self.scheme}://{self.address}"
 
     def __enter__(self) -> TextServer:
         self._thread.start()
