@@ -280,6 +280,10 @@ def test_cel_rules(doc: dict[str, Any], expected: list[str]) -> None:
         pytest.param(_pool(spec__mode="Aggregated"), id="aggregated-with-prefill-and-decode"),
         pytest.param(_pool(spec__gpuBudget=8), id="budget-below-minimum"),
         pytest.param(_pool(spec__interval="0s"), id="zero-interval"),
+        pytest.param(
+            _pool(spec__pools__decode={"scaleTargetRef": {"name": "d"}, "maxReplicas": 3}),
+            id="decode-without-metrics-labels",
+        ),
     ],
 )
 def test_pydantic_rejects_what_cel_rejects(doc: dict[str, Any]) -> None:

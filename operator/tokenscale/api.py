@@ -540,7 +540,15 @@ class InferencePoolSpec(ApiModel):
             raise ValueError(f"mode {self.mode} needs {need}{hint}")
         if self.mode == "Disaggregated" and self.metrics.engine not in ("dynamo", "custom"):
             prefill, decode = self.pools.prefill, self.pools.decode
-            if prefill and decode and (not prefill.metrics_labels or prefill.metrics_labels == decode.metrics_labels):
+            if (
+                prefill
+                and decode
+                and (
+                    not prefill.metrics_labels
+                    or not decode.metrics_labels
+                    or prefill.metrics_labels == decode.metrics_labels
+                )
+            ):
                 raise ValueError(_METRICS_LABELS_MESSAGE)
         if self.interval.seconds <= 0:
             raise ValueError("interval must be a positive duration such as '30s'")
@@ -600,6 +608,8 @@ class PoolStatus(ApiModel):
     predicted_tpot_seconds: float | None = Field(None, description="Predicted TPOT quantile at desired replicas.")
     binding: str | None = Field(None, description="The constraint that set the count (ttft, tpot, kv, ...).")
     cold_start_seconds: float | None = Field(None, description="Measured time from scale-up to ready.")
+    scale_up_time: str | None = Field(None, description="When the scale-up being timed was issued (RFC 3339).")
+    scale_up_replicas: int | None = Field(None, description="Replicas the scale-up being timed asked for.")
 
 
 class PoolStatuses(ApiModel):
@@ -630,8 +640,11 @@ class ForecastStatus(ApiModel):
 
     request_rate_per_second: float | None = Field(None, description="Forecast rate at the horizon.")
     horizon_seconds: float | None = Field(None, description="Forecast horizon (cold start).")
-    state: list[float] = Field(default_factory=list, description="Forecaster state (level, trend, ...).")
-    errors: list[float] = Field(default_factory=list, description="Recent relative forecast errors.")
+    state: list[float] = Field(
+        default_factory=list, description="Request-rate forecaster state: level, trend, time, recent relative errors."
+    )
+    isl_state: list[float] = Field(default_factory=list, description="Mean-ISL forecaster state, same layout.")
+    osl_state: list[float] = Field(default_factory=list, description="Mean-OSL forecaster state, same layout.")
 
 
 class RecommendationRecord(ApiModel):

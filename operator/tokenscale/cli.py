@@ -243,6 +243,112 @@ def _serve_metrics(
     return EXIT_OK
 
 
+def _cmd_fit(args: argparse.Namespace) -> int:
+    """Fit prefill and decode coefficients to the points of a CSV file; write a PerformanceProfile."""
+    import csv
+
+    import yaml
+
+    from tokenscale.api import DecodeProfile, PerformanceProfile, PrefillProfile
+    from tokenscale.planner import perf
+
+    path = Path(args.points)
+    needs = {"prefill": ("isl_tokens", "seconds"), "decode": ("batch", "context_tokens", "seconds")}
+    points: dict[str, list[list[float]]] = {"prefill": [], "decode": []}
+    header: list[str] = []
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            for row in reader:
+                cells = [c.strip() for c in row]
+                if not any(cells) or cells[0].startswith("#"):
+                    continue
+                if not header:
+                    header = cells
+                    if "phase" not in header:
+                        raise UsageError(f"{path}: missing column phase (the header is {','.join(header)})")
+                    continue
+                where = f"{path} line {reader.line_num}"
+                record = dict(zip(header, cells, strict=False))
+                phase = record.get("phase", "").lower()
+                if phase not in needs:
+                    raise UsageError(f"{where}: phase must be prefill or decode, got {record.get('phase', '')!r}")
+                values = []
+                for name in needs[phase]:
+                    if name not in header:
+                        raise UsageError(f"{path}: missing column {name} ({phase} rows need {', '.join(needs[phase])})")
+                    text = record.get(name, "")
+                    if not text:
+                        raise UsageError(f"{where}: {name} is empty ({phase} rows need {', '.join(needs[phase])})")
+                    try:
+                        value = float(text)
+                    except ValueError:
+                        raise UsageError(f"{where}: {name} {text!r} is not a number") from None
+                    if not np.isfinite(value) or value < 0:
+                        raise UsageError(f"{where}: {name} must be a finite number ≥ 0, got {text}")
+                    values.append(value)
+                if values[-1] == 0:
+                    raise UsageError(f"{where}: seconds must be > 0")
+                if phase == "decode" and values[0] < 1:
+                    raise UsageError(f"{where}: batch must be ≥ 1, got {values[0]:g}")
+                points[phase].append(values)
+    except OSError as err:
+        raise UsageError(f"cannot read {path}: {err.strerror or err}") from None
+    except (csv.Error, UnicodeDecodeError) as err:
+        raise UsageError(f"{path}: not a CSV file: {err}") from None
+    if not points["prefill"] and not points["decode"]:
+        raise UsageError(f"{path}: no points (rows with phase prefill or decode under a header line)")
+    if args.kv_capacity_tokens is not None and args.kv_capacity_tokens < 1:
+        raise UsageError(f"--kv-capacity-tokens must be ≥ 1, got {args.kv_capacity_tokens}")
+
+    def fitted(phase: str, columns: list[perf.FloatArray]) -> list[float]:
+        """Coefficients of one phase's fit (6 significant digits); its quality goes to stderr."""
+        *inputs, seconds = columns
+        try:
+            if phase == "prefill":
+                pm, quality = perf.fit_prefill(inputs[0], seconds)
+                coefficients, predicted = [pm.a_s, pm.b_s_per_token, pm.c_s_per_token2], pm.service_time_s(inputs[0])
+            else:
+                dm, quality = perf.fit_decode(inputs[0], inputs[1], seconds)
+                coefficients, predicted = [dm.alpha_s, dm.beta_s, dm.gamma_s_per_token], dm.step_time_s(*inputs)
+        except ValueError as err:
+            raise UsageError(f"{path}: {phase}: {err}") from None
+        if coefficients[1] == 0 and coefficients[2] == 0:
+            grows = "prompt length" if phase == "prefill" else "batch size or context"
+            raise UsageError(f"{path}: {phase}: the fitted time does not grow with {grows}; check the points")
+        worst = float(np.max(np.abs(np.asarray(predicted) - seconds) / seconds))
+        print(
+            f"{phase}: {quality.points} points, R² {quality.r2:.4f}, max relative error {worst:.1%}, "
+            f"RMSE {quality.rmse_s * 1000:.3g} ms",
+            file=sys.stderr,
+        )
+        return [float(f"{c:.6g}") for c in coefficients]
+
+    prefill = decode = None
+    if points["prefill"]:
+        a, b, c = fitted("prefill", list(np.array(points["prefill"]).T))
+        prefill = PrefillProfile(a_seconds=a, b_seconds_per_token=b, c_seconds_per_token2=c)
+    if points["decode"]:
+        alpha, beta, gamma = fitted("decode", list(np.array(points["decode"]).T))
+        decode = DecodeProfile(alpha_seconds=alpha, beta_seconds=beta, gamma_seconds_per_token=gamma)
+    profile = PerformanceProfile(prefill=prefill, decode=decode, kv_capacity_tokens=args.kv_capacity_tokens)
+    body = yaml.safe_dump(profile.model_dump(by_alias=True, exclude_none=True), sort_keys=False)
+    if args.configmap:
+        manifest = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": args.configmap}}
+        block = "".join("    " + line for line in body.splitlines(keepends=True))
+        text = yaml.safe_dump(manifest, sort_keys=False) + "data:\n  profile.yaml: |\n" + block
+    else:
+        text = f"# tokenscale fit {path.name}: use under pools.<role>.performance.profile\n{body}"
+    if args.output:
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as err:
+            raise UsageError(f"cannot write {args.output}: {err.strerror or err}") from None
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
 def simulated_truth(prior: dict[Role, ReplicaPerformance], decode_error: float) -> dict[Role, ReplicaPerformance]:
     """The simulated fleet's real speed: decode `decode_error` slower than the planner's prior."""
     factor = 1.0 + decode_error
@@ -255,6 +361,21 @@ def simulated_truth(prior: dict[Role, ReplicaPerformance], decode_error: float) 
         )
         for role, p in prior.items()
     }
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from tokenscale import controller
+    from tokenscale.reconcile import OperatorConfig
+
+    controller.run(
+        OperatorConfig(dry_run=args.dry_run),
+        namespaces=args.namespace or (),
+        health_port=args.health_port,
+        metrics_port=args.metrics_port,
+        log_format=args.log_format,
+        verbose=args.verbose,
+    )
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -314,6 +435,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, help="with --serve-metrics: arrivals per simulated second")
     p.add_argument("--host", default="127.0.0.1", help="with --serve-metrics: address to listen on")
     p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser(
+        "fit",
+        help="fit a performance profile (prefill and decode coefficients) to measured points",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Least-squares fit (non-negative coefficients) of the planner's performance models to measured points:
+  prefill  s(ISL)   = a + b·ISL + c·ISL²      seconds to prefill one prompt of ISL tokens
+  decode   τ(n, L)  = α + β·n + γ·n·L         seconds of one decode step of n sequences, mean context L
+
+POINTS is a CSV file with a header line; one row per measurement, '#' lines ignored:
+  phase,isl_tokens,batch,context_tokens,seconds
+  prefill,512,,,0.081                 prefill rows: isl_tokens, seconds (≥ 3 prompt lengths)
+  decode,,32,1500,0.0265              decode rows: batch, context_tokens (prompt + tokens generated
+                                      so far, mean over the batch), seconds per step (several
+                                      batches and contexts)
+Either phase may be left out; the pool then takes that phase from the roofline prior.
+
+Writes a PerformanceProfile (YAML) to put under pools.<role>.performance.profile, or with
+--configmap a ConfigMap (key profile.yaml) for pools.<role>.performance.configMapRef. Fit quality
+(points, R², max relative error, RMSE) goes to stderr.""",
+    )
+    p.add_argument("points", help="CSV of measured points (format above)")
+    p.add_argument("-o", "--output", help="write the profile to this file (default: stdout)")
+    p.add_argument(
+        "--kv-capacity-tokens", type=int, metavar="TOKENS", help="KV-cache capacity of one replica, in tokens"
+    )
+    p.add_argument("--configmap", metavar="NAME", help="write a ConfigMap NAME holding the profile instead")
+    p.set_defaults(func=_cmd_fit)
+
+    p = sub.add_parser("run", help="run the operator: plan and scale every InferencePool it can see")
+    p.add_argument(
+        "--namespace", action="append", metavar="NS", help="watch this namespace (repeatable; default: all)"
+    )
+    p.add_argument("--dry-run", action="store_true", help="advisory mode for every pool: decide, explain, never scale")
+    p.add_argument("--log-format", choices=("text", "json"), default="text", help="log line format")
+    p.add_argument("--health-port", type=int, default=8080, help="liveness endpoint port (GET /healthz); 0: off")
+    p.add_argument("--metrics-port", type=int, default=9090, help="operator metrics port (GET /metrics); 0: off")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.set_defaults(func=_cmd_run)
     return parser
 
 

@@ -117,3 +117,23 @@ def test_split_budget(
     values, _, _ = policy.split_budget(desired, minimum, gpus, capacity, budget)
     assert values == expected
     assert sum(v * g for v, g in zip(values, gpus, strict=True)) <= budget
+
+
+@pytest.mark.parametrize(
+    ("desired", "current", "gpus_per_replica", "free", "allow_pending", "expected"),
+    [
+        pytest.param(6, 4, 4, None, False, (6, reasons.STEADY), id="no-node-group"),
+        pytest.param(6, 4, 4, 8, False, (6, reasons.STEADY), id="fits-exactly"),
+        pytest.param(6, 4, 4, 7, False, (5, reasons.NODE_GROUP_FULL), id="room-for-one-more"),
+        pytest.param(6, 4, 4, 0, False, (4, reasons.NODE_GROUP_FULL), id="full-holds-current"),
+        pytest.param(6, 4, 4, -3, False, (4, reasons.NODE_GROUP_FULL), id="overcommitted-holds-current"),
+        pytest.param(6, 4, 4, 0, True, (6, reasons.STEADY), id="cluster-autoscaler-allowed"),
+        pytest.param(2, 4, 4, 0, False, (2, reasons.STEADY), id="scale-down-never-limited"),
+    ],
+)
+def test_limit_to_capacity(
+    desired: int, current: int, gpus_per_replica: int, free: int | None, allow_pending: bool, expected: tuple[int, str]
+) -> None:
+    value, reason, message = policy.limit_to_capacity(desired, current, gpus_per_replica, free, allow_pending)
+    assert (value, reason) == expected
+    assert (message != "") == (reason == reasons.NODE_GROUP_FULL)

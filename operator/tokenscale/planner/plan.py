@@ -160,7 +160,13 @@ def plan(
         value, why, msg = policy.survivors_check(value, cur, slack, spec.behavior.tolerance)
         _note(trail, why, msg)
         recommended[role] = value
-        records = [policy.Recommendation(r.time_s, r.replicas[role]) for r in history if role in r.replicas]
+        # Only recommendations inside a stabilization window count; the history holds an hour.
+        window_s = max(spec.behavior.scale_up_window_s, spec.behavior.scale_down_window_s)
+        records = [
+            policy.Recommendation(r.time_s, r.replicas[role])
+            for r in history
+            if now_s - r.time_s < window_s and role in r.replicas
+        ]
         value, why, msg = policy.stabilize(
             value, cur, records, now_s, spec.behavior.scale_up_window_s, spec.behavior.scale_down_window_s
         )

@@ -172,3 +172,25 @@ def split_budget(
 
 def _at(values: npt.NDArray[np.float64], index: int) -> float:
     return float(values[min(index, len(values) - 1)]) if index > 0 else 0.0
+
+
+def limit_to_capacity(
+    desired: int, current: int, gpus_per_replica: int, free_gpus: int | None, allow_pending: bool
+) -> Step:
+    """Scale up only as far as the node group has free GPUs, so no replica waits Pending unseen.
+
+    `free_gpus` is allocatable minus requested on the group's nodes, less what Pending pods aimed at
+    the group already asked for; None when the pool has no node group. With `allow_pending` a
+    cluster autoscaler is trusted to add nodes, and the limit is not applied.
+    """
+    if free_gpus is None or allow_pending or desired <= current:
+        return desired, reasons.STEADY, ""
+    fits = current + max(free_gpus, 0) // gpus_per_replica
+    if desired <= fits:
+        return desired, reasons.STEADY, ""
+    return (
+        fits,
+        reasons.NODE_GROUP_FULL,
+        f"needs {desired} replicas but the node group has {max(free_gpus, 0)} free GPUs (room for {fits}); "
+        "add GPU nodes, or set nodeGroup.allowPending if a cluster autoscaler adds them",
+    )

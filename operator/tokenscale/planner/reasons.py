@@ -14,6 +14,7 @@ METRICS_AVAILABLE: Final = "MetricsAvailable"
 SCALING_ACTIVE: Final = "ScalingActive"
 SCALING_LIMITED: Final = "ScalingLimited"
 OBJECTIVES_MET: Final = "ObjectivesMet"
+CONDITION_TYPES: Final = (READY, METRICS_AVAILABLE, SCALING_ACTIVE, SCALING_LIMITED, OBJECTIVES_MET)
 
 # Reasons: why a count was chosen or held.
 SCALED_UP: Final = "ScaledUp"
@@ -40,3 +41,10 @@ PAUSED: Final = "Paused"
 OBJECTIVES_OK: Final = "ObjectivesMet"
 OBJECTIVES_MISSED: Final = "ObjectivesMissed"
 NO_LATENCY_DATA: Final = "NoLatencyData"
+
+# Reasons the operator sets around the planner (spec, targets, references).
+ACTIVE: Final = "Active"
+INVALID_SPEC: Final = "InvalidSpec"
+WOULD_SCALE: Final = "WouldScale"
+SCALE_FAILED: Final = "ScaleFailed"
+REFERENCE_MISSING: Final = "ReferenceMissing"

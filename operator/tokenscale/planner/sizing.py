@@ -102,10 +102,9 @@ def lognormal_points(mean: float, cv2: float) -> tuple[FloatArray, FloatArray]:
     """
     if cv2 <= 1e-9:
         return np.array([mean]), np.array([1.0])
-    sigma = float(np.sqrt(np.log1p(cv2)))
-    levels, edges = _slice_levels()
+    levels, _ = _slice_levels()
     widths = np.diff(levels)
-    values = mean * np.diff(_normal_cdf(edges - sigma)) / widths
+    values = mean * _shifted_masses(float(np.sqrt(np.log1p(cv2)))) / widths
     return values, widths
 
 
@@ -126,6 +125,15 @@ def _slice_levels() -> tuple[FloatArray, FloatArray]:
     levels.setflags(write=False)
     edges.setflags(write=False)
     return levels, edges
+
+
+@functools.lru_cache(maxsize=256)
+def _shifted_masses(sigma: float) -> FloatArray:
+    """Φ(z_{i+1} − σ) − Φ(z_i − σ) for each slice (cached: a fleet reports few distinct cv² values)."""
+    _, edges = _slice_levels()
+    masses = np.diff(_normal_cdf(edges - sigma))
+    masses.setflags(write=False)
+    return masses
 
 
 def _normal_cdf(x: FloatArray) -> FloatArray:
@@ -149,21 +157,48 @@ def size_biased_batch_quantile(q: float, shape: float, utilization: FloatArray, 
     valid = np.isfinite(u) & (u >= 0) & (u < 1)
     safe = np.where(valid, u, 0.0)
     r = shape + 1.0
-    # Search only as far as the heaviest valid row needs: mean + 12 standard deviations.
-    top = float(safe.max(initial=0.0))
-    span = r * top / (1.0 - top) + 12.0 * math.sqrt(r * top) / (1.0 - top) + 30.0
-    k = np.arange(1, min(kmax, math.ceil(span)) + 1, dtype=np.float64)
+    mean = r * safe / (1.0 - safe)
+    sd = np.sqrt(r * safe) / (1.0 - safe)
+    # Search no further than the heaviest valid row needs: mean + 12 standard deviations.
+    widest = int(np.minimum(kmax, np.ceil(mean + 12.0 * sd + 30.0)).max(initial=0.0))
+    # Each row is first tabulated only to mean + t·sd with t = √(q/(1 − q)), where Cantelli's
+    # inequality puts at least q of the mass, in groups of rows of similar reach (one heavily loaded
+    # count does not widen the table of the others). The pmf is a running sum from k = 0, so a
+    # shorter table holds the same numbers as a longer one: a row whose quantile it misses is
+    # retried at the widest reach, and every answer equals that of a single table that wide.
+    t = min(12.0, math.sqrt(max(q, 0.0) / max(1.0 - q, 1e-12)))
+    reach = np.minimum(widest, np.ceil(mean + t * sd + 30.0)).astype(np.int64)
+    group = np.ceil(np.log2(reach) / 3.0)  # reaches within a factor of 8 share a table
+    k = np.arange(1, widest + 1, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        log_ratio = np.log(safe)[:, None] + np.log((k - 1.0 + r) / k)[None, :]
-        log_pmf = (
-            np.concatenate((np.full((u.size, 1), 0.0), np.cumsum(log_ratio, axis=1)), axis=1)
-            + r * np.log1p(-safe)[:, None]
-        )
-    cdf = np.cumsum(np.exp(log_pmf), axis=1)
-    reached = cdf >= q - 1e-12
-    found = reached.any(axis=1)
-    quantile = 1.0 + np.argmax(reached, axis=1).astype(np.float64)
-    return np.where(valid & found, quantile, np.inf)
+        log_growth = np.log((k - 1.0 + r) / k)
+    quantile = np.full(u.shape, np.inf)
+    for g in np.unique(group[valid]):
+        rows = np.flatnonzero(valid & (group == g))
+        quantile[rows] = _negbin_quantile(q, r, safe[rows], log_growth[: int(reach[rows].max())])
+    retry = np.flatnonzero(valid & np.isinf(quantile) & (reach < widest))
+    if retry.size:
+        quantile[retry] = _negbin_quantile(q, r, safe[retry], log_growth)
+    return np.where(valid, quantile, np.inf)
+
+
+def _negbin_quantile(q: float, r: float, u: FloatArray, log_growth: FloatArray) -> FloatArray:
+    """1 + the q-quantile of NegBin(r, u) per row, from a table over 0…len(log_growth); inf if beyond it.
+
+    P(0) = (1 − u)^r and P(k)/P(k − 1) = u·(k − 1 + r)/k, so ln P(k) is a running sum of
+    ln u + `log_growth[k − 1]` (= ln((k − 1 + r)/k)), and the CDF a running sum of P.
+    """
+    table = np.empty((u.size, log_growth.size + 1))
+    table[:, 0] = 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.cumsum(np.log(u)[:, None] + log_growth[None, :], axis=1, out=table[:, 1:])
+        table += r * np.log1p(-u)[:, None]
+    np.exp(table, out=table)
+    np.cumsum(table, axis=1, out=table)
+    reached = table >= q - 1e-12
+    first = np.argmax(reached, axis=1)
+    quantile: FloatArray = np.where(reached[np.arange(u.size), first], 1.0 + first, np.inf)
+    return quantile
 
 
 def decode_sizing(

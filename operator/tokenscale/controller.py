@@ -1,0 +1,134 @@
+"""kopf handlers of the tokenscale operator: wiring only, no math (STYLE.md §5).
+
+`run()` (the `tokenscale run` command) starts kopf with these handlers:
+- startup: kopf settings (standalone, `tokenscale.dev` annotations and finalizer), the Kubernetes API
+  client, the Prometheus client cache and the operator's metrics server, into kopf's memo;
+- a daemon per InferencePool: `reconcile.cycle` every `spec.interval`, then its Events. A daemon
+  rather than a timer because a timer's interval is fixed at registration, and the interval is
+  the pool's (STYLE.md §7); the daemon's `body` is kopf's live view, so each cycle sees the latest
+  spec. Each pool has its own task, so one slow pool never delays another;
+- deletion: the pool's metric series are dropped;
+- cleanup: clients closed.
+Everything a decision needs is in the pool's status (see `status`), so a restarted operator
+continues where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Collection
+from typing import Any
+
+import kopf
+import kubernetes
+from prometheus_client import start_http_server
+
+from tokenscale.reconcile import OperatorConfig, OperatorContext, PrometheusClients, cycle
+from tokenscale.telemetry import OperatorMetrics
+
+GROUP, VERSION, PLURAL = "tokenscale.dev", "v1alpha1", "inferencepools"
+
+
+@kopf.on.startup()
+async def configure(
+    settings: kopf.OperatorSettings, memo: Any, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any
+) -> None:
+    settings.peering.standalone = True  # one replica, strategy Recreate (the chart)
+    settings.persistence.finalizer = "tokenscale.dev/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="tokenscale.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="tokenscale.dev", key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING  # our own Events say what happened; kopf adds only its errors
+    settings.watching.server_timeout = 270  # re-list before an apiserver's 5-minute watch limit
+    settings.watching.client_timeout = 300
+    try:
+        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+    metrics = OperatorMetrics()
+    if memo.get("metrics_port"):
+        server, thread = start_http_server(memo["metrics_port"], registry=metrics.registry)
+        memo["metrics_server"] = server
+    memo["ctx"] = OperatorContext(
+        api=kubernetes.client.ApiClient(),
+        config=memo.get("config") or OperatorConfig(),
+        prometheus=PrometheusClients(),
+        metrics=metrics,
+    )
+    logger.info("tokenscale operator started: dry_run=%s", memo["ctx"].config.dry_run)
+
+
+@kopf.on.cleanup()
+async def close(memo: Any, **_: Any) -> None:
+    ctx: OperatorContext = memo["ctx"]
+    ctx.prometheus.close()
+    ctx.api.close()  # type: ignore[no-untyped-call]
+    if "metrics_server" in memo:
+        memo["metrics_server"].shutdown()
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, backoff=10.0, cancellation_timeout=10.0)
+async def plan_pool(
+    stopped: kopf.DaemonStopped,
+    name: str,
+    namespace: str | None,
+    body: kopf.Body,
+    memo: Any,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    **_: Any,
+) -> None:
+    ctx: OperatorContext = memo["ctx"]
+    assert namespace is not None  # InferencePool is namespaced
+    while not stopped:
+        outcome = await cycle(ctx, namespace, name, body, logger)
+        for event in outcome.events:
+            kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        await stopped.wait(outcome.next_in_s)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
+async def forget_pool(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    ctx: OperatorContext = memo["ctx"]
+    ctx.metrics.forget(namespace or "", name)
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        k8s = getattr(record, "k8s_ref", None)
+        if isinstance(k8s, dict):
+            entry["object"] = f"{k8s.get('namespace', '')}/{k8s.get('name', '')}"
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def run(
+    config: OperatorConfig,
+    namespaces: Collection[str],
+    health_port: int,
+    metrics_port: int,
+    log_format: str,
+    verbose: bool = False,
+) -> None:
+    """Run the operator until SIGINT/SIGTERM: for `namespaces`, or cluster-wide when there are none."""
+    handler = logging.StreamHandler()
+    text = logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    handler.setFormatter(_JsonFormatter() if log_format == "json" else text)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
+    logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    kopf.run(
+        standalone=True,
+        clusterwide=not namespaces,
+        namespaces=list(namespaces),
+        liveness_endpoint=f"http://0.0.0.0:{health_port}/healthz" if health_port else None,
+        memo=kopf.Memo(config=config, metrics_port=metrics_port),
+    )

@@ -1,0 +1,213 @@
+"""GPU capacity of a pool's node group: allocatable, requested, free, and asked for by Pending pods.
+
+Called by `reconcile` for pools with a `nodeGroup`, so that a scale-up never asks for more GPUs than
+the group has (unless `allowPending` trusts a cluster autoscaler to add nodes). A call reads the
+nodes matching `matchLabels` and the cluster's non-terminal pods (two paginated lists, on worker
+threads, as plain JSON), and reuses both for a few seconds (`SNAPSHOT_MAX_AGE_S`), so that many
+pools cost a few lists, not one each.
+
+- `allocatable_gpus`: the nodes' `status.allocatable[gpuResource]`, summed.
+- `used_gpus`: GPUs requested by the non-terminal pods bound to those nodes (`spec.nodeName`),
+  terminating pods included (they hold their GPUs until they are gone).
+- `free_gpus`: per node that takes new pods, allocatable minus used (never below 0), summed;
+  cordoned nodes (`spec.unschedulable`) add nothing, since no new pod lands there.
+- `pending_gpus`: GPUs requested by Pending pods not bound to a node yet that could land in the
+  group. Best effort: only `nodeSelector` is evaluated (a pod counts when its selector names all of
+  the group's labels, or when some node of the group carries every label it asks for); node
+  affinity, taints and tolerations are not.
+
+A pod's GPUs follow Kubernetes' rule for its effective request (the scheduler's and the kubelet's):
+max(sum of app containers + sidecars, the largest init container + the sidecars started before it)
++ `spec.overhead`, where each container asks for its request of the resource, or its limit when no
+request is given (an extended resource's request defaults to its limit). Sidecars are init
+containers with `restartPolicy: Always` (Kubernetes 1.28+).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import kubernetes
+import urllib3
+from kubernetes.utils.quantity import parse_quantity
+
+from tokenscale.api import NodeGroup
+from tokenscale.kube.scale import KubeError, SharedReads, list_items, translate
+
+INVALID_NODE_GROUP = "InvalidNodeGroup"
+NON_TERMINAL_PODS = "status.phase!=Succeeded,status.phase!=Failed"  # field selector
+SNAPSHOT_MAX_AGE_S = 5.0  # node and pod lists are reused this long; small against a pool's interval (30 s)
+
+# Label syntax (k8s.io/apimachinery validation): a value is a name; a key is [DNS-subdomain "/"] name.
+_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)$")
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+class InvalidNodeGroup(KubeError):
+    """`nodeGroup.matchLabels` holds a key or value that is not a valid label."""
+
+    reason = INVALID_NODE_GROUP
+
+
+@dataclass(frozen=True)
+class GpuCapacity:
+    """GPUs of one node group (counts of the group's `gpuResource`)."""
+
+    nodes: int  # nodes matching the labels, cordoned ones included
+    cordoned_nodes: int  # of those, nodes with spec.unschedulable
+    allocatable_gpus: int
+    used_gpus: int
+    free_gpus: int
+    pending_gpus: int
+
+
+def label_selector(labels: Mapping[str, str]) -> str:
+    """The equality-based selector `k1=v1,k2=v2` (sorted); `InvalidNodeGroup` for a malformed label.
+
+    Checked here because a comma or `=` in a value would silently change what the selector selects.
+    """
+    for key, value in labels.items():
+        prefix, _, name = key.rpartition("/")
+        key_ok = bool(_NAME.match(name)) and (not prefix or (len(prefix) <= 253 and bool(_SUBDOMAIN.match(prefix))))
+        if not key_ok:
+            raise InvalidNodeGroup(
+                f"nodeGroup.matchLabels key {key!r} is not a label key ([prefix/]name, e.g. nvidia.com/gpu.product)"
+            )
+        if value and not _NAME.match(value):
+            raise InvalidNodeGroup(
+                f"nodeGroup.matchLabels value {value!r} of {key} is not a label value (at most 63 letters, digits, "
+                "'-', '_' or '.', starting and ending with a letter or digit)"
+            )
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+_parse_quantity: Callable[[object], Decimal] = parse_quantity  # the client's parser carries no annotations
+
+
+def _whole(quantity: object) -> int:
+    """A resource quantity as a whole count ("8", 8, "1k"); extended resources are integers."""
+    return int(_parse_quantity(quantity))
+
+
+def _container_gpus(container: Mapping[str, Any], resource: str) -> int:
+    resources = container.get("resources") or {}
+    requests = resources.get("requests") or {}
+    limits = resources.get("limits") or {}
+    if resource in requests:
+        return _whole(requests[resource])
+    if resource in limits:
+        return _whole(limits[resource])
+    return 0
+
+
+def pod_gpus(spec: Mapping[str, Any], resource: str) -> int:
+    """The pod's effective request of `resource` (see the module docstring), from its JSON spec."""
+    app = sum(_container_gpus(c, resource) for c in spec.get("containers") or [])
+    sidecars = 0
+    init_peak = 0
+    for container in spec.get("initContainers") or []:
+        gpus = _container_gpus(container, resource)
+        if container.get("restartPolicy") == "Always":
+            sidecars += gpus  # runs beside everything started after it
+            init_peak = max(init_peak, sidecars)
+        else:
+            init_peak = max(init_peak, sidecars + gpus)
+    overhead = spec.get("overhead") or {}
+    return max(app + sidecars, init_peak) + (_whole(overhead[resource]) if resource in overhead else 0)
+
+
+def _could_land_in_group(
+    node_selector: Mapping[str, str], match_labels: Mapping[str, str], node_labels: Sequence[Mapping[str, str]]
+) -> bool:
+    if all(node_selector.get(k) == v for k, v in match_labels.items()):
+        return True  # it asks for every label of the group: only the group's nodes can take it
+    return any(all(labels.get(k) == v for k, v in node_selector.items()) for labels in node_labels)
+
+
+def _count(nodes: Sequence[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]], group: NodeGroup) -> GpuCapacity:
+    """The group's capacity from the JSON of its nodes and of the cluster's non-terminal pods."""
+    resource = group.gpu_resource
+    allocatable: dict[str, int] = {}
+    cordoned: set[str] = set()
+    labels: list[Mapping[str, str]] = []
+    for node in nodes:
+        name = str(node["metadata"]["name"])
+        allocatable[name] = _whole(((node.get("status") or {}).get("allocatable") or {}).get(resource, 0))
+        labels.append(node["metadata"].get("labels") or {})
+        if (node.get("spec") or {}).get("unschedulable"):
+            cordoned.add(name)
+    used: dict[str, int] = dict.fromkeys(allocatable, 0)
+    pending = 0
+    for pod in pods:
+        spec = pod.get("spec") or {}
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            continue  # the field selector already drops these; a pod finishing meanwhile is skipped here
+        gpus = pod_gpus(spec, resource)
+        if gpus == 0:
+            continue
+        node_name = spec.get("nodeName")
+        if node_name:
+            if node_name in used:
+                used[node_name] += gpus
+        elif (
+            (pod.get("status") or {}).get("phase") == "Pending"
+            and not (pod.get("metadata") or {}).get("deletionTimestamp")
+            and _could_land_in_group(spec.get("nodeSelector") or {}, group.match_labels, labels)
+        ):
+            pending += gpus
+    return GpuCapacity(
+        nodes=len(allocatable),
+        cordoned_nodes=len(cordoned),
+        allocatable_gpus=sum(allocatable.values()),
+        used_gpus=sum(used.values()),
+        free_gpus=sum(max(0, allocatable[n] - used[n]) for n in allocatable if n not in cordoned),
+        pending_gpus=pending,
+    )
+
+
+_nodes: SharedReads[str, list[dict[str, Any]]] = SharedReads()  # by label selector
+_pods: SharedReads[str, list[dict[str, Any]]] = SharedReads()  # one key: the cluster's non-terminal pods
+
+
+def _list(what: str, call: Callable[..., Any], **selectors: str) -> list[dict[str, Any]]:
+    """Blocking: every item of a list call; `what` completes "could not …" in errors."""
+    try:
+        return list(list_items(call, **selectors))
+    except (kubernetes.client.ApiException, urllib3.exceptions.HTTPError) as err:
+        raise translate(err, what) from None
+
+
+async def node_group_capacity(
+    api: kubernetes.client.ApiClient, group: NodeGroup, *, max_age_s: float = SNAPSHOT_MAX_AGE_S
+) -> GpuCapacity:
+    """Allocatable, used, free and pending GPUs of the nodes matching `group.match_labels`.
+
+    The node list (per selector) and the cluster's pod list (one for all groups) are reused for
+    `max_age_s` seconds and shared by concurrent callers: many pools, one read per few seconds.
+    Raises `InvalidNodeGroup` for a malformed label, `Forbidden` when the operator may not list
+    nodes or pods cluster-wide, `ApiError` otherwise.
+    """
+    selector = label_selector(group.match_labels)
+    core = kubernetes.client.CoreV1Api(api)
+    nodes, pods = await asyncio.gather(
+        _nodes.get(
+            api,
+            selector,
+            lambda: _list(f"list nodes matching {selector!r}" if selector else "list nodes", core.list_node,
+                          label_selector=selector),
+            max_age_s,
+        ),
+        _pods.get(
+            api,
+            "",
+            lambda: _list("list pods in all namespaces", core.list_pod_for_all_namespaces,
+                          field_selector=NON_TERMINAL_PODS),
+            max_age_s,
+        ),
+    )  # fmt: skip
+    return await asyncio.to_thread(_count, nodes, pods, group)

@@ -1,0 +1,95 @@
+"""InferencePool status writes and the Secrets and ConfigMaps a pool refers to.
+
+Called by `reconcile`. The `kubernetes` client is synchronous, so every call runs on a worker
+thread (`asyncio.to_thread`) and the event loop never waits on the API server. Status is written
+with a read-modify-replace on the `status` subresource, so fields the new status drops are removed;
+a 409 Conflict is retried with a fresh read a bounded number of times (STYLE.md §20).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Mapping
+from typing import Any, cast
+
+import kubernetes
+
+from tokenscale.api import ConfigMapKeyRef, SecretKeyRef
+
+GROUP, VERSION, PLURAL = "tokenscale.dev", "v1alpha1", "inferencepools"
+
+
+class MissingReference(Exception):
+    """A Secret or ConfigMap the pool names is missing or lacks the key; `reason` is CamelCase."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+async def write_status(
+    api: kubernetes.client.ApiClient, namespace: str, name: str, status: Mapping[str, Any], attempts: int = 5
+) -> bool:
+    """Replace the pool's status; False when the pool is gone. Retries 409 with a fresh read."""
+    custom = kubernetes.client.CustomObjectsApi(api)
+
+    def attempt() -> bool:
+        for i in range(attempts):
+            try:
+                body = cast(
+                    dict[str, Any], custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+                )
+            except kubernetes.client.ApiException as err:
+                if err.status == 404:
+                    return False
+                raise
+            body["status"] = dict(status)
+            try:
+                custom.replace_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, body)
+                return True
+            except kubernetes.client.ApiException as err:
+                if err.status == 404:
+                    return False
+                if err.status != 409 or i == attempts - 1:
+                    raise
+        return False
+
+    return await asyncio.to_thread(attempt)
+
+
+async def read_secret_key(api: kubernetes.client.ApiClient, namespace: str, ref: SecretKeyRef) -> str:
+    """The decoded value of one key of a Secret in the pool's namespace."""
+    core = kubernetes.client.CoreV1Api(api)
+    try:
+        secret = await asyncio.to_thread(core.read_namespaced_secret, ref.name, namespace)
+    except kubernetes.client.ApiException as err:
+        if err.status in (403, 404):
+            raise MissingReference(
+                "SecretNotFound" if err.status == 404 else "SecretForbidden",
+                f"cannot read Secret {namespace}/{ref.name} ({err.reason}): create it or grant the operator get on it",
+            ) from None
+        raise
+    data = secret.data or {}
+    if ref.key not in data:
+        raise MissingReference("SecretKeyMissing", f"Secret {namespace}/{ref.name} has no key {ref.key!r}")
+    return base64.b64decode(data[ref.key]).decode("utf-8").strip()
+
+
+async def read_configmap_key(api: kubernetes.client.ApiClient, namespace: str, ref: ConfigMapKeyRef) -> str:
+    """The text of one key of a ConfigMap in the pool's namespace."""
+    core = kubernetes.client.CoreV1Api(api)
+    try:
+        config_map = await asyncio.to_thread(core.read_namespaced_config_map, ref.name, namespace)
+    except kubernetes.client.ApiException as err:
+        if err.status in (403, 404):
+            raise MissingReference(
+                "ConfigMapNotFound",
+                f"cannot read ConfigMap {namespace}/{ref.name} ({err.reason}): "
+                "create it or fix performance.configMapRef",
+            ) from None
+        raise
+    data = config_map.data or {}
+    if ref.key not in data:
+        raise MissingReference("ConfigMapKeyMissing", f"ConfigMap {namespace}/{ref.name} has no key {ref.key!r}")
+    return str(data[ref.key])

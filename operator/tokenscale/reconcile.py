@@ -1,0 +1,407 @@
+"""One control cycle of one InferencePool: read, plan, act, explain.
+
+Called by the controller's per-pool daemon every `spec.interval`. The cycle reads the pool's
+targets through `/scale` and its metrics from Prometheus (concurrently, each with a deadline), asks
+`planner.plan` for the counts, keeps scale-ups within the node group's free GPUs, writes `/scale`
+(unless dry run or paused), and writes the status — only when it changed (STYLE.md §14). It
+returns the Events to post; the controller posts them. What the cycle cannot do (a bad spec, a
+missing target, a missing Secret, Prometheus down) becomes a condition and an Event, and replicas
+are held, never zeroed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import kubernetes
+import yaml
+from pydantic import ValidationError
+
+from tokenscale import api, manifests
+from tokenscale import status as st
+from tokenscale.api import Role
+from tokenscale.kube import capacity, pools, scale
+from tokenscale.metrics.observe import observe
+from tokenscale.metrics.prometheus import Credentials, PrometheusClient
+from tokenscale.planner import plan as plan_mod
+from tokenscale.planner import policy, profiles, reasons
+from tokenscale.planner.observation import Observation, ReplicaCounts
+from tokenscale.planner.plan import ConditionUpdate, Decision
+from tokenscale.telemetry import OperatorMetrics
+
+INVALID_SPEC_RETRY_S = 60.0
+COLD_START_SMOOTHING = 0.5  # weight of a new cold-start measurement against the previous one
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """`tokenscale run` options the cycle honours."""
+
+    dry_run: bool = False  # advisory mode for every pool
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """An Event for the pool: type Normal or Warning, a CamelCase reason, one sentence."""
+
+    type: str
+    reason: str
+    message: str
+
+
+@dataclass
+class PrometheusClients:
+    """One client per (URL, timeout, credentials), shared by the pools that use the same Prometheus."""
+
+    clients: dict[tuple[str, float, Credentials], PrometheusClient] = field(default_factory=dict)
+
+    def get(self, url: str, timeout_s: float, credentials: Credentials) -> PrometheusClient:
+        key = (url, timeout_s, credentials)
+        if key not in self.clients:
+            self.clients[key] = PrometheusClient(url, timeout_s, credentials)
+        return self.clients[key]
+
+    def close(self) -> None:
+        for client in self.clients.values():
+            client.close()
+        self.clients.clear()
+
+
+@dataclass
+class OperatorContext:
+    """Per-process objects, made once by the startup handler and passed through kopf's memo."""
+
+    api: kubernetes.client.ApiClient
+    config: OperatorConfig
+    prometheus: PrometheusClients
+    metrics: OperatorMetrics
+
+
+@dataclass(frozen=True)
+class CycleOutcome:
+    """What one cycle did: Events to post, when to run next, and the decision (None when it could not plan)."""
+
+    events: tuple[EventSpec, ...]
+    next_in_s: float
+    wrote_status: bool
+    decision: Decision | None = None
+
+
+async def cycle(
+    ctx: OperatorContext,
+    namespace: str,
+    name: str,
+    body: Mapping[str, Any],
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+) -> CycleOutcome:
+    """Run one cycle for the pool whose current object is `body`."""
+    started = time.monotonic()
+    now_s = time.time()
+    generation = body.get("metadata", {}).get("generation")
+    previous_doc = dict(body.get("status") or {})
+    previous = _previous_status(previous_doc)
+    try:
+        spec = api.InferencePoolSpec.model_validate(body.get("spec") or {})
+    except ValidationError as err:
+        message = "; ".join(manifests.format_validation_error(err, "spec."))
+        ctx.metrics.cycle_errors.labels(namespace, name, reasons.INVALID_SPEC).inc()
+        update = ConditionUpdate(reasons.READY, "False", reasons.INVALID_SPEC, message)
+        return await _conditions_only(ctx, namespace, name, previous, previous_doc, generation, [update], now_s,
+                                      INVALID_SPEC_RETRY_S)  # fmt: skip
+    interval_s = spec.interval.seconds
+    if spec.paused:
+        updates = [
+            ConditionUpdate(reasons.READY, "True", reasons.PAUSED, "spec.paused is true: nothing is read or changed"),
+            ConditionUpdate(reasons.SCALING_ACTIVE, "False", reasons.PAUSED, "spec.paused is true"),
+        ]
+        return await _conditions_only(ctx, namespace, name, previous, previous_doc, generation, updates, now_s,
+                                      interval_s)  # fmt: skip
+
+    roles = spec.active_pools()
+    # Read the targets, the node groups, the referenced Secrets/ConfigMaps concurrently.
+    try:
+        scales, capacities, credentials, loaded_profiles = await asyncio.gather(
+            _read_scales(ctx, namespace, spec),
+            _read_capacities(ctx, spec),
+            _credentials(ctx, namespace, spec),
+            _profiles(ctx, namespace, spec),
+        )
+    except (scale.KubeError, pools.MissingReference) as err:
+        ctx.metrics.cycle_errors.labels(namespace, name, err.reason).inc()
+        updates = [
+            ConditionUpdate(reasons.READY, "False", err.reason, str(err)),
+            ConditionUpdate(reasons.SCALING_ACTIVE, "False", err.reason, "replicas are held: " + str(err)),
+        ]
+        return await _conditions_only(ctx, namespace, name, previous, previous_doc, generation, updates, now_s,
+                                      interval_s)  # fmt: skip
+
+    replicas = {role: ReplicaCounts(s.replicas, s.ready_replicas) for role, s in scales.items()}
+    client = ctx.prometheus.get(spec.metrics.prometheus.url, spec.metrics.prometheus.timeout.seconds, credentials)
+    result = await observe(spec, client, now_s, replicas)
+    observation = result.observation
+    for kind in result.errors.values():
+        ctx.metrics.query_errors.labels(namespace, name, kind).inc()
+
+    state = st.planner_state(previous)
+    if not state.recommendations:
+        # After a restart with no recorded history nothing scales down before a full window (STYLE.md §22).
+        seeded = plan_mod.RecommendationRecord(now_s, {r: s.replicas for r, s in scales.items()})
+        state = replace(state, recommendations=(seeded,))
+    cold_starts, timing = _cold_start(previous, scales, now_s)
+    cold_start_s = max(cold_starts.values()) if cold_starts else None
+    performance = profiles.resolve_all(spec, loaded_profiles)
+    plan_started = time.perf_counter()
+    decision = plan_mod.plan(spec, observation, state, now_s, performance, cold_start_s)
+    ctx.metrics.planner_seconds.observe(time.perf_counter() - plan_started)
+    decision, limited = _limit_to_node_groups(spec, decision, capacities)
+
+    dry_run = spec.dry_run or ctx.config.dry_run
+    events: list[EventSpec] = []
+    extra: list[ConditionUpdate] = [ConditionUpdate(reasons.READY, "True", reasons.ACTIVE, "the pool is planned")]
+    if ctx.config.dry_run and not spec.dry_run:
+        extra.append(
+            ConditionUpdate(reasons.SCALING_ACTIVE, "False", reasons.DRY_RUN, "the operator runs with --dry-run")
+        )
+    if limited:
+        extra.append(ConditionUpdate(reasons.SCALING_LIMITED, "True", reasons.NODE_GROUP_FULL, limited))
+        events.append(EventSpec("Warning", reasons.NODE_GROUP_FULL, limited))
+    facts: dict[Role, st.PoolFacts] = {}
+    for role, d in decision.pools.items():
+        s = scales[role]
+        cap = capacities.get(role)
+        scale_up_time, scale_up_replicas = timing.get(role, (None, None))
+        scaled_to: int | None = None
+        if d.changed:
+            verb = "would scale" if dry_run else "scaled"
+            text = f"{role} {verb} {d.current_replicas}→{d.desired_replicas}: {d.message or d.reason}"
+            if dry_run:
+                if _desired_before(previous, role) != d.desired_replicas:
+                    events.append(EventSpec("Normal", reasons.WOULD_SCALE, text))
+            else:
+                try:
+                    written = await scale.write_scale(ctx.api, namespace, roles[role].scale_target_ref,
+                                                      d.desired_replicas)  # fmt: skip
+                except scale.KubeError as err:
+                    events.append(EventSpec("Warning", reasons.SCALE_FAILED, f"{role}: {err}"))
+                    extra.append(ConditionUpdate(reasons.SCALING_ACTIVE, "False", reasons.SCALE_FAILED, str(err)))
+                else:
+                    scaled_to = written.replicas
+                    up = d.desired_replicas > d.current_replicas
+                    events.append(EventSpec("Normal", reasons.SCALED_UP if up else reasons.SCALED_DOWN, text))
+                    ctx.metrics.scaling_actions.labels(namespace, name, role, "up" if up else "down").inc()
+                    logger.info("scaled %s %d->%d reason=%s", role, d.current_replicas, d.desired_replicas, d.reason)
+                    if up and scale_up_time is None:
+                        scale_up_time, scale_up_replicas = now_s, d.desired_replicas
+        facts[role] = st.PoolFacts(
+            current_replicas=s.replicas,
+            ready_replicas=s.ready_replicas,
+            gpu_capacity=cap.allocatable_gpus if cap else None,
+            gpus_free=cap.free_gpus if cap else None,
+            scaled_to=scaled_to,
+            cold_start_s=cold_starts.get(role),
+            scale_up_time_s=scale_up_time,
+            scale_up_replicas=scale_up_replicas,
+        )
+        ctx.metrics.decisions.labels(namespace, name, role, d.binding).inc()
+
+    new_status = st.decided_status(spec, previous, generation, observation, decision, facts, extra, dry_run, now_s)
+    wrote = await _write_if_changed(ctx, namespace, name, previous_doc, new_status)
+    _export(ctx.metrics, namespace, name, spec, observation, decision, facts, new_status)
+    ctx.metrics.reconcile_seconds.labels(namespace, name).observe(time.monotonic() - started)
+    if decision.held and _reason_changed(previous, reasons.METRICS_AVAILABLE, new_status):
+        events.append(EventSpec("Warning", reasons.METRICS_MISSING, decision.reason))
+    return CycleOutcome(tuple(events), interval_s, wrote, decision)
+
+
+def _previous_status(document: Mapping[str, Any]) -> api.InferencePoolStatus | None:
+    if not document:
+        return None
+    try:
+        return api.InferencePoolStatus.model_validate(document)
+    except ValidationError:
+        return None  # a status from an older schema: start afresh, as after a restart without history
+
+
+def _desired_before(previous: api.InferencePoolStatus | None, role: Role) -> int | None:
+    pool: api.PoolStatus | None = getattr(previous.pools, role) if previous else None
+    return pool.desired_replicas if pool else None
+
+
+def _reason_changed(previous: api.InferencePoolStatus | None, ctype: str, new: api.InferencePoolStatus) -> bool:
+    def reason(s: api.InferencePoolStatus | None) -> str | None:
+        return next((c.reason for c in s.conditions if c.type == ctype), None) if s else None
+
+    return reason(previous) != reason(new)
+
+
+async def _conditions_only(
+    ctx: OperatorContext,
+    namespace: str,
+    name: str,
+    previous: api.InferencePoolStatus | None,
+    previous_doc: Mapping[str, Any],
+    generation: int | None,
+    updates: list[ConditionUpdate],
+    now_s: float,
+    next_in_s: float,
+) -> CycleOutcome:
+    """A cycle that cannot plan: set conditions (an Event when one changes), hold replicas."""
+    new_status = st.condition_only_status(previous, generation, updates, now_s)
+    wrote = await _write_if_changed(ctx, namespace, name, previous_doc, new_status)
+    events = tuple(
+        EventSpec("Normal" if u.reason == reasons.PAUSED else "Warning", u.reason, u.message)
+        for u in updates[:1]
+        if _reason_changed(previous, u.type, new_status)
+    )
+    ctx.metrics.set_conditions(namespace, name, [(c.type, c.status) for c in new_status.conditions])
+    return CycleOutcome(events, next_in_s, wrote)
+
+
+async def _write_if_changed(
+    ctx: OperatorContext, namespace: str, name: str, previous_doc: Mapping[str, Any], new: api.InferencePoolStatus
+) -> bool:
+    document = st.status_document(new)
+    if st.comparable(document) == st.comparable(previous_doc):
+        return False
+    return await pools.write_status(ctx.api, namespace, name, document)
+
+
+async def _read_scales(ctx: OperatorContext, namespace: str, spec: api.InferencePoolSpec) -> dict[Role, Any]:
+    roles = list(spec.active_pools().items())
+    states = await asyncio.gather(*(scale.read_scale(ctx.api, namespace, p.scale_target_ref) for _, p in roles))
+    return {role: s for (role, _), s in zip(roles, states, strict=True)}
+
+
+async def _read_capacities(ctx: OperatorContext, spec: api.InferencePoolSpec) -> dict[Role, Any]:
+    groups = [(role, p.node_group) for role, p in spec.active_pools().items() if p.node_group is not None]
+    found = await asyncio.gather(*(capacity.node_group_capacity(ctx.api, g) for _, g in groups if g is not None))
+    return {role: c for (role, _), c in zip(groups, found, strict=True)}
+
+
+async def _credentials(ctx: OperatorContext, namespace: str, spec: api.InferencePoolSpec) -> Credentials:
+    source = spec.metrics.prometheus
+    auth, tls = source.auth, source.tls
+
+    async def secret(ref: api.SecretKeyRef | None) -> str | None:
+        return None if ref is None else await pools.read_secret_key(ctx.api, namespace, ref)
+
+    token, user, password, ca = await asyncio.gather(
+        secret(auth.bearer_token_secret_ref if auth else None),
+        secret(auth.username_secret_ref if auth else None),
+        secret(auth.password_secret_ref if auth else None),
+        secret(tls.ca_secret_ref if tls else None),
+    )
+    return Credentials(token, user, password, ca, bool(tls and tls.insecure_skip_verify))
+
+
+async def _profiles(ctx: OperatorContext, namespace: str, spec: api.InferencePoolSpec) -> dict[Role, Any]:
+    out: dict[Role, api.PerformanceProfile] = {}
+    for role, pool in spec.active_pools().items():
+        ref = pool.performance.config_map_ref if pool.performance else None
+        if ref is None:
+            continue
+        text = await pools.read_configmap_key(ctx.api, namespace, ref)
+        try:
+            out[role] = api.PerformanceProfile.model_validate(yaml.safe_load(text))
+        except (yaml.YAMLError, ValidationError) as err:
+            raise pools.MissingReference(
+                "InvalidProfile", f"ConfigMap {namespace}/{ref.name} key {ref.key} is not a PerformanceProfile: {err}"
+            ) from None
+    return out
+
+
+def _cold_start(
+    previous: api.InferencePoolStatus | None, scales: Mapping[Role, Any], now_s: float
+) -> tuple[dict[Role, float], dict[Role, tuple[float | None, int | None]]]:
+    """Measured cold start per pool, and the scale-ups still being timed (start time, replicas).
+
+    A scale-up is timed from the cycle that wrote it to the first cycle that sees that many
+    replicas ready; the result is blended with the previous measurement (weight 0.5), since one
+    node's image pull is not every node's. The planner's horizon is the slowest pool's.
+    """
+    measured: dict[Role, float] = {}
+    timing: dict[Role, tuple[float | None, int | None]] = {}
+    for role, s in scales.items():
+        old: api.PoolStatus | None = getattr(previous.pools, role) if previous else None
+        if old is None:
+            continue
+        if old.cold_start_seconds is not None:
+            measured[role] = old.cold_start_seconds
+        started = st.epoch_s(old.scale_up_time)
+        if started is None or old.scale_up_replicas is None:
+            continue
+        if s.ready_replicas >= old.scale_up_replicas:
+            sample = now_s - started
+            prior = old.cold_start_seconds
+            measured[role] = (
+                sample if prior is None else COLD_START_SMOOTHING * sample + (1 - COLD_START_SMOOTHING) * prior
+            )
+        elif s.replicas >= old.scale_up_replicas:
+            timing[role] = (started, old.scale_up_replicas)
+        # else: scaled back down before it was ready; nothing to time
+    return measured, timing
+
+
+def _limit_to_node_groups(
+    spec: api.InferencePoolSpec, decision: Decision, capacities: Mapping[Role, Any]
+) -> tuple[Decision, str]:
+    """Scale-ups cut to the node groups' free GPUs; the message says which pool was limited."""
+    messages = []
+    pools_out = dict(decision.pools)
+    for role, d in decision.pools.items():
+        cap = capacities.get(role)
+        group = spec.active_pools()[role].node_group
+        if cap is None or group is None:
+            continue
+        gpr = spec.active_pools()[role].gpus_per_replica
+        free = cap.free_gpus - cap.pending_gpus
+        value, reason, message = policy.limit_to_capacity(
+            d.desired_replicas, d.current_replicas, gpr, free, group.allow_pending
+        )
+        if reason == reasons.NODE_GROUP_FULL:
+            pools_out[role] = replace(d, desired_replicas=value, gpus=value * gpr, binding=reason, message=message)
+            messages.append(f"{role} {message}")
+    if not messages:
+        return decision, ""
+    return replace(decision, pools=pools_out), "; ".join(messages)
+
+
+def _export(
+    m: OperatorMetrics,
+    namespace: str,
+    name: str,
+    spec: api.InferencePoolSpec,
+    observation: Observation,
+    decision: Decision,
+    facts: Mapping[Role, st.PoolFacts],
+    status: api.InferencePoolStatus,
+) -> None:
+    for role, d in decision.pools.items():
+        f = facts[role]
+        m.desired.labels(namespace, name, role).set(d.desired_replicas)
+        m.current.labels(namespace, name, role).set(f.scaled_to if f.scaled_to is not None else f.current_replicas)
+        m.ready.labels(namespace, name, role).set(f.ready_replicas)
+        m.gpus.labels(namespace, name, role).set(d.gpus)
+    ttft = [d.predicted_ttft_s for d in decision.pools.values() if d.predicted_ttft_s is not None]
+    tpot = [d.predicted_tpot_s for d in decision.pools.values() if d.predicted_tpot_s is not None]
+    pairs = (
+        (m.predicted_ttft, max(ttft) if ttft else None),
+        (m.predicted_tpot, max(tpot) if tpot else None),
+        (m.observed_ttft, observation.ttft_quantile_s),
+        (m.observed_tpot, observation.tpot_quantile_s),
+        (m.objective_ttft, spec.objectives.ttft.target.seconds),
+        (m.objective_tpot, spec.objectives.tpot.target.seconds),
+        (m.rate, observation.request_rate_per_s),
+        (m.forecast_rate, decision.planned.load.rate_per_s if decision.planned else None),
+    )
+    for gauge, value in pairs:
+        if value is None:
+            gauge.labels(namespace, name).set(float("nan"))
+        else:
+            gauge.labels(namespace, name).set(value)
+    m.set_conditions(namespace, name, [(c.type, c.status) for c in status.conditions])

@@ -1,0 +1,224 @@
+"""The InferencePool status: the planner's state read back from it, and a decision written into it.
+
+Called by `reconcile` every cycle. Pure functions between `api` status models and `planner`
+values; no I/O. Everything a decision depends on round-trips through here (STYLE.md §21): the
+stabilization history, the last scale time per pool, the forecasters and the online calibration,
+so a restarted operator decides exactly what the old one would have.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from tokenscale import api
+from tokenscale.api import Role
+from tokenscale.planner.calibration import Calibration
+from tokenscale.planner.forecast import SeriesState
+from tokenscale.planner.observation import Observation
+from tokenscale.planner.plan import ConditionUpdate, Decision, PlannerState, RecommendationRecord
+from tokenscale.planner.reasons import CONDITION_TYPES
+
+
+def rfc3339(time_s: float) -> str:
+    return dt.datetime.fromtimestamp(time_s, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def epoch_s(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp()
+    except ValueError:
+        return None
+
+
+def planner_state(status: api.InferencePoolStatus | None) -> PlannerState:
+    """The planner's state as the status recorded it (the empty state when there is none)."""
+    if status is None:
+        return PlannerState()
+    recommendations = tuple(
+        RecommendationRecord(
+            r.time,
+            {role: n for role in ("prefill", "decode", "aggregated") if (n := getattr(r, role)) is not None},
+        )
+        for r in status.recommendations
+    )
+    forecast = status.forecast
+    last_scale: dict[Role, float] = {}
+    prefill_cal: dict[Role, Calibration] = {}
+    decode_cal: dict[Role, Calibration] = {}
+    for role in ("prefill", "decode", "aggregated"):
+        pool: api.PoolStatus | None = getattr(status.pools, role)
+        if pool is not None and (t := epoch_s(pool.last_scale_time)) is not None:
+            last_scale[role] = t
+        fitted: api.FittedModel | None = getattr(status.performance, role) if status.performance else None
+        if fitted is not None:
+            if fitted.prefill:
+                prefill_cal[role] = Calibration.from_list(fitted.prefill)
+            if fitted.decode:
+                decode_cal[role] = Calibration.from_list(fitted.decode)
+    return PlannerState(
+        recommendations=recommendations,
+        rate=SeriesState.from_list(forecast.state) if forecast else None,
+        isl=SeriesState.from_list(forecast.isl_state) if forecast else None,
+        osl=SeriesState.from_list(forecast.osl_state) if forecast else None,
+        last_scale_time_s=last_scale,
+        prefill_calibration=prefill_cal,
+        decode_calibration=decode_cal,
+    )
+
+
+@dataclass(frozen=True)
+class PoolFacts:
+    """What the cycle learned about one pool outside the planner: /scale, readiness, node group, cold start."""
+
+    current_replicas: int
+    ready_replicas: int
+    gpu_capacity: int | None = None
+    gpus_free: int | None = None
+    scaled_to: int | None = None  # replicas written to /scale this cycle (None: not scaled)
+    cold_start_s: float | None = None
+    scale_up_time_s: float | None = None
+    scale_up_replicas: int | None = None
+
+
+def merge_conditions(
+    old: Sequence[api.Condition], updates: Sequence[ConditionUpdate], now_s: float
+) -> list[api.Condition]:
+    """Conditions in a fixed order; lastTransitionTime moves only when a condition's status changes."""
+    by_type = {c.type: c for c in old}
+    for u in updates:
+        prev = by_type.get(u.type)
+        moved = prev is None or prev.status != u.status
+        by_type[u.type] = api.Condition(
+            type=u.type,
+            status=u.status,
+            reason=u.reason,
+            message=u.message,
+            last_transition_time=rfc3339(now_s) if moved or prev is None else prev.last_transition_time,
+        )
+    ordered = [by_type.pop(t) for t in CONDITION_TYPES if t in by_type]
+    return ordered + list(by_type.values())
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value * 1000:.0f}ms"
+
+
+def decided_status(
+    spec: api.InferencePoolSpec,
+    previous: api.InferencePoolStatus | None,
+    generation: int | None,
+    observation: Observation,
+    decision: Decision,
+    facts: Mapping[Role, PoolFacts],
+    extra_conditions: Sequence[ConditionUpdate],
+    dry_run: bool,
+    now_s: float,
+) -> api.InferencePoolStatus:
+    """The status after one cycle: the decision, the observation behind it, and the state to carry on."""
+    prev = previous or api.InferencePoolStatus()
+    state = decision.state
+    pools: dict[str, api.PoolStatus] = {}
+    fitted: dict[str, api.FittedModel] = {}
+    for role, d in decision.pools.items():
+        f = facts[role]
+        old: api.PoolStatus = getattr(prev.pools, role) or api.PoolStatus()
+        last_scale = state.last_scale_time_s.get(role)
+        pools[role] = api.PoolStatus(
+            current_replicas=f.scaled_to if f.scaled_to is not None else f.current_replicas,
+            ready_replicas=f.ready_replicas,
+            desired_replicas=d.desired_replicas,
+            gpus=d.gpus,
+            gpu_capacity=f.gpu_capacity,
+            gpus_free=f.gpus_free,
+            last_scale_time=rfc3339(last_scale) if last_scale is not None else old.last_scale_time,
+            predicted_ttft_seconds=d.predicted_ttft_s,
+            predicted_tpot_seconds=d.predicted_tpot_s,
+            binding=d.binding,
+            cold_start_seconds=f.cold_start_s if f.cold_start_s is not None else old.cold_start_seconds,
+            scale_up_time=rfc3339(f.scale_up_time_s) if f.scale_up_time_s is not None else None,
+            scale_up_replicas=f.scale_up_replicas,
+        )
+        pre, dec = state.prefill_calibration.get(role), state.decode_calibration.get(role)
+        if pre is not None or dec is not None:
+            fitted[role] = api.FittedModel(prefill=pre.to_list() if pre else [], decode=dec.to_list() if dec else [])
+    planned = decision.planned
+    conditions = merge_conditions(prev.conditions, [*decision.conditions, *extra_conditions], now_s)
+    serving: Role = "aggregated" if spec.mode == "Aggregated" else "decode"
+    obj = spec.objectives
+
+    def replicas_text(role: Role) -> str | None:
+        p = pools.get(role)
+        return None if p is None else f"{p.current_replicas}/{p.desired_replicas}"
+
+    return api.InferencePoolStatus(
+        observed_generation=generation,
+        conditions=conditions,
+        pools=api.PoolStatuses(**pools),
+        observation=api.ObservationStatus(
+            time=rfc3339(observation.time_s),
+            request_rate_per_second=observation.request_rate_per_s,
+            isl_mean_tokens=observation.isl_mean_tokens,
+            osl_mean_tokens=observation.osl_mean_tokens,
+            ttft_seconds=observation.ttft_quantile_s,
+            tpot_seconds=observation.tpot_quantile_s,
+            waiting_requests=observation.waiting_requests,
+            running_requests=sum(observation.running_requests.values()) if observation.running_requests else None,
+            kv_usage_fraction=observation.kv_usage_fraction,
+            notes=[f"{n.signal} {n.kind}: {n.message}" for n in observation.notes],
+        ),
+        forecast=api.ForecastStatus(
+            request_rate_per_second=planned.load.rate_per_s if planned else None,
+            horizon_seconds=planned.horizon_s if planned else None,
+            state=state.rate.to_list() if state.rate else [],
+            isl_state=state.isl.to_list() if state.isl else [],
+            osl_state=state.osl.to_list() if state.osl else [],
+        ),
+        performance=api.FittedModels(**fitted) if fitted else None,
+        recommendations=[
+            api.RecommendationRecord(time=r.time_s, **{role: n for role, n in r.replicas.items()})
+            for r in state.recommendations
+        ],
+        last_decision=api.DecisionStatus(time=rfc3339(now_s), reason=decision.reason, dry_run=dry_run),
+        summary=api.Summary(
+            ttft=f"{_ms(observation.ttft_quantile_s)}/{_ms(obj.ttft.target.seconds)}",
+            tpot=f"{_ms(observation.tpot_quantile_s)}/{_ms(obj.tpot.target.seconds)}",
+            prefill=replicas_text("prefill"),
+            decode=replicas_text(serving),
+            gpus=decision.total_gpus,
+        ),
+    )
+
+
+def condition_only_status(
+    previous: api.InferencePoolStatus | None,
+    generation: int | None,
+    updates: Sequence[ConditionUpdate],
+    now_s: float,
+) -> api.InferencePoolStatus:
+    """The previous status with some conditions set: for cycles that cannot decide (bad spec, paused, no target)."""
+    prev = previous or api.InferencePoolStatus()
+    return prev.model_copy(
+        update={"observed_generation": generation, "conditions": merge_conditions(prev.conditions, updates, now_s)}
+    )
+
+
+def status_document(status: api.InferencePoolStatus) -> dict[str, object]:
+    """The status as the API stores it (camelCase, no nulls)."""
+    return status.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def comparable(document: Mapping[str, object] | None) -> dict[str, object]:
+    """A status document without the fields that change every cycle by the clock alone."""
+    if not document:
+        return {}
+    out = dict(document)
+    out.pop("lastDecision", None)
+    observation = out.get("observation")
+    if isinstance(observation, dict):
+        out["observation"] = {k: v for k, v in observation.items() if k != "time"}
+    return out

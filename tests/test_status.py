@@ -1,0 +1,104 @@
+"""The status round trip: a decision written to status and read back gives the planner the same state,
+so an operator restarted between two cycles makes the decision the old one would have made."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tokenscale import api
+from tokenscale import status as st
+from tokenscale.planner import plan as planner
+from tokenscale.planner import profiles
+from tokenscale.planner.observation import Observation, ReplicaCounts
+from tokenscale.planner.plan import ConditionUpdate
+
+ROOT = Path(__file__).resolve().parents[1]
+T0 = 1_790_000_000.0  # whole seconds: status times are RFC 3339 to the second
+
+
+def _spec(**changes: Any) -> api.InferencePoolSpec:
+    doc = yaml.safe_load((ROOT / "examples" / "vllm-disaggregated-70b.yaml").read_text().split("\n---")[0])
+    spec = copy.deepcopy(doc["spec"])
+    spec.update(changes)
+    return api.InferencePoolSpec.model_validate(spec)
+
+
+def _obs(t: float, rate: float, prefill: int, decode: int) -> Observation:
+    return Observation(
+        time_s=t,
+        request_rate_per_s=rate,
+        isl_mean_tokens=2000.0,
+        osl_mean_tokens=300.0,
+        replicas={"prefill": ReplicaCounts(prefill, prefill), "decode": ReplicaCounts(decode, decode)},
+        ttft_quantile_s=0.4,
+        tpot_quantile_s=0.045,
+        tpot_mean_s=0.03,
+        prefill_time_mean_s=0.2,
+    )
+
+
+def _through_status(spec: api.InferencePoolSpec, decision: planner.Decision, obs: Observation) -> planner.PlannerState:
+    facts = {r: st.PoolFacts(d.current_replicas, d.current_replicas) for r, d in decision.pools.items()}
+    written = st.decided_status(spec, None, 1, obs, decision, facts, [], False, obs.time_s)
+    document = st.status_document(written)
+    return st.planner_state(api.InferencePoolStatus.model_validate(document))
+
+
+@pytest.mark.parametrize(
+    "rates",
+    [
+        pytest.param((5.0, 40.0, 40.0, 2.0, 2.0, 2.0), id="up-then-down-through-stabilization"),
+        pytest.param((20.0, 25.0, 30.0, 35.0, 40.0), id="rising-trend"),
+    ],
+)
+def test_a_restart_between_cycles_changes_no_decision(rates: tuple[float, ...]) -> None:
+    spec = _spec()
+    perf = profiles.resolve_all(spec)
+    live = planner.PlannerState()  # the operator that never restarts
+    restarted = planner.PlannerState()  # the one that reads its state back from status every cycle
+    counts = {"prefill": 1, "decode": 2}
+    for i, rate in enumerate(rates):
+        t = T0 + 30.0 * i
+        obs = _obs(t, rate, counts["prefill"], counts["decode"])
+        a = planner.plan(spec, obs, live, t, perf)
+        b = planner.plan(spec, obs, restarted, t, perf)
+        counts_a = {r: d.desired_replicas for r, d in a.pools.items()}
+        assert counts_a == {r: d.desired_replicas for r, d in b.pools.items()}
+        assert a.reason == b.reason
+        live = a.state
+        restarted = _through_status(spec, b, obs)
+        counts = {r: d.desired_replicas for r, d in a.pools.items()}
+
+
+def test_conditions_keep_their_transition_time_until_the_status_changes() -> None:
+    first = st.merge_conditions([], [ConditionUpdate("Ready", "True", "Active", "ok")], T0)
+    same = st.merge_conditions(first, [ConditionUpdate("Ready", "True", "Active", "still ok")], T0 + 60)
+    flipped = st.merge_conditions(same, [ConditionUpdate("Ready", "False", "TargetNotFound", "gone")], T0 + 120)
+    assert first[0].last_transition_time == same[0].last_transition_time == st.rfc3339(T0)
+    assert same[0].message == "still ok"
+    assert flipped[0].last_transition_time == st.rfc3339(T0 + 120)
+
+
+def test_summary_columns_read_like_kubectl_expects() -> None:
+    spec = _spec()
+    obs = _obs(T0, 10.0, 1, 2)
+    decision = planner.plan(spec, obs, planner.PlannerState(), T0, profiles.resolve_all(spec))
+    facts = {r: st.PoolFacts(d.current_replicas, 0) for r, d in decision.pools.items()}
+    written = st.decided_status(spec, None, 3, obs, decision, facts, [], False, T0)
+    assert written.summary.ttft == "400ms/600ms" and written.summary.tpot == "45ms/50ms"
+    assert written.summary.prefill == f"1/{decision.pools['prefill'].desired_replicas}"
+    assert written.summary.gpus == decision.total_gpus
+    assert written.observed_generation == 3
+
+
+def test_the_clock_alone_does_not_make_a_status_different() -> None:
+    doc = {"lastDecision": {"time": "a"}, "observation": {"time": "a", "requestRatePerSecond": 1.0}}
+    later = {"lastDecision": {"time": "b"}, "observation": {"time": "b", "requestRatePerSecond": 1.0}}
+    changed = {"lastDecision": {"time": "b"}, "observation": {"time": "b", "requestRatePerSecond": 2.0}}
+    assert st.comparable(doc) == st.comparable(later)
+    assert st.comparable(doc) != st.comparable(changed)
