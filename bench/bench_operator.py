@@ -85,10 +85,9 @@ def main() -> None:
             name = f"pool-{i:04d}"
             create_deployment(apps, namespace, f"{name}-prefill", 1)
             create_deployment(apps, namespace, f"{name}-decode", 1)
-            manifest = pool_manifest(name, fleet.prometheus.url, interval=f"{args.interval:g}s")
-            manifest["spec"]["pools"]["prefill"]["scaleTargetRef"]["name"] = f"{name}-prefill"
-            manifest["spec"]["pools"]["decode"]["scaleTargetRef"]["name"] = f"{name}-decode"
-            create_pool(custom, namespace, manifest)
+            create_pool(
+                custom, namespace, pool_manifest(name, fleet.prometheus.url, name, interval=f"{args.interval:g}s")
+            )
         print(f"{args.pools} pools and {2 * args.pools} Deployments created in {time.monotonic() - t0:.1f}s")
         op = OperatorProcess(supervisor, cluster.kubeconfig_path, namespace, work / "operator.log").start()
         assert op.process is not None

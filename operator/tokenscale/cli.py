@@ -466,9 +466,7 @@ Writes a PerformanceProfile (YAML) to put under pools.<role>.performance.profile
     p.set_defaults(func=_cmd_fit)
 
     p = sub.add_parser("run", help="run the operator: plan and scale every InferencePool it can see")
-    p.add_argument(
-        "--namespace", action="append", metavar="NS", help="watch this namespace (repeatable; default: all)"
-    )
+    p.add_argument("--namespace", action="append", metavar="NS", help="watch this namespace (repeatable; default: all)")
     p.add_argument("--dry-run", action="store_true", help="advisory mode for every pool: decide, explain, never scale")
     p.add_argument("--log-format", choices=("text", "json"), default="text", help="log line format")
     p.add_argument("--health-port", type=int, default=8080, help="liveness endpoint port (GET /healthz); 0: off")

@@ -35,6 +35,10 @@ async def configure(
     settings: kopf.OperatorSettings, memo: Any, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any
 ) -> None:
     settings.peering.standalone = True  # one replica, strategy Recreate (the chart)
+    # No cluster scanning for namespaces and CRDs: the namespaces are given by name (or it is
+    # cluster-wide) and the CRD is installed before the operator, so the chart's namespaced mode
+    # needs no cluster-wide list of namespaces.
+    settings.scanning.disabled = True
     settings.persistence.finalizer = "tokenscale.dev/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="tokenscale.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(

@@ -1,5 +1,7 @@
 """Fixtures for the end-to-end tests: the project's own CRD installed on the test apiserver.
 
+`fleet` is a simulated 70B fleet at 40 req/s scraped by a real Prometheus, and `apis` the typed
+clients (apps, custom objects, core) the operator tests read the world with.
 `inferencepool_crd` applies the generated crds/tokenscale.dev_inferencepools.yaml once per session
 through the Python client and waits until it is Established and served; a CRD the server rejects
 fails every test that needs it, with the server's reason.
@@ -8,12 +10,15 @@ fails every test that needs it, with the server's reason.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import kubernetes
 import pytest
 import yaml
+from harness.operator_env import SimulatedFleet
+from harness.prometheus import PrometheusFactory
 from harness.resources import apply_crd
 from kubernetes.client.exceptions import ApiException
 
@@ -34,3 +39,21 @@ def inferencepool_crd(api_client: kubernetes.client.ApiClient) -> dict[str, Any]
             raise
         reason = json.loads(err.body).get("message", err.body) if err.body else err.reason
     pytest.fail(f"kube-apiserver 1.20 rejected {CRD_FILE.relative_to(ROOT)}: {reason}", pytrace=False)
+
+
+@pytest.fixture
+def fleet(prometheus_factory: PrometheusFactory) -> Iterator[SimulatedFleet]:
+    f = SimulatedFleet(prometheus_factory, 40.0)
+    try:
+        yield f
+    finally:
+        f.close()
+
+
+@pytest.fixture
+def apis(api_client: kubernetes.client.ApiClient) -> tuple[Any, Any, Any]:
+    return (
+        kubernetes.client.AppsV1Api(api_client),
+        kubernetes.client.CustomObjectsApi(api_client),
+        kubernetes.client.CoreV1Api(api_client),
+    )

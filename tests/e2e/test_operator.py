@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import kubernetes
 import pytest
 from harness.cluster import Cluster
 from harness.operator_env import (
@@ -29,7 +28,6 @@ from harness.operator_env import (
     replicas_of,
 )
 from harness.processes import Supervisor
-from harness.prometheus import PrometheusFactory
 from harness.wait import wait_until
 
 from tokenscale import status as st
@@ -37,24 +35,6 @@ from tokenscale import status as st
 pytestmark = pytest.mark.e2e
 
 HIGH_RATE, LOW_RATE = 40.0, 2.0
-
-
-@pytest.fixture
-def fleet(prometheus_factory: PrometheusFactory) -> Iterator[SimulatedFleet]:
-    f = SimulatedFleet(prometheus_factory, HIGH_RATE)
-    try:
-        yield f
-    finally:
-        f.close()
-
-
-@pytest.fixture
-def apis(api_client: kubernetes.client.ApiClient) -> tuple[Any, Any, Any]:
-    return (
-        kubernetes.client.AppsV1Api(api_client),
-        kubernetes.client.CustomObjectsApi(api_client),
-        kubernetes.client.CoreV1Api(api_client),
-    )
 
 
 @pytest.fixture
@@ -249,9 +229,19 @@ def test_a_restarted_operator_continues_the_stabilization_window(
     # before the drop), across the restart: not before drop + 27 s. A restart that lost the history
     # would seed it with the current count and hold until restart + 30 s, i.e. drop + 42 s or later.
     assert 27.0 <= went_down - dropped < 42.0, f"scaled down {went_down - dropped:.1f}s after the drop"
-    status = get_pool(custom, namespace, "llama")["status"]
-    last_scale = st.epoch_s(status["pools"]["prefill"]["lastScaleTime"])
-    assert last_scale is not None and last_scale - dropped >= 26.0
+    # The cycle that scaled down writes the status right after /scale: wait for it, then check it.
+    last_scale = wait_until(
+        lambda: (
+            (t := st.epoch_s(get_pool(custom, namespace, "llama")["status"]["pools"]["prefill"]["lastScaleTime"]))
+            and t > dropped
+            and t
+            or None
+        ),
+        what="the scale-down recorded in status",
+        timeout_s=15,
+        interval_s=0.5,
+    )
+    assert last_scale - dropped >= 26.0
 
 
 def test_invalid_spec_beyond_the_schema_is_a_condition_not_a_crash(

@@ -285,6 +285,7 @@ def _start_controller_manager(
             f"--authorization-kubeconfig={kubeconfig}",
             "--bind-address=127.0.0.1",
             f"--secure-port={port}",
+            "--port=0",  # no insecure port: its fixed 10252 would collide with a second test session
             f"--cert-dir={work_dir / 'controller-manager-certs'}",
             "--leader-elect=false",
             f"--service-account-private-key-file={sa_key}",

@@ -65,9 +65,12 @@ POOL_SPEC: dict[str, Any] = {
 }
 
 
-def pool_manifest(name: str, prometheus_url: str, **spec_overrides: Any) -> dict[str, Any]:
+def pool_manifest(name: str, prometheus_url: str, targets: str = "llama", **spec_overrides: Any) -> dict[str, Any]:
+    """A pool scaling Deployments `<targets>-prefill` and `<targets>-decode`."""
     spec = copy.deepcopy(POOL_SPEC)
     spec["metrics"]["prometheus"]["url"] = prometheus_url
+    spec["pools"]["prefill"]["scaleTargetRef"]["name"] = f"{targets}-prefill"
+    spec["pools"]["decode"]["scaleTargetRef"]["name"] = f"{targets}-decode"
     spec.update(spec_overrides)
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "InferencePool", "metadata": {"name": name}, "spec": spec}
 

@@ -30,7 +30,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import kubernetes
 import urllib3
@@ -194,7 +194,7 @@ async def node_group_capacity(
     """
     selector = label_selector(group.match_labels)
     core = kubernetes.client.CoreV1Api(api)
-    nodes, pods = await asyncio.gather(
+    listed = await asyncio.gather(
         _nodes.get(
             api,
             selector,
@@ -209,5 +209,11 @@ async def node_group_capacity(
                           field_selector=NON_TERMINAL_PODS),
             max_age_s,
         ),
+        return_exceptions=True,
     )  # fmt: skip
+    # Both lists run at once; when both fail, the nodes' error is the one reported, every time.
+    for outcome in listed:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    nodes, pods = cast(tuple[list[dict[str, Any]], list[dict[str, Any]]], listed)
     return await asyncio.to_thread(_count, nodes, pods, group)

@@ -196,7 +196,7 @@ def list_items(
             return
 
 
-# --- discovery ---------------------------------------------------------------------------------
+# --- answers kept a while; discovery -----------------------------------------------------------
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
