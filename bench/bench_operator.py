@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import kubernetes
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -37,7 +38,7 @@ from harness.operator_env import (  # noqa: E402
 )
 from harness.processes import Supervisor  # noqa: E402
 from harness.prometheus import PrometheusFactory  # noqa: E402
-from harness.resources import create_namespace  # noqa: E402
+from harness.resources import apply_crd, create_namespace  # noqa: E402
 
 
 def _rss_mb(pid: int) -> float:
@@ -75,9 +76,7 @@ def main() -> None:
         print(f"cluster ready in {time.monotonic() - t0:.1f}s")
         api = cluster.api_client()
         apps, custom = kubernetes.client.AppsV1Api(api), kubernetes.client.CustomObjectsApi(api)
-        crd = (ROOT / "crds" / "tokenscale.dev_inferencepools.yaml").read_text()
-        cluster.kubectl("apply", "-f", "-", stdin=crd)
-        cluster.kubectl("wait", "--for=condition=Established", "crd/inferencepools.tokenscale.dev")
+        apply_crd(api, yaml.safe_load((ROOT / "crds" / "tokenscale.dev_inferencepools.yaml").read_text()))
         fleet = SimulatedFleet(PrometheusFactory(find("prometheus"), supervisor, work / "prometheus"), 40.0)
         namespace = create_namespace(api, prefix="bench")
         t0 = time.monotonic()

@@ -15,16 +15,18 @@ continues where the last one stopped.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Collection
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
 import kubernetes
 from prometheus_client import start_http_server
 
-from tokenscale.reconcile import OperatorConfig, OperatorContext, PrometheusClients, cycle
+from tokenscale.reconcile import OperatorConfig, OperatorContext, PrometheusClients, cycle, first_delay_s
 from tokenscale.telemetry import OperatorMetrics
 
 GROUP, VERSION, PLURAL = "tokenscale.dev", "v1alpha1", "inferencepools"
@@ -51,6 +53,9 @@ async def configure(
         kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+    # The kubernetes client is synchronous: its calls run on worker threads (asyncio.to_thread).
+    # The default pool (cores + 4 threads) would queue hundreds of pools' reads behind each other.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="kube"))
     metrics = OperatorMetrics()
     if memo.get("metrics_port"):
         server, thread = start_http_server(memo["metrics_port"], registry=metrics.registry)
@@ -85,6 +90,7 @@ async def plan_pool(
 ) -> None:
     ctx: OperatorContext = memo["ctx"]
     assert namespace is not None  # InferencePool is namespaced
+    await stopped.wait(first_delay_s(body))
     while not stopped:
         outcome = await cycle(ctx, namespace, name, body, logger)
         for event in outcome.events:

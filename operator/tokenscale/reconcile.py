@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -216,6 +217,21 @@ async def cycle(
     if decision.held and _reason_changed(previous, reasons.METRICS_AVAILABLE, new_status):
         events.append(EventSpec("Warning", reasons.METRICS_MISSING, decision.reason))
     return CycleOutcome(tuple(events), interval_s, wrote, decision)
+
+
+def first_delay_s(body: Mapping[str, Any]) -> float:
+    """How long a pool's daemon waits before its first cycle: a fixed fraction of its interval.
+
+    The fraction comes from the pool's uid, so the cycles of many pools spread evenly over the
+    interval instead of all hitting the apiserver and Prometheus at once when the operator starts
+    (bench/bench_operator.py), and a restarted operator keeps the same phases.
+    """
+    uid = str(body.get("metadata", {}).get("uid", ""))
+    try:
+        interval_s = api.parse_duration_s(str((body.get("spec") or {}).get("interval", "30s")))
+    except ValueError:
+        return 0.0
+    return (zlib.crc32(uid.encode()) / 2**32) * interval_s
 
 
 def _previous_status(document: Mapping[str, Any]) -> api.InferencePoolStatus | None:

@@ -174,10 +174,12 @@ _nodes: SharedReads[str, list[dict[str, Any]]] = SharedReads()  # by label selec
 _pods: SharedReads[str, list[dict[str, Any]]] = SharedReads()  # one key: the cluster's non-terminal pods
 
 
-def _list(what: str, call: Callable[..., Any], **selectors: str) -> list[dict[str, Any]]:
+def _list(
+    what: str, call: Callable[..., Any], label_selector: str = "", field_selector: str = ""
+) -> list[dict[str, Any]]:
     """Blocking: every item of a list call; `what` completes "could not …" in errors."""
     try:
-        return list(list_items(call, **selectors))
+        return list(list_items(call, label_selector=label_selector, field_selector=field_selector))
     except (kubernetes.client.ApiException, urllib3.exceptions.HTTPError) as err:
         raise translate(err, what) from None
 
