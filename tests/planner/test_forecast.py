@@ -57,3 +57,19 @@ def test_state_round_trip() -> None:
     assert fc.SeriesState.from_list(state.to_list()) == state
     assert fc.SeriesState.from_list([1.0, float("nan"), 0.0]) is None
     assert fc.SeriesState.from_list([1.0]) is None
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "error"),
+    [
+        pytest.param(5.0, 30.0, 25.0 / 30.0, id="step-up-bounded-by-the-new-level"),
+        pytest.param(30.0, 5.0, -25.0 / 30.0, id="step-down-symmetric"),
+        pytest.param(10.0, 10.0, 0.0, id="steady"),
+    ],
+)
+def test_one_step_errors_are_relative_to_the_larger_value(before: float, after: float, error: float) -> None:
+    state = fc.update(None, before, 0.0, "ewma")
+    state = fc.update(state, before, 30.0, "ewma")
+    state = fc.update(state, after, 60.0, "ewma")
+    assert state.errors[-1] == pytest.approx(error)
+    assert -1.0 < state.errors[-1] < 1.0
