@@ -107,3 +107,21 @@ def api_error_causes(err: ApiException) -> list[dict[str, str]]:
         return []
     causes: list[dict[str, str]] = status.get("details", {}).get("causes", [])
     return causes
+
+
+def wait_for_pod_admission(api_client: kubernetes.client.ApiClient, namespace: str, timeout_s: float = 60.0) -> None:
+    """Wait until the namespace's default ServiceAccount has its token: until then the ServiceAccount
+    admission plugin refuses pods created directly (controllers retry; a test would fail)."""
+    core = kubernetes.client.CoreV1Api(api_client)
+
+    def token_ready() -> bool:
+        try:
+            return bool(core.read_namespaced_service_account("default", namespace).secrets)
+        except ApiException as err:
+            if err.status == 404:
+                return False
+            raise
+
+    wait_until(
+        token_ready, what=f"the default ServiceAccount token in {namespace}", timeout_s=timeout_s, interval_s=0.1
+    )

@@ -17,6 +17,7 @@ from typing import Any
 import kubernetes
 import pytest
 from harness.cluster import Cluster, close_api_client
+from harness.resources import wait_for_pod_admission
 from harness.wait import wait_until
 from kubernetes.client.exceptions import ApiException
 
@@ -163,22 +164,6 @@ def make_node(api_client: kubernetes.client.ApiClient, namespace: str) -> Iterat
     finally:
         for name in created:
             core.delete_node(name)
-
-
-def wait_for_pod_admission(api_client: kubernetes.client.ApiClient, namespace: str) -> None:
-    """Wait until the namespace's default ServiceAccount has its token: until then the ServiceAccount
-    admission plugin refuses pods created directly (controllers retry; a test would fail)."""
-    core = kubernetes.client.CoreV1Api(api_client)
-
-    def token_ready() -> bool:
-        try:
-            return bool(core.read_namespaced_service_account("default", namespace).secrets)
-        except ApiException as err:
-            if err.status == 404:
-                return False
-            raise
-
-    wait_until(token_ready, what=f"the default ServiceAccount token in {namespace}", timeout_s=WAIT_S, interval_s=0.1)
 
 
 PodFactory = Callable[..., None]
