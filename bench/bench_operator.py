@@ -7,28 +7,37 @@ warm-up the benchmark watches one 30 s interval and prints:
 - pools reconciled in it (a new recommendation in status) out of N;
 - the operator's RSS (VmRSS of the process);
 - decision latency from the operator's own `tokenscale_reconcile_duration_seconds` histogram (start
-  of the read to the status write, including the `/scale` patch): median and p99 bucket bounds.
+  of the read to the status write, including the `/scale` patch): median and p99 bucket bounds;
+- the CPU each process used in the interval, and the apiserver's requests by verb and resource.
+The pools use production defaults (5-minute scale-down stabilization, default metrics window).
 Goal (issue 6): ≥ 500 pools per interval, RSS ≤ 250 MB, p99 ≤ 1 s. Prints figures, asserts nothing.
 
-    .venv/bin/python bench/bench_operator.py [--pools 500] [--interval 30]
+    .venv/bin/python bench/bench_operator.py [--pools 500] [--interval 30] [--profile FILE]
+
+`--profile` samples the operator with py-spy (`pip install py-spy`) while the interval runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import kubernetes
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from harness.binaries import find  # noqa: E402
-from harness.cluster import start_cluster  # noqa: E402
+from harness.cluster import Cluster, start_cluster  # noqa: E402
 from harness.operator_env import (  # noqa: E402
     OperatorProcess,
     SimulatedFleet,
@@ -46,6 +55,59 @@ def _rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024.0
     return float("nan")
+
+
+# The simulated fleet all pools read: 2 prefill and 4 decode replicas (SimulatedFleet). At this rate
+# they meet the pools' objectives, so plans settle after the first scale-up (at 40 req/s they do
+# not, and every pool climbs to maxReplicas a step per cycle: a benchmark of scale writes).
+FLEET_RATE_PER_S = 10.0
+MAX_WARMUP_INTERVALS = 6
+SETTLED_SCALE_WRITES = 0.05  # per pool and interval: the plans have settled
+
+
+def _manifest(name: str, prometheus_url: str, interval_s: float) -> dict[str, Any]:
+    """The e2e tests' pool with the production defaults those tests shorten to stay quick: the
+    scale-down stabilization window (20 s there, less than this interval, so every cycle may scale),
+    the metrics window and the forecast's cold start."""
+    manifest = pool_manifest(name, prometheus_url, name, interval=f"{interval_s:g}s")
+    spec = manifest["spec"]
+    del spec["behavior"], spec["forecast"], spec["metrics"]["window"]
+    return manifest
+
+
+def _pods_made(apps: kubernetes.client.AppsV1Api, namespace: str) -> bool:
+    """Every Deployment has the pods its replicas ask for (status.replicas == spec.replicas)."""
+    found = json.loads(apps.list_namespaced_deployment(namespace, _preload_content=False).data)
+    return all((d.get("status") or {}).get("replicas", 0) == d["spec"]["replicas"] for d in found["items"])
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_by_process(supervisor: Supervisor) -> dict[str, float]:
+    found = {p.name: _cpu_s(p.pid) for p in supervisor.processes if p.alive()}
+    found["benchmark (simulated fleet)"] = _cpu_s(os.getpid())
+    return found
+
+
+def _apiserver_requests(cluster: Cluster) -> dict[str, float]:
+    """Requests the apiserver has served, by verb and resource[/subresource] (apiserver_request_total)."""
+    text = cluster.kubectl("get", "--raw", "/metrics").stdout
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "apiserver_request":
+            continue
+        for sample in family.samples:
+            if sample.name != "apiserver_request_total":
+                continue
+            labels = sample.labels
+            what = labels.get("resource", "") + (f"/{labels['subresource']}" if labels.get("subresource") else "")
+            key = f"{labels.get('verb', '')} {what}"
+            counts[key] = counts.get(key, 0.0) + sample.value
+    return counts
 
 
 def _buckets(text: str, name: str) -> dict[float, float]:
@@ -70,6 +132,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pools", type=int, default=500)
     parser.add_argument("--interval", type=float, default=30.0)
+    parser.add_argument(
+        "--profile", type=Path, help="also sample the operator with py-spy into this file (collapsed stacks)"
+    )
     args = parser.parse_args()
     supervisor = Supervisor()
     work = Path(tempfile.mkdtemp(prefix="bench-operator-"))
@@ -80,16 +145,14 @@ def main() -> None:
         api = cluster.api_client()
         apps, custom = kubernetes.client.AppsV1Api(api), kubernetes.client.CustomObjectsApi(api)
         apply_crd(api, yaml.safe_load((ROOT / "crds" / "tokenscale.dev_inferencepools.yaml").read_text()))
-        fleet = SimulatedFleet(PrometheusFactory(find("prometheus"), supervisor, work / "prometheus"), 40.0)
+        fleet = SimulatedFleet(PrometheusFactory(find("prometheus"), supervisor, work / "prometheus"), FLEET_RATE_PER_S)
         namespace = create_namespace(api, prefix="bench")
         t0 = time.monotonic()
         for i in range(args.pools):
             name = f"pool-{i:04d}"
             create_deployment(apps, namespace, f"{name}-prefill", 1)
             create_deployment(apps, namespace, f"{name}-decode", 1)
-            create_pool(
-                custom, namespace, pool_manifest(name, fleet.prometheus.url, name, interval=f"{args.interval:g}s")
-            )
+            create_pool(custom, namespace, _manifest(name, fleet.prometheus.url, args.interval))
         print(f"{args.pools} pools and {2 * args.pools} Deployments created in {time.monotonic() - t0:.1f}s")
         op = OperatorProcess(supervisor, cluster.kubeconfig_path, namespace, work / "operator.log").start()
         assert op.process is not None
@@ -102,12 +165,40 @@ def main() -> None:
                 if p.get("status", {}).get("recommendations")
             }
 
-        time.sleep(2 * args.interval)  # warm-up: every pool's daemon started and ran at least once
+        # Warm-up: every pool's first cycles and the first scale-up of all pools at once (its
+        # latency printed apart), until an interval passes with few scale writes and the
+        # controller-manager has made the pods asked for (it creates ~20 a second here).
+        def scale_writes() -> int:
+            return sum(1 for line in op.log().splitlines() if " scaled " in line)
+
+        time.sleep(args.interval)
+        for _ in range(MAX_WARMUP_INTERVALS):
+            written = scale_writes()
+            time.sleep(args.interval)
+            if scale_writes() - written <= SETTLED_SCALE_WRITES * args.pools and _pods_made(apps, namespace):
+                break
+        q = _quantiles({}, _buckets(op.metrics(), "tokenscale_reconcile_duration_seconds"), (0.5, 0.99))
+        print(f"warm-up: {scale_writes()} scale writes; decision latency over it (first cycles included): "
+              f"median ≤ {q[0.5]:g}s, p99 ≤ {q[0.99]:g}s")  # fmt: skip
         start = time.time()
         before = last_times()
         hist_before = _buckets(op.metrics(), "tokenscale_reconcile_duration_seconds")
+        cpu_before = _cpu_by_process(supervisor)
+        requests_before = _apiserver_requests(cluster)
+        writes_before = scale_writes()
+        spy = None
+        if args.profile:
+            spy = subprocess.Popen(
+                ["py-spy", "record", "-p", str(op.process.pid), "-d", f"{args.interval:g}", "-r", "50",
+                 "--nonblocking", "--gil", "-f", "raw", "-o", str(args.profile)],
+                stdout=subprocess.DEVNULL,
+            )  # fmt: skip
         time.sleep(args.interval)
+        if spy is not None:
+            spy.wait(30)
         after = last_times()
+        cpu_after = _cpu_by_process(supervisor)
+        requests_after = _apiserver_requests(cluster)
         hist_after = _buckets(op.metrics(), "tokenscale_reconcile_duration_seconds")
         reconciled = sum(1 for n, t in after.items() if t > before.get(n, 0.0) and t >= start)
         rss = _rss_mb(op.process.pid)
@@ -116,6 +207,14 @@ def main() -> None:
         print(f"operator RSS: {rss:.0f} MB")
         print(f"decision latency in that interval (read → status write): median ≤ {q[0.5]:g}s, "
               f"p99 ≤ {q[0.99]:g}s (bucket bounds)")  # fmt: skip
+        print(f"CPU used in that interval (machine: {os.cpu_count()} cores × {args.interval:g}s):")
+        for proc, used in sorted(cpu_after.items(), key=lambda kv: -(kv[1] - cpu_before.get(kv[0], 0.0))):
+            print(f"  {proc:28s} {used - cpu_before.get(proc, 0.0):6.1f} s")
+        served = {k: v - requests_before.get(k, 0.0) for k, v in requests_after.items()}
+        print(f"apiserver requests in that interval: {sum(served.values()):.0f}")
+        for what, n in sorted(served.items(), key=lambda kv: -kv[1])[:8]:
+            print(f"  {what:40s} {n:6.0f}")
+        print(f"scale writes in that interval: {scale_writes() - writes_before}")
         op.stop()
         fleet.close()
     finally:

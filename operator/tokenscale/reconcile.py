@@ -17,7 +17,7 @@ import time
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import kubernetes
 import yaml
@@ -27,7 +27,7 @@ from tokenscale import api, manifests
 from tokenscale import status as st
 from tokenscale.api import Role
 from tokenscale.kube import capacity, pools, scale
-from tokenscale.metrics.observe import observe
+from tokenscale.metrics.observe import ObservationResult, observe
 from tokenscale.metrics.prometheus import Credentials, PrometheusClient
 from tokenscale.planner import plan as plan_mod
 from tokenscale.planner import policy, profiles, reasons
@@ -103,48 +103,50 @@ async def cycle(
     """Run one cycle for the pool whose current object is `body`."""
     started = time.monotonic()
     now_s = time.time()
-    generation = body.get("metadata", {}).get("generation")
-    previous_doc = dict(body.get("status") or {})
-    previous = _previous_status(previous_doc)
+    seen = _Seen.of(namespace, name, body)
+    previous = seen.status
     try:
         spec = api.InferencePoolSpec.model_validate(body.get("spec") or {})
     except ValidationError as err:
         message = "; ".join(manifests.format_validation_error(err, "spec."))
         ctx.metrics.cycle_errors.labels(namespace, name, reasons.INVALID_SPEC).inc()
         update = ConditionUpdate(reasons.READY, "False", reasons.INVALID_SPEC, message)
-        return await _conditions_only(ctx, namespace, name, previous, previous_doc, generation, [update], now_s,
-                                      INVALID_SPEC_RETRY_S)  # fmt: skip
+        return await _conditions_only(ctx, seen, [update], now_s, INVALID_SPEC_RETRY_S)
     interval_s = spec.interval.seconds
     if spec.paused:
         updates = [
             ConditionUpdate(reasons.READY, "True", reasons.PAUSED, "spec.paused is true: nothing is read or changed"),
             ConditionUpdate(reasons.SCALING_ACTIVE, "False", reasons.PAUSED, "spec.paused is true"),
         ]
-        return await _conditions_only(ctx, namespace, name, previous, previous_doc, generation, updates, now_s,
-                                      interval_s)  # fmt: skip
+        return await _conditions_only(ctx, seen, updates, now_s, interval_s)
 
     roles = spec.active_pools()
-    # Read the targets, the node groups, the referenced Secrets/ConfigMaps concurrently.
-    try:
-        scales, capacities, credentials, loaded_profiles = await asyncio.gather(
-            _read_scales(ctx, namespace, spec),
-            _read_capacities(ctx, spec),
-            _credentials(ctx, namespace, spec),
-            _profiles(ctx, namespace, spec),
-        )
-    except (scale.KubeError, pools.MissingReference) as err:
-        ctx.metrics.cycle_errors.labels(namespace, name, err.reason).inc()
+    # Read the targets, the node groups, the referenced ConfigMaps and the metrics concurrently.
+    reads = await asyncio.gather(
+        _read_scales(ctx, namespace, spec),
+        _read_capacities(ctx, spec),
+        _profiles(ctx, namespace, spec),
+        _observe(ctx, namespace, spec, now_s),
+        return_exceptions=True,
+    )
+    failed = next((r for r in reads if isinstance(r, BaseException)), None)
+    if isinstance(failed, (scale.KubeError, pools.MissingReference)):
+        ctx.metrics.cycle_errors.labels(namespace, name, failed.reason).inc()
         updates = [
-            ConditionUpdate(reasons.READY, "False", err.reason, str(err)),
-            ConditionUpdate(reasons.SCALING_ACTIVE, "False", err.reason, "replicas are held: " + str(err)),
+            ConditionUpdate(reasons.READY, "False", failed.reason, str(failed)),
+            ConditionUpdate(reasons.SCALING_ACTIVE, "False", failed.reason, "replicas are held: " + str(failed)),
         ]
-        return await _conditions_only(ctx, namespace, name, previous, previous_doc, generation, updates, now_s,
-                                      interval_s)  # fmt: skip
+        return await _conditions_only(ctx, seen, updates, now_s, interval_s)
+    if failed is not None:
+        raise failed
+    scales, capacities, loaded_profiles, result = cast(
+        tuple[dict[Role, scale.ScaleState], dict[Role, capacity.GpuCapacity], dict[Role, api.PerformanceProfile],
+              ObservationResult],
+        reads,
+    )  # fmt: skip
 
     replicas = {role: ReplicaCounts(s.replicas, s.ready_replicas) for role, s in scales.items()}
-    client = ctx.prometheus.get(spec.metrics.prometheus.url, spec.metrics.prometheus.timeout.seconds, credentials)
-    result = await observe(spec, client, now_s, replicas)
-    observation = result.observation
+    observation = replace(result.observation, replicas=replicas)
     for kind in result.errors.values():
         ctx.metrics.query_errors.labels(namespace, name, kind).inc()
 
@@ -210,8 +212,8 @@ async def cycle(
         )
         ctx.metrics.decisions.labels(namespace, name, role, d.binding).inc()
 
-    new_status = st.decided_status(spec, previous, generation, observation, decision, facts, extra, dry_run, now_s)
-    wrote = await _write_if_changed(ctx, namespace, name, previous_doc, new_status)
+    new_status = st.decided_status(spec, previous, seen.generation, observation, decision, facts, extra, dry_run, now_s)
+    wrote = await _write_if_changed(ctx, seen, new_status)
     _export(ctx.metrics, namespace, name, spec, observation, decision, facts, new_status)
     ctx.metrics.reconcile_seconds.labels(namespace, name).observe(time.monotonic() - started)
     if decision.held and _reason_changed(previous, reasons.METRICS_AVAILABLE, new_status):
@@ -232,6 +234,31 @@ def first_delay_s(body: Mapping[str, Any]) -> float:
     except ValueError:
         return 0.0
     return (zlib.crc32(uid.encode()) / 2**32) * interval_s
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """The pool as the cycle found it: kopf's live view of the object when the cycle started."""
+
+    namespace: str
+    name: str
+    resource_version: str
+    generation: int | None
+    status_document: Mapping[str, Any]
+    status: api.InferencePoolStatus | None  # None: no status yet, or one this version cannot read
+
+    @classmethod
+    def of(cls, namespace: str, name: str, body: Mapping[str, Any]) -> _Seen:
+        metadata = body.get("metadata") or {}
+        document = dict(body.get("status") or {})
+        return cls(
+            namespace,
+            name,
+            str(metadata.get("resourceVersion") or ""),
+            metadata.get("generation"),
+            document,
+            _previous_status(document),
+        )
 
 
 def _previous_status(document: Mapping[str, Any]) -> api.InferencePoolStatus | None:
@@ -256,35 +283,25 @@ def _reason_changed(previous: api.InferencePoolStatus | None, ctype: str, new: a
 
 
 async def _conditions_only(
-    ctx: OperatorContext,
-    namespace: str,
-    name: str,
-    previous: api.InferencePoolStatus | None,
-    previous_doc: Mapping[str, Any],
-    generation: int | None,
-    updates: list[ConditionUpdate],
-    now_s: float,
-    next_in_s: float,
+    ctx: OperatorContext, seen: _Seen, updates: list[ConditionUpdate], now_s: float, next_in_s: float
 ) -> CycleOutcome:
     """A cycle that cannot plan: set conditions (an Event when one changes), hold replicas."""
-    new_status = st.condition_only_status(previous, generation, updates, now_s)
-    wrote = await _write_if_changed(ctx, namespace, name, previous_doc, new_status)
+    new_status = st.condition_only_status(seen.status, seen.generation, updates, now_s)
+    wrote = await _write_if_changed(ctx, seen, new_status)
     events = tuple(
         EventSpec("Normal" if u.reason == reasons.PAUSED else "Warning", u.reason, u.message)
         for u in updates[:1]
-        if _reason_changed(previous, u.type, new_status)
+        if _reason_changed(seen.status, u.type, new_status)
     )
-    ctx.metrics.set_conditions(namespace, name, [(c.type, c.status) for c in new_status.conditions])
+    ctx.metrics.set_conditions(seen.namespace, seen.name, [(c.type, c.status) for c in new_status.conditions])
     return CycleOutcome(events, next_in_s, wrote)
 
 
-async def _write_if_changed(
-    ctx: OperatorContext, namespace: str, name: str, previous_doc: Mapping[str, Any], new: api.InferencePoolStatus
-) -> bool:
+async def _write_if_changed(ctx: OperatorContext, seen: _Seen, new: api.InferencePoolStatus) -> bool:
     document = st.status_document(new)
-    if st.comparable(document) == st.comparable(previous_doc):
+    if st.comparable(document) == st.comparable(seen.status_document):
         return False
-    return await pools.write_status(ctx.api, namespace, name, document)
+    return await pools.write_status(ctx.api, seen.namespace, seen.name, document, seen.resource_version)
 
 
 async def _read_scales(ctx: OperatorContext, namespace: str, spec: api.InferencePoolSpec) -> dict[Role, Any]:
@@ -297,6 +314,15 @@ async def _read_capacities(ctx: OperatorContext, spec: api.InferencePoolSpec) ->
     groups = [(role, p.node_group) for role, p in spec.active_pools().items() if p.node_group is not None]
     found = await asyncio.gather(*(capacity.node_group_capacity(ctx.api, g) for _, g in groups if g is not None))
     return {role: c for (role, _), c in zip(groups, found, strict=True)}
+
+
+async def _observe(
+    ctx: OperatorContext, namespace: str, spec: api.InferencePoolSpec, now_s: float
+) -> ObservationResult:
+    """The pool's metrics, with the credentials its Secrets hold; replicas are the caller's to add."""
+    credentials = await _credentials(ctx, namespace, spec)
+    client = ctx.prometheus.get(spec.metrics.prometheus.url, spec.metrics.prometheus.timeout.seconds, credentials)
+    return await observe(spec, client, now_s)
 
 
 async def _credentials(ctx: OperatorContext, namespace: str, spec: api.InferencePoolSpec) -> Credentials:

@@ -54,6 +54,7 @@ NEEDED_IN_WATCHED: list[Check] = [
     ("patch", "deployments.apps", "scale", WATCHED, True),
     ("get", "deployments.apps", "scale", WATCHED, True),
     ("update", "statefulsets.apps", "scale", WATCHED, True),
+    ("get", "deployments.apps", "", WATCHED, True),  # status.readyReplicas
     ("patch", "inferencepools.tokenscale.dev", "status", WATCHED, True),
     ("watch", "inferencepools.tokenscale.dev", "", WATCHED, True),
     ("patch", "inferencepools.tokenscale.dev", "", WATCHED, True),

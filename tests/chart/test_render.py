@@ -343,6 +343,8 @@ NAMESPACED_GRANTS = _grants(
     ("tokenscale.dev", ("inferencepools/status",), ("get", "patch", "update")),
     ("apps", ("deployments/scale", "statefulsets/scale"), SCALE_VERBS),
     ("leaderworkerset.x-k8s.io", ("leaderworkersets/scale",), SCALE_VERBS),
+    ("apps", ("deployments", "statefulsets"), ("get",)),  # status.readyReplicas
+    ("leaderworkerset.x-k8s.io", ("leaderworkersets",), ("get",)),
     ("", ("events",), ("create", "patch")),
     ("events.k8s.io", ("events",), ("create", "patch")),
     ("", ("secrets", "configmaps"), ("get",)),
@@ -355,7 +357,10 @@ CLUSTER_READS = _grants(
 )
 # What kopf needs to serve every namespace.
 NAMESPACE_WATCH = _grants(("", ("namespaces",), ("list", "watch")))
-EXTRA_SCALE = _grants(("serving.example.com", ("modelservers/scale", "routers/scale"), SCALE_VERBS))
+EXTRA_SCALE = _grants(
+    ("serving.example.com", ("modelservers/scale", "routers/scale"), SCALE_VERBS),
+    ("serving.example.com", ("modelservers", "routers"), ("get",)),
+)
 CLUSTER = "<cluster>"
 
 

@@ -122,6 +122,11 @@ class Supervisor:
         self._processes.append(process)
         return process
 
+    @property
+    def processes(self) -> tuple[ManagedProcess, ...]:
+        """The started processes, oldest first."""
+        return tuple(self._processes)
+
     def pids(self) -> frozenset[int]:
         """PIDs of the started processes still running."""
         return frozenset(p.pid for p in self._processes if p.alive())

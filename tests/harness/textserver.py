@@ -1,4 +1,4 @@
-"""A scriptable HTTP(S) server for tests: each GET answers whatever a Python callable returns.
+"""A scriptable HTTP(S) server for tests: each GET or POST answers whatever a Python callable returns.
 
 Stands in for a metrics endpoint whose series a test changes at will (a counter that resets, a
 series that vanishes, a model name with quotes) and for a misbehaving Prometheus (a slow answer,
@@ -14,26 +14,37 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 
-Responder = Callable[[str], tuple[int, str, bytes]]  # path -> (status, content type, body)
+# path -> (status, content type, body). A POST's form body is passed as the path's query string,
+# so one responder serves `GET /api/v1/query?query=…` and the same query POSTed as a form.
+Responder = Callable[[str], tuple[int, str, bytes]]
 
 
 class TextServer:
-    """Serves `responder(path)` for every GET; `delay_s` makes each answer that late."""
+    """Serves `responder(path)` for every GET and POST; `delay_s` makes each answer that late."""
 
     def __init__(self, responder: Responder, delay_s: float = 0.0, tls: ssl.SSLContext | None = None) -> None:
         self.responder = responder
         self.delay_s = delay_s
         self.requests = 0
         self.last_headers: dict[str, str] = {}
+        self.last_request_line = ""
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                self._answer(self.path)
+
+            def do_POST(self) -> None:  # noqa: N802
+                form = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+                self._answer(f"{self.path}?{form}" if form else self.path)
+
+            def _answer(self, path: str) -> None:
                 server.requests += 1
                 if server.delay_s:
                     time.sleep(server.delay_s)
                 server.last_headers = dict(self.headers)
-                status, content_type, body = server.responder(self.path)
+                server.last_request_line = self.requestline
+                status, content_type, body = server.responder(path)
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", content_type)

@@ -66,7 +66,11 @@ def widget_crd(kind: str, plural: str, scope: str, group: str = GROUP) -> dict[s
                                 },
                                 "status": {
                                     "type": "object",
-                                    "properties": {"replicas": {"type": "integer"}, "selector": {"type": "string"}},
+                                    "properties": {
+                                        "replicas": {"type": "integer"},
+                                        "selector": {"type": "string"},
+                                        "readyReplicas": {"type": "integer"},
+                                    },
                                 },
                             },
                         }
@@ -442,9 +446,10 @@ def test_write_is_a_no_op_when_the_target_already_has_the_replicas(
     assert apps.read_namespaced_deployment("engine", namespace).metadata.generation == 1
 
 
-def test_ready_replicas_counts_ready_pods_of_the_selector_that_are_not_terminating(
+def test_ready_replicas_of_a_deployment_are_its_ready_pods_that_are_not_terminating(
     api_client: kubernetes.client.ApiClient, namespace: str
 ) -> None:
+    """The Deployment's status.readyReplicas, kept by the ReplicaSet and Deployment controllers."""
     core = kubernetes.client.CoreV1Api(api_client)
     create_deployment(api_client, namespace, "engine", 3)
     pods = wait_until(
@@ -453,6 +458,7 @@ def test_ready_replicas_counts_ready_pods_of_the_selector_that_are_not_terminati
         timeout_s=WAIT_S,
         interval_s=0.2,
     )
+    assert run(scale.read_scale(api_client, namespace, ref("Deployment", "engine"))).ready_counted  # 0 ready is known
     for pod in pods:
         mark_ready(api_client, namespace, pod.metadata.name)
     # A Ready pod of another app in the same namespace does not count.
@@ -460,18 +466,58 @@ def test_ready_replicas_counts_ready_pods_of_the_selector_that_are_not_terminati
     other = {"metadata": {"name": "other", "labels": {"app": "other"}}, "spec": _template("other")["spec"]}
     core.create_namespaced_pod(namespace, other)
     mark_ready(api_client, namespace, "other")
-    assert run(scale.read_scale(api_client, namespace, ref("Deployment", "engine"))).ready_replicas == 3
+
+    def ready_is(count: int) -> Callable[[], ScaleState | None]:
+        def check() -> ScaleState | None:
+            state = run(scale.read_scale(api_client, namespace, ref("Deployment", "engine")))
+            return state if state.ready_replicas == count else None
+
+        return check
+
+    state = wait_until(ready_is(3), what="3 ready replicas", timeout_s=WAIT_S, interval_s=0.2)
+    assert (state.ready_counted, state.selector) == (True, "app=engine")
 
     # A Ready pod being deleted (held by a finalizer, as a graceful stop would hold it) no longer counts.
     leaving = pods[0].metadata.name
     core.patch_namespaced_pod(leaving, namespace, {"metadata": {"finalizers": [f"{GROUP}/hold"]}})
     try:
         core.delete_namespaced_pod(leaving, namespace)
-        state = run(scale.read_scale(api_client, namespace, ref("Deployment", "engine")))
+        state = wait_until(ready_is(2), what="2 ready replicas", timeout_s=WAIT_S, interval_s=0.2)
         assert core.read_namespaced_pod(leaving, namespace).metadata.deletion_timestamp is not None
         assert (state.ready_replicas, state.ready_counted, state.selector) == (2, True, "app=engine")
     finally:
         core.patch_namespaced_pod(leaving, namespace, {"metadata": {"finalizers": None}})
+
+
+@pytest.mark.usefixtures("widget_crds")
+def test_a_custom_workload_that_keeps_ready_replicas_is_taken_at_its_word(
+    api_client: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    """status.readyReplicas when the workload keeps one; its selector's pods only when it does not."""
+    widget = ref("ScaleWidget", "engine", f"{GROUP}/v1")
+    create_widget(api_client, namespace, "engine", 4)
+    wait_for_pod_admission(api_client, namespace)
+    pod = {"metadata": {"name": "engine-0", "labels": {"app": "engine"}}, "spec": _template("engine")["spec"]}
+    kubernetes.client.CoreV1Api(api_client).create_namespaced_pod(namespace, pod)
+    mark_ready(api_client, namespace, "engine-0")
+
+    set_widget_status(api_client, namespace, "engine", replicas=4, selector="app=engine")
+    counted = wait_until(
+        lambda: s if (s := run(scale.read_scale(api_client, namespace, widget))).status_replicas == 4 else None,
+        what="the widget's status in the cache",
+        timeout_s=WAIT_S,
+        interval_s=0.1,
+    )
+    assert (counted.ready_counted, counted.ready_replicas) == (True, 1)  # no readyReplicas: its pods counted
+
+    set_widget_status(api_client, namespace, "engine", readyReplicas=3)
+    reported = wait_until(
+        lambda: s if (s := run(scale.read_scale(api_client, namespace, widget))).ready_replicas != 1 else None,
+        what="the widget's readyReplicas in the cache",
+        timeout_s=WAIT_S,
+        interval_s=0.1,
+    )
+    assert (reported.ready_counted, reported.ready_replicas, reported.replicas) == (True, 3, 4)
 
 
 @pytest.mark.usefixtures("widget_crds")

@@ -113,7 +113,8 @@ cluster-wide mode: in the ClusterRole). Each verb is commented with why the oper
 - apiGroups: ["tokenscale.dev"]
   resources: ["inferencepools/status"]
   verbs: ["get", "patch", "update"]
-# application: read and set replicas through /scale only; the workloads themselves stay untouched.
+# application: read and set replicas through /scale only; the workloads themselves are only read,
+# for the ready replicas their controllers keep in status.readyReplicas.
 {{- range (include "tokenscale.scaleTargets" . | fromYamlArray) }}
 - apiGroups: [{{ .apiGroup | quote }}]
   resources:
@@ -121,6 +122,12 @@ cluster-wide mode: in the ClusterRole). Each verb is commented with why the oper
     - {{ printf "%s/scale" . | quote }}
   {{- end }}
   verbs: ["get", "patch", "update"]
+- apiGroups: [{{ .apiGroup | quote }}]
+  resources:
+  {{- range .resources }}
+    - {{ . | quote }}
+  {{- end }}
+  verbs: ["get"]
 {{- end }}
 # application: a pool's Prometheus credentials (its bearer-token, basic-auth and CA *SecretRef fields).
 - apiGroups: [""]

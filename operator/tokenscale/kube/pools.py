@@ -2,8 +2,8 @@
 
 Called by `reconcile`. The `kubernetes` client is synchronous, so every call runs on a worker
 thread (`asyncio.to_thread`) and the event loop never waits on the API server. Status is written
-with a read-modify-replace on the `status` subresource, so fields the new status drops are removed;
-a 409 Conflict is retried with a fresh read a bounded number of times (STYLE.md §20).
+with a replace of the `status` subresource, so fields the new status drops are removed; a 409
+Conflict is retried with a fresh read a bounded number of times (STYLE.md §20).
 """
 
 from __future__ import annotations
@@ -29,22 +29,31 @@ class MissingReference(Exception):
 
 
 async def write_status(
-    api: kubernetes.client.ApiClient, namespace: str, name: str, status: Mapping[str, Any], attempts: int = 5
+    api: kubernetes.client.ApiClient,
+    namespace: str,
+    name: str,
+    status: Mapping[str, Any],
+    resource_version: str,
+    attempts: int = 5,
 ) -> bool:
-    """Replace the pool's status; False when the pool is gone. Retries 409 with a fresh read."""
+    """Replace the pool's status; False when the pool is gone.
+
+    The replace carries `resource_version`, the version of the object the status was computed from
+    (kopf's view of it), so the common case is one request. A 409 Conflict means the pool changed
+    since (its spec was edited, say): the pool is read afresh and the status replaced on that
+    version, up to `attempts` rounds.
+    """
     custom = kubernetes.client.CustomObjectsApi(api)
 
     def attempt() -> bool:
+        version = resource_version
         for i in range(attempts):
-            try:
-                body = cast(
-                    dict[str, Any], custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-                )
-            except kubernetes.client.ApiException as err:
-                if err.status == 404:
-                    return False
-                raise
-            body["status"] = dict(status)
+            body = {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "InferencePool",
+                "metadata": {"name": name, "namespace": namespace, "resourceVersion": version},
+                "status": dict(status),
+            }
             try:
                 custom.replace_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, body)
                 return True
@@ -53,6 +62,15 @@ async def write_status(
                     return False
                 if err.status != 409 or i == attempts - 1:
                     raise
+            try:
+                fresh = cast(
+                    dict[str, Any], custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+                )
+            except kubernetes.client.ApiException as err:
+                if err.status == 404:
+                    return False
+                raise
+            version = str(fresh["metadata"]["resourceVersion"])
         return False
 
     return await asyncio.to_thread(attempt)
