@@ -33,7 +33,7 @@ from tokenscale.telemetry import OperatorMetrics
 GROUP, VERSION, PLURAL = "tokenscale.dev", "v1alpha1", "inferencepools"
 M_ARENA_MAX = -8  # mallopt(3) parameter number in glibc's malloc.h
 MALLOC_ARENAS = 2
-KUBE_THREADS = 16  # worker threads for Kubernetes API calls (the default, cores + 4, queues pools' reads)
+KUBE_THREADS = 8  # worker threads for Kubernetes API calls: ~17 cycles a second at 500 pools, each a few ms
 
 
 @kopf.on.startup()
@@ -99,12 +99,16 @@ async def plan_pool(
 ) -> None:
     ctx: OperatorContext = memo["ctx"]
     assert namespace is not None  # InferencePool is namespaced
+    loop = asyncio.get_running_loop()
     await stopped.wait(first_delay_s(body))
     while not stopped:
+        started = loop.time()
         outcome = await cycle(ctx, namespace, name, body, logger)
         for event in outcome.events:
             kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-        await stopped.wait(outcome.next_in_s)
+        # Cycles start every interval, whatever one took: waiting a whole interval after each
+        # would stretch the period by the cycle's own duration, and pools would drift out of it.
+        await stopped.wait(max(0.0, outcome.next_in_s - (loop.time() - started)))
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
@@ -116,11 +120,11 @@ async def forget_pool(name: str, namespace: str | None, memo: Any, **_: Any) -> 
 def limit_malloc_arenas(count: int) -> bool:
     """Cap glibc's malloc arenas for the threads started after this call; False where there is no glibc.
 
-    glibc gives threads that allocate at once arenas of their own, up to eight per core, and memory
-    freed in one is not reused by another: with the worker threads' short-lived JSON documents that
-    grew the operator's RSS by ~40 MB at 500 pools (bench/bench_operator.py). The same cap as the
-    MALLOC_ARENA_MAX=2 Python services commonly set, applied in-process so every way of starting
-    `tokenscale run` gets it (mallopt(3), M_ARENA_MAX).
+    glibc gives threads that allocate at once arenas of their own, up to eight per core (12 threads
+    made 13 here, tests/test_controller.py), and memory freed in one arena is not reused by another,
+    which inflates the RSS of a process whose worker threads parse short-lived JSON documents. The
+    same cap as the MALLOC_ARENA_MAX=2 Python services commonly set, applied in-process so every way
+    of starting `tokenscale run` gets it (mallopt(3), M_ARENA_MAX).
     """
     try:
         libc = ctypes.CDLL("libc.so.6")

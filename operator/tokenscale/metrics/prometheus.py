@@ -61,7 +61,7 @@ class PrometheusClient:
     url: str
     timeout_s: float = 10.0
     credentials: Credentials = field(default_factory=Credentials)
-    max_concurrency: int = 16
+    max_concurrency: int = 8
 
     def __post_init__(self) -> None:
         creds = self.credentials
