@@ -2,7 +2,8 @@
 
 `run()` (the `tokenscale run` command) starts kopf with these handlers:
 - startup: kopf settings (standalone, `tokenscale.dev` annotations and finalizer), the Kubernetes API
-  client, the Prometheus client cache and the operator's metrics server, into kopf's memo;
+  client, the Prometheus client cache and the operator's metrics server, into kopf's memo, and a
+  task that gives free C heap memory back to the system every 10 s (`heap`);
 - a daemon per InferencePool: `reconcile.cycle` every `spec.interval`, then its Events. A daemon
   rather than a timer because a timer's interval is fixed at registration, and the interval is
   the pool's (STYLE.md §7); the daemon's `body` is kopf's live view, so each cycle sees the latest
@@ -16,7 +17,7 @@ continues where the last one stopped.
 from __future__ import annotations
 
 import asyncio
-import ctypes
+import contextlib
 import json
 import logging
 from collections.abc import Collection
@@ -27,12 +28,13 @@ import kopf
 import kubernetes
 from prometheus_client import start_http_server
 
+from tokenscale import heap
 from tokenscale.reconcile import OperatorConfig, OperatorContext, PrometheusClients, cycle, first_delay_s
 from tokenscale.telemetry import OperatorMetrics
 
 GROUP, VERSION, PLURAL = "tokenscale.dev", "v1alpha1", "inferencepools"
-M_ARENA_MAX = -8  # mallopt(3) parameter number in glibc's malloc.h
-MALLOC_ARENAS = 2
+MALLOC_ARENAS = 2  # see tokenscale.heap
+HEAP_RELEASE_INTERVAL_S = 10.0  # free C heap memory given back to the system this often
 KUBE_THREADS = 8  # worker threads for Kubernetes API calls: ~17 cycles a second at 500 pools, each a few ms
 
 
@@ -75,11 +77,22 @@ async def configure(
         prometheus=PrometheusClients(),
         metrics=metrics,
     )
+    memo["heap_release"] = asyncio.create_task(_release_heap_periodically(), name="tokenscale heap release")
     logger.info("tokenscale operator started: dry_run=%s", memo["ctx"].config.dry_run)
+
+
+async def _release_heap_periodically() -> None:
+    while True:
+        await asyncio.sleep(HEAP_RELEASE_INTERVAL_S)
+        await asyncio.to_thread(heap.release_free)
 
 
 @kopf.on.cleanup()
 async def close(memo: Any, **_: Any) -> None:
+    if "heap_release" in memo:
+        memo["heap_release"].cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await memo["heap_release"]
     ctx: OperatorContext = memo["ctx"]
     ctx.prometheus.close()
     ctx.api.close()  # type: ignore[no-untyped-call]
@@ -101,36 +114,22 @@ async def plan_pool(
     assert namespace is not None  # InferencePool is namespaced
     loop = asyncio.get_running_loop()
     await stopped.wait(first_delay_s(body))
+    due = loop.time()
     while not stopped:
-        started = loop.time()
         outcome = await cycle(ctx, namespace, name, body, logger)
         for event in outcome.events:
             kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-        # Cycles start every interval, whatever one took: waiting a whole interval after each
-        # would stretch the period by the cycle's own duration, and pools would drift out of it.
-        await stopped.wait(max(0.0, outcome.next_in_s - (loop.time() - started)))
+        # Cycles are due every interval from the first, whatever one took or however late the
+        # event loop woke this task: counting from when a cycle ended, or began, would stretch each
+        # period by that much, and the pool would drift. One that overran starts at once, no burst.
+        due = max(due + outcome.next_in_s, loop.time())
+        await stopped.wait(due - loop.time())
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
 async def forget_pool(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
     ctx: OperatorContext = memo["ctx"]
     ctx.metrics.forget(namespace or "", name)
-
-
-def limit_malloc_arenas(count: int) -> bool:
-    """Cap glibc's malloc arenas for the threads started after this call; False where there is no glibc.
-
-    glibc gives threads that allocate at once arenas of their own, up to eight per core (12 threads
-    made 13 here, tests/test_controller.py), and memory freed in one arena is not reused by another,
-    which inflates the RSS of a process whose worker threads parse short-lived JSON documents. The
-    same cap as the MALLOC_ARENA_MAX=2 Python services commonly set, applied in-process so every way
-    of starting `tokenscale run` gets it (mallopt(3), M_ARENA_MAX).
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(M_ARENA_MAX, count))
-    except (OSError, AttributeError):
-        return False  # musl or another libc: its allocator, its behaviour
 
 
 class _JsonFormatter(logging.Formatter):
@@ -158,7 +157,7 @@ def run(
     verbose: bool = False,
 ) -> None:
     """Run the operator until SIGINT/SIGTERM: for `namespaces`, or cluster-wide when there are none."""
-    limit_malloc_arenas(MALLOC_ARENAS)
+    heap.limit_arenas(MALLOC_ARENAS)
     handler = logging.StreamHandler()
     text = logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
     handler.setFormatter(_JsonFormatter() if log_format == "json" else text)

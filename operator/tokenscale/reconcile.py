@@ -130,7 +130,7 @@ async def cycle(
         return_exceptions=True,
     )
     failed = next((r for r in reads if isinstance(r, BaseException)), None)
-    if isinstance(failed, (scale.KubeError, pools.MissingReference)):
+    if isinstance(failed, scale.KubeError):  # pools.MissingReference too
         ctx.metrics.cycle_errors.labels(namespace, name, failed.reason).inc()
         updates = [
             ConditionUpdate(reasons.READY, "False", failed.reason, str(failed)),

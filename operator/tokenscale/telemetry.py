@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from tokenscale.planner.reasons import CONDITION_TYPES
 
@@ -23,6 +23,7 @@ class OperatorMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, process_cpu_seconds_total, ...
         self.desired = Gauge("tokenscale_desired_replicas", "Replicas the planner wants.", _ROLE, registry=r)
         self.current = Gauge("tokenscale_current_replicas", "Replicas /scale reports.", _ROLE, registry=r)
         self.ready = Gauge("tokenscale_ready_replicas", "Ready replicas.", _ROLE, registry=r)

@@ -86,6 +86,7 @@ def test_scales_up_under_load_and_down_only_after_stabilization(
     assert row[4].split("/")[1] == str(status["pools"]["prefill"]["desiredReplicas"]), row
     exported = operator.metrics()
     assert f'tokenscale_desired_replicas{{namespace="{namespace}",pool="llama",role="prefill"}}' in exported
+    assert "process_resident_memory_bytes " in exported  # the operator's own memory, for the dashboard
 
     # Scale-down: the load drops; replicas stay for the 20 s stabilization window, then go down.
     dropped = time.time()

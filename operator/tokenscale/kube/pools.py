@@ -16,16 +16,16 @@ from typing import Any, cast
 import kubernetes
 
 from tokenscale.api import ConfigMapKeyRef, SecretKeyRef
+from tokenscale.kube.scale import KubeError
 
 GROUP, VERSION, PLURAL = "tokenscale.dev", "v1alpha1", "inferencepools"
 
 
-class MissingReference(Exception):
+class MissingReference(KubeError):
     """A Secret or ConfigMap the pool names is missing or lacks the key; `reason` is CamelCase."""
 
     def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+        super().__init__(message, reason)
 
 
 async def write_status(

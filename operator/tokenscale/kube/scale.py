@@ -22,7 +22,7 @@ import time
 import weakref
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import kubernetes
 import urllib3
@@ -47,11 +47,13 @@ API_ERROR = "ApiError"
 class KubeError(Exception):
     """A failed API operation: `reason` is a CamelCase constant, the message one actionable sentence."""
 
-    reason: ClassVar[str] = API_ERROR
+    reason: str = API_ERROR
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, reason: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        if reason is not None:
+            self.reason = reason
 
 
 class TargetNotFound(KubeError):
