@@ -15,10 +15,12 @@ on its own only from the top of a heap. At 200 pools the heap held 83 MB of whic
 from __future__ import annotations
 
 import ctypes
+import functools
 
 M_ARENA_MAX = -8  # mallopt(3) parameter number in glibc's malloc.h
 
 
+@functools.cache  # loaded once: release_free runs every few seconds
 def _glibc() -> ctypes.CDLL | None:
     try:
         libc = ctypes.CDLL("libc.so.6")
