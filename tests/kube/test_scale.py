@@ -544,8 +544,17 @@ def test_a_scale_without_a_selector_counts_no_pods(api_client: kubernetes.client
 
 def test_a_deleted_target_is_target_not_found(api_client: kubernetes.client.ApiClient, namespace: str) -> None:
     create_deployment(api_client, namespace, "engine", 1)
-    assert run(scale.read_scale(api_client, namespace, ref("Deployment", "engine"))).replicas == 1
+    target = ref("Deployment", "engine")
+
+    def cached_read() -> int | None:  # /scale reads come from the watch cache, which may lag a write
+        try:
+            return run(scale.read_scale(api_client, namespace, target)).replicas
+        except scale.TargetNotFound:
+            return None
+
+    assert wait_until(cached_read, what="the Deployment in the watch cache", timeout_s=10, interval_s=0.1) == 1
     kubernetes.client.AppsV1Api(api_client).delete_namespaced_deployment("engine", namespace)
+    wait_until(lambda: cached_read() is None, what="the deletion in the watch cache", timeout_s=10, interval_s=0.1)
     message = f"Deployment {namespace}/engine (apps/v1) was not found: create it, or fix scaleTargetRef"
     for call in (
         scale.read_scale(api_client, namespace, ref("Deployment", "engine")),
