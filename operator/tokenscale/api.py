@@ -661,6 +661,10 @@ class FittedModel(ApiModel):
 
     prefill: list[float] = Field(default_factory=list, description="Prefill calibration state.")
     decode: list[float] = Field(default_factory=list, description="Decode calibration state.")
+    arrival_cv2: list[float] = Field(
+        default_factory=list,
+        description="Arrival burstiness fitted to the observed TTFT tail: [c_a², fit time (Unix s)].",
+    )
 
 
 class FittedModels(ApiModel):

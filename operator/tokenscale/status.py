@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from tokenscale import api
 from tokenscale.api import Role
 from tokenscale.planner.calibration import Calibration
+from tokenscale.planner.tail import TailFit
 from tokenscale.planner.forecast import SeriesState
 from tokenscale.planner.observation import Observation
 from tokenscale.planner.plan import ConditionUpdate, Decision, PlannerState, RecommendationRecord
@@ -50,6 +51,7 @@ def planner_state(status: api.InferencePoolStatus | None) -> PlannerState:
     last_scale: dict[Role, float] = {}
     prefill_cal: dict[Role, Calibration] = {}
     decode_cal: dict[Role, Calibration] = {}
+    tail: TailFit | None = None
     for role in ("prefill", "decode", "aggregated"):
         pool: api.PoolStatus | None = getattr(status.pools, role)
         if pool is not None and (t := epoch_s(pool.last_scale_time)) is not None:
@@ -60,6 +62,8 @@ def planner_state(status: api.InferencePoolStatus | None) -> PlannerState:
                 prefill_cal[role] = Calibration.from_list(fitted.prefill)
             if fitted.decode:
                 decode_cal[role] = Calibration.from_list(fitted.decode)
+            if fitted.arrival_cv2:
+                tail = TailFit.from_list(fitted.arrival_cv2)
     return PlannerState(
         recommendations=recommendations,
         rate=SeriesState.from_list(forecast.state) if forecast else None,
@@ -68,6 +72,7 @@ def planner_state(status: api.InferencePoolStatus | None) -> PlannerState:
         last_scale_time_s=last_scale,
         prefill_calibration=prefill_cal,
         decode_calibration=decode_cal,
+        tail=tail,
     )
 
 
@@ -144,8 +149,13 @@ def decided_status(
             scale_up_replicas=f.scale_up_replicas,
         )
         pre, dec = state.prefill_calibration.get(role), state.decode_calibration.get(role)
-        if pre is not None or dec is not None:
-            fitted[role] = api.FittedModel(prefill=pre.to_list() if pre else [], decode=dec.to_list() if dec else [])
+        tail = state.tail if role == "prefill" else None
+        if pre is not None or dec is not None or tail is not None:
+            fitted[role] = api.FittedModel(
+                prefill=pre.to_list() if pre else [],
+                decode=dec.to_list() if dec else [],
+                arrival_cv2=tail.to_list() if tail else [],
+            )
     planned = decision.planned
     conditions = merge_conditions(prev.conditions, [*decision.conditions, *extra_conditions], now_s)
     serving: Role = "aggregated" if spec.mode == "Aggregated" else "decode"

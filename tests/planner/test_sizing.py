@@ -71,7 +71,7 @@ def test_decode_batch_solves_littles_law() -> None:
     load = sizing.Load(rate_per_s=20.0, isl_mean_tokens=1000.0, osl_mean_tokens=250.0)
     counts = np.arange(1, 9)
     s = sizing.decode_sizing(counts, load, PERF, 0.5, 1.0)
-    mean_ctx = 1000.0 + 125.0
+    mean_ctx = 1000.0 + 250.0  # E[ISL] + E[OSL²]/(2E[OSL]) with the default OSL c² = 1
     for m, n_mean in zip(counts, s.batch_mean, strict=True):
         if not math.isfinite(n_mean):
             continue

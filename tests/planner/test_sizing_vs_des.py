@@ -322,9 +322,10 @@ def test_decode_itl_quantile_is_step_time_at_the_size_biased_negbin_quantile(
     rate_per_s: float, replicas: int, quantile: float
 ) -> None:
     # Independent evaluation of the sizing docstring: n̄ = (λ/m)·OSL·α/(1 − (λ/m)·OSL·(β + γL)),
-    # L = ISL + OSL/2; the token-seen batch is 1 + NegBin(α/(β + γL) + 1, u), u = (λ/m)·OSL·(β + γL).
+    # L = ISL + OSL (the size-biased context of geometric outputs, c² = 1); the token-seen batch is
+    # 1 + NegBin(α/(β + γL) + 1, u), u = (λ/m)·OSL·(β + γL).
     load = sizing.Load(rate_per_s=rate_per_s, isl_mean_tokens=DECODE_ISL_TOKENS, osl_mean_tokens=DECODE_OSL_TOKENS)
-    context = DECODE_ISL_TOKENS + DECODE_OSL_TOKENS / 2.0
+    context = DECODE_ISL_TOKENS + DECODE_OSL_TOKENS  # E[ISL] + E[OSL²]/(2E[OSL]) for geometric OSL
     per_request_s = DECODE.beta_s + DECODE.gamma_s_per_token * context
     tokens_per_s = rate_per_s / replicas * DECODE_OSL_TOKENS
     assert tokens_per_s * per_request_s < 1.0
@@ -338,7 +339,7 @@ def test_decode_itl_quantile_is_step_time_at_the_size_biased_negbin_quantile(
 
 @functools.cache
 def _decode_trace_quantiles(rate_per_s: float, steps: int) -> tuple[tuple[int, float], ...]:
-    context = DECODE_ISL_TOKENS + DECODE_OSL_TOKENS / 2.0
+    context = DECODE_ISL_TOKENS + DECODE_OSL_TOKENS  # E[ISL] + E[OSL²]/(2E[OSL]) for geometric OSL
 
     def step(batch: int) -> float:
         return float(DECODE.step_time_s(batch, context))
@@ -352,7 +353,7 @@ def _decode_trace_quantiles(rate_per_s: float, steps: int) -> tuple[tuple[int, f
 @pytest.mark.parametrize(
     "rate_per_s",
     [
-        # u = λ·OSL·(β + γL) with β + γL = 0.53 ms: the share of a step spent per request.
+        # u = λ·OSL·(β + γL) with β + γL = 0.56 ms: the share of a step spent per request.
         pytest.param(0.5, id="u0.08-batch1.3"),
         pytest.param(2.0, id="u0.32-batch7"),
         pytest.param(4.0, id="u0.64-batch26"),

@@ -35,7 +35,8 @@ def test_observe_reads_rate_lengths_and_quantiles_from_the_window() -> None:
     assert obs.request_rate_per_s == pytest.approx(in_window.sum() / 300.0, rel=0.01)
     assert obs.isl_mean_tokens == pytest.approx(1500, rel=0.08)
     assert obs.isl_cv2 == pytest.approx(0.64, rel=0.35)  # from 1-2-5 buckets: coarse by design
-    assert obs.arrival_cv2 == pytest.approx(1.0, abs=0.25)  # Poisson
+    # Poisson: the dispersion of 20 counts of 15 s (the scrape resolution) has sd ≈ √(2/19) ≈ 0.3.
+    assert obs.arrival_cv2 == pytest.approx(1.0, abs=0.6)
     assert obs.ttft_quantile_s is not None and obs.tpot_quantile_s is not None
     assert obs.replicas["prefill"].ready == 3 and obs.running_requests["decode"] > 0
     assert 0.0 < view.utilization["prefill"] <= 1.0

@@ -29,7 +29,15 @@ from tokenscale.api import InferencePoolSpec, Objective, Role
 from tokenscale.metrics import promql
 from tokenscale.metrics.presets import PRESETS, EnginePreset, LengthSeries
 from tokenscale.metrics.prometheus import PrometheusClient, PrometheusError, Sample
-from tokenscale.planner.observation import DataNote, Observation, ReplicaCounts, moments_from_buckets
+from tokenscale.planner import lengths as lengths_mod
+from tokenscale.planner.observation import (
+    DataNote,
+    LatencyHistogram,
+    Observation,
+    ReplicaCounts,
+    dispersion_bin_s,
+    moments_from_buckets,
+)
 
 MIN_QUANTILE_SAMPLES = 20  # fewer observations in the window than this: the quantile gets a note
 COARSE_BUCKET_WIDTH = 0.5  # bucket width / target above this: the quantile near the target is coarse
@@ -86,7 +94,7 @@ class _Plan:
         p, w, spec = self.preset, self.window_s, self.spec
         self.add("finished", promql.increase_sum(p.finished_requests, self.serving, w))
         self.add("finished_resets", promql.resets_sum(p.finished_requests, self.serving, w))
-        self.add("dispersion", promql.count_dispersion(p.finished_requests, self.serving, w, max(w / 8.0, 1.0)))
+        self.add("dispersion", promql.count_dispersion(p.finished_requests, self.serving, w, dispersion_bin_s(w)))
         if p.in_system:
             self.add("in_system_delta", promql.gauge_delta_sum(p.in_system, self.base, w))
         for signal, series in (("isl", p.isl), ("osl", p.osl)):
@@ -296,8 +304,23 @@ async def _assemble(
     for signal, series in (("isl", preset.isl), ("osl", preset.osl)):
         lengths[signal] = await _length(r, client, plan, signal, series, finished, now_s)
 
-    # Latency quantiles.
+    isl_hist = r.histogram("isl_buckets", "isl_sum") if preset.isl.histogram else None
+    isl_shape = (
+        lengths_mod.from_buckets(
+            isl_hist.bounds, (*isl_hist.cumulative, isl_hist.count), isl_hist.total, isl_hist.count
+        )
+        if isl_hist is not None and isl_hist.total is not None
+        else None
+    )
+
+    # Latency quantiles, and the TTFT buckets the planner's tail fit matches.
     ttft_q, _ = await _quantile(r, client, plan, "ttft", preset.ttft, spec.objectives.ttft, now_s)
+    ttft_hist = r.histogram("ttft_buckets_0", "ttft_sum_0")
+    ttft_buckets = (
+        LatencyHistogram.from_cumulative(ttft_hist.bounds, ttft_hist.cumulative, ttft_hist.count)
+        if ttft_hist is not None
+        else None
+    )
     tpot_q, tpot_mean = await _quantile(r, client, plan, "tpot", preset.tpot, spec.objectives.tpot, now_s)
     prefill_mean: float | None = None
     prefill = r.histogram("prefill_buckets", "prefill_sum") if preset.prefill_time else None
@@ -332,9 +355,11 @@ async def _assemble(
         osl_mean_tokens=lengths["osl"][0],
         replicas=dict(replicas),
         isl_cv2=lengths["isl"][1],
+        isl_distribution=isl_shape,
         osl_cv2=lengths["osl"][1],
         arrival_cv2=arrival_cv2,
         ttft_quantile_s=ttft_q,
+        ttft_histogram=ttft_buckets,
         tpot_quantile_s=tpot_q,
         tpot_mean_s=tpot_mean,
         prefill_time_mean_s=prefill_mean,

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tokenscale.api import Role
+from tokenscale.planner.lengths import LengthDistribution
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,27 @@ class DataNote:
 
 
 @dataclass(frozen=True)
+class LatencyHistogram:
+    """A latency histogram over the window: finite bucket bounds (s) and the fraction of samples ≤ each."""
+
+    bounds_s: tuple[float, ...]
+    fraction_below: tuple[float, ...]
+    samples: float
+
+    @classmethod
+    def from_cumulative(
+        cls, bounds_s: Sequence[float], cumulative_counts: Sequence[float] | npt.NDArray[np.float64], count: float
+    ) -> LatencyHistogram | None:
+        """From Prometheus-style cumulative bucket counts (the +Inf bucket may follow); None if empty or invalid."""
+        cum = [float(c) for c in list(cumulative_counts)[: len(bounds_s)]]
+        if not (count > 0 and math.isfinite(count)) or len(cum) != len(bounds_s):
+            return None
+        if any(not math.isfinite(c) or c < 0 for c in cum) or any(b < a for a, b in zip(cum, cum[1:], strict=False)):
+            return None
+        return cls(tuple(float(b) for b in bounds_s), tuple(min(c / count, 1.0) for c in cum), float(count))
+
+
+@dataclass(frozen=True)
 class Observation:
     """One snapshot of the serving fleet over the metrics window. Units are in the names.
 
@@ -49,9 +71,11 @@ class Observation:
     osl_mean_tokens: float | None
     replicas: Mapping[Role, ReplicaCounts]
     isl_cv2: float | None = None
+    isl_distribution: LengthDistribution | None = None  # prompt-length shape from the histogram's buckets
     osl_cv2: float | None = None
     arrival_cv2: float | None = None
     ttft_quantile_s: float | None = None
+    ttft_histogram: LatencyHistogram | None = None  # the TTFT buckets over the window (for `planner.tail`)
     tpot_quantile_s: float | None = None
     tpot_mean_s: float | None = None
     prefill_time_mean_s: float | None = None
@@ -68,6 +92,15 @@ class Observation:
             "osl_mean": self.osl_mean_tokens,
         }
         return [name for name, value in required.items() if not _usable(value)]
+
+
+def dispersion_bin_s(window_s: float) -> float:
+    """Bin of the arrival-count dispersion over a metrics window: an eighth of it, at least 1 s.
+
+    At a 2-minute window that is 15 s, the usual scrape interval: the finest resolution at which a
+    Prometheus counter tells how arrivals were spread (the operator and the simulator both use it).
+    """
+    return max(window_s / 8.0, 1.0)
 
 
 def _usable(value: float | None) -> bool:
@@ -87,6 +120,8 @@ def moments_from_buckets(
     if count <= 0 or not math.isfinite(total):
         return None, None
     mean = total / count
+    if len(bounds) == 0:  # only the +Inf bucket: the mean is known, the spread is not
+        return mean, None
     cum = np.asarray(cumulative_counts, dtype=np.float64)
     per_bucket = np.diff(np.concatenate(([0.0], cum)))
     edges = np.asarray(bounds, dtype=np.float64)

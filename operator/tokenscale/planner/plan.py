@@ -23,6 +23,7 @@ import numpy.typing as npt
 from tokenscale.api import ROLES_BY_MODE, InferencePoolSpec, Role, WorkloadPool
 from tokenscale.planner import calibration, policy, reasons, sizing
 from tokenscale.planner import forecast as fc
+from tokenscale.planner import tail as tail_mod
 from tokenscale.planner.calibration import Calibration
 from tokenscale.planner.observation import Observation
 from tokenscale.planner.perf import ReplicaPerformance
@@ -51,6 +52,7 @@ class PlannerState:
     last_scale_time_s: Mapping[Role, float] = field(default_factory=dict)
     decode_calibration: Mapping[Role, Calibration] = field(default_factory=dict)
     prefill_calibration: Mapping[Role, Calibration] = field(default_factory=dict)
+    tail: tail_mod.TailFit | None = None  # burstiness fitted to the observed TTFT quantile
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,11 @@ def plan(
     planned, next_state = _forecast(spec, observation, state, now_s, horizon_s)
     load = planned.load
     next_state, performance = _calibrate(spec, observation, next_state, performance)
+    next_state = fit_tail(spec, observation, next_state, performance, now_s)
+    fitted_cv2 = next_state.tail.current(now_s) if next_state.tail is not None else None
+    if fitted_cv2 is not None:
+        load = replace(load, arrival_cv2=fitted_cv2)
+        planned = replace(planned, load=load)
 
     sized = size_pools(spec, load, performance)
     partial = [n for n in observation.notes if n.kind in ("missing", "stale", "nan", "counter-reset")]
@@ -287,7 +294,8 @@ def _forecast(
         osl_mean_tokens=max(osl.upper, 1.0),
         isl_cv2=_or(observation.isl_cv2, _DEFAULT_CV2),
         osl_cv2=_or(observation.osl_cv2, _DEFAULT_CV2),
-        arrival_cv2=_or(observation.arrival_cv2, _DEFAULT_CV2),
+        arrival_cv2=_prior_cv2(observation),
+        isl_shape=observation.isl_distribution,
     )
     planned = PlannedLoad(load, horizon_s, rate.point, rate.error_quantile)
     return planned, replace(state, rate=rate_state, isl=isl_state, osl=osl_state)
@@ -325,7 +333,11 @@ def _calibrate(
             and osl is not None
         ):
             cal, _ = calibration.update_decode(
-                cal, prior["decode"].decode, running / ready.ready, isl + osl / 2.0, observation.tpot_mean_s
+                cal,
+                prior["decode"].decode,
+                running / ready.ready,
+                sizing.batch_context_tokens(isl, osl, _or(observation.osl_cv2, _DEFAULT_CV2)),
+                observation.tpot_mean_s,
             )
         decode_cal["decode"] = cal
         performance["decode"] = replace(prior["decode"], decode=cal.decode(prior["decode"].decode))
@@ -336,6 +348,79 @@ def _calibrate(
         prefill_cal["prefill"] = cal
         performance["prefill"] = replace(prior["prefill"], prefill=cal.prefill(prior["prefill"].prefill))
     return replace(state, decode_calibration=decode_cal, prefill_calibration=prefill_cal), performance
+
+
+def observed_load(observation: Observation, state: PlannerState | None = None) -> sizing.Load | None:
+    """The load of the observation window as the model takes it (None when a load signal is missing).
+
+    c_a² is the fitted one of `state` when it has a current fit, else the observed dispersion.
+    """
+    rate, isl, osl = observation.request_rate_per_s, observation.isl_mean_tokens, observation.osl_mean_tokens
+    if observation.load_signals_missing() or rate is None or isl is None or osl is None:
+        return None
+    fitted = state.tail.current(observation.time_s) if state is not None and state.tail is not None else None
+    return sizing.Load(
+        rate_per_s=rate,
+        isl_mean_tokens=max(isl, 1.0),
+        osl_mean_tokens=max(osl, 1.0),
+        isl_cv2=_or(observation.isl_cv2, _DEFAULT_CV2),
+        osl_cv2=_or(observation.osl_cv2, _DEFAULT_CV2),
+        arrival_cv2=fitted if fitted is not None else _prior_cv2(observation),
+        isl_shape=observation.isl_distribution,
+    )
+
+
+def _prior_cv2(observation: Observation) -> float:
+    """The arrivals' c_a² before any fit: the observed dispersion of counts, within the fit's range."""
+    return min(max(_or(observation.arrival_cv2, _DEFAULT_CV2), tail_mod.MIN_CV2), tail_mod.MAX_CV2)
+
+
+def fit_tail(
+    spec: InferencePoolSpec,
+    observation: Observation,
+    state: PlannerState,
+    performance: Mapping[Role, ReplicaPerformance],
+    now_s: float,
+) -> PlannerState:
+    """Refit the arrivals' c_a² to the observed TTFT quantile at the current prefill count (`tail`).
+
+    Disaggregated pools only (the aggregated TTFT also depends on the decode batch sharing each
+    step). Guards: the TTFT histogram of the window without data-quality notes (other than coarse
+    buckets, which the bucket matching handles), a steady prefill count (ready = current, no scale
+    within the metrics window), and the observed load.
+    """
+    hist = observation.ttft_histogram
+    counts = observation.replicas.get("prefill")
+    decode_counts = observation.replicas.get("decode")
+    if (
+        spec.mode != "Disaggregated"
+        or hist is None
+        or counts is None
+        or decode_counts is None
+        or counts.ready < 1
+        or counts.ready != counts.current
+        or decode_counts.ready < 1
+        or any(n.signal == "ttft_quantile" and n.kind != "coarse-buckets" for n in observation.notes)
+        or now_s - state.last_scale_time_s.get("prefill", -math.inf) < spec.metrics.window.seconds
+    ):
+        return state
+    seen = observed_load(observation)
+    obj = spec.objectives
+    bucket = tail_mod.tail_bucket(hist.bounds_s, hist.fraction_below, hist.samples, obj.ttft.quantile)
+    if seen is None or seen.rate_per_s <= 0 or bucket is None:
+        return state
+    decode = sizing.decode_sizing(
+        np.array([decode_counts.ready]), seen, performance["decode"], obj.tpot.quantile, obj.tpot.target.seconds
+    )
+    batch = float(decode.batch_mean[0])
+    first_step = sizing.first_decode_step_s(seen, performance["decode"], batch if math.isfinite(batch) else 1.0)
+    fitted = tail_mod.invert(
+        lambda grid: sizing.prefill_ttft_exceedance_by_cv2(
+            counts.ready, seen, performance["prefill"], hist.bounds_s[bucket], grid, first_step
+        ),
+        1.0 - hist.fraction_below[bucket],
+    )
+    return replace(state, tail=tail_mod.update(state.tail, fitted, now_s))
 
 
 def _online(pool: WorkloadPool) -> bool:

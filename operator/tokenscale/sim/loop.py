@@ -18,8 +18,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from tokenscale.api import InferencePoolSpec, Role
-from tokenscale.planner import sizing
-from tokenscale.planner.observation import DataNote, Observation, ReplicaCounts, moments_from_buckets
+from tokenscale.planner import lengths, sizing
+from tokenscale.planner.observation import (
+    DataNote,
+    LatencyHistogram,
+    Observation,
+    ReplicaCounts,
+    dispersion_bin_s,
+    moments_from_buckets,
+)
 from tokenscale.planner.perf import ReplicaPerformance
 from tokenscale.sim import policies
 from tokenscale.sim.fleet import Fleet, FleetConfig, FleetSnapshot, PoolConfig
@@ -50,7 +57,14 @@ def fleet_config(setup: SimSetup, initial: Mapping[Role, int], cold_start: bool)
         cold_start_s=setup.cold_start_s if cold_start else 0.0,
         cold_start_jitter_s=setup.cold_start_jitter_s if cold_start else 0.0,
         chunk_tokens=pools["aggregated"].max_num_batched_tokens if "aggregated" in pools else 2048,
+        # An engine that serves the workload's longest request has a max-model-len at least that long,
+        # and vLLM's length histograms run up to it.
+        max_model_len_tokens=max(32768, _longest_request_tokens(setup.workload)),
     )
+
+
+def _longest_request_tokens(w: Workload) -> int:
+    return int((w.isl_tokens + w.osl_tokens).max()) if w.n_requests else 0
 
 
 def warm_start_counts(setup: SimSetup) -> dict[Role, int]:
@@ -76,6 +90,7 @@ def observe(
     gen = now.generation_tokens.minus(earlier.generation_tokens)
     isl_mean, isl_cv2 = moments_from_buckets(prompt.bounds, prompt.bucket_counts, prompt.sum, prompt.count)
     osl_mean, osl_cv2 = moments_from_buckets(gen.bounds, gen.bucket_counts, gen.sum, gen.count)
+    isl_shape = lengths.from_buckets(prompt.bounds, prompt.bucket_counts, prompt.sum, prompt.count)
     for signal, value in (("isl_mean", isl_mean), ("osl_mean", osl_mean)):
         if value is None:
             notes.append(DataNote(signal, "nan", "no request finished in the window (0/0)"))
@@ -102,9 +117,11 @@ def observe(
         osl_mean_tokens=osl_mean,
         replicas=replicas,
         isl_cv2=isl_cv2,
+        isl_distribution=isl_shape,
         osl_cv2=osl_cv2,
         arrival_cv2=_dispersion(arrivals_s, earlier.time_s, now.time_s),
         ttft_quantile_s=_nan_to_none(ttft.quantile(q_ttft)),
+        ttft_histogram=LatencyHistogram.from_cumulative(ttft.bounds, ttft.bucket_counts, ttft.count),
         tpot_quantile_s=_nan_to_none(itl.quantile(q_tpot)),
         tpot_mean_s=_nan_to_none(itl.mean()),
         prefill_time_mean_s=_nan_to_none(prefill.mean()),
@@ -128,17 +145,20 @@ def _nan_to_none(value: float) -> float | None:
 
 
 def _dispersion(arrivals_s: np.ndarray, start_s: float, end_s: float) -> float | None:
-    """Index of dispersion of 1-second arrival counts: ≈ c_a² of the inter-arrival times (1 for Poisson).
+    """Index of dispersion (variance / mean) of arrival counts in bins of `dispersion_bin_s(window)`.
 
-    For a renewal process the index of dispersion of counts tends to c_a² over long windows
-    (Cox & Lewis, "The Statistical Analysis of Series of Events", 1966, §4.5); this is what a
-    `count_over_time` subquery over 1 s steps can measure from an arrivals counter.
+    What the operator reads from a counter scraped every 15 s (`promql.count_dispersion`), not the
+    per-second counts the simulator knows: a policy gets no finer view of bursts than Prometheus
+    gives. For a renewal process it tends to c_a² as bins grow (Cox & Lewis, 1966, §4.5).
     """
-    lo, hi = np.searchsorted(arrivals_s, [start_s, end_s])
-    bins = max(int(end_s - start_s), 1)
+    bin_s = dispersion_bin_s(end_s - start_s)
+    bins = int((end_s - start_s) // bin_s)
+    if bins < 2:
+        return None
+    lo, hi = np.searchsorted(arrivals_s, [start_s, start_s + bins * bin_s])
     if hi - lo < 10:
         return None
-    counts = np.bincount(np.floor(arrivals_s[lo:hi] - start_s).astype(np.int64), minlength=bins)[:bins]
+    counts = np.bincount(np.floor((arrivals_s[lo:hi] - start_s) / bin_s).astype(np.int64), minlength=bins)[:bins]
     mean = counts.mean()
     return float(counts.var() / mean) if mean > 0 else None
 

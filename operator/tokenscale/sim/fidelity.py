@@ -1,0 +1,139 @@
+"""How far the planner's model is from the simulated fleet, window by window, on any workload.
+
+Called by `tokenscale simulate` (the `fidelity` block of summary.json and the predicted-vs-simulated
+plot) and by `bench/bench_quality.py`. Method: replay the workload through a fixed fleet (the counts
+given, no cold start, the fleet's true performance); for every 5-minute window build the
+`Observation` the operator would read over that window (Prometheus-resolution counters and vLLM
+histograms, `loop.observe`) and ask the model for its p-quantile TTFT and TPOT at the fleet's counts;
+compare with the quantiles of the requests that arrived in the window (the score's definition).
+
+The model is judged as the planner runs it: with the closed-loop tail fit (`planner.tail`) learned
+from the windows before, never from the window being predicted. The open-loop prediction (the
+observed dispersion as c_a², no fit) is reported beside it. The model is given the fleet's true
+performance, so the figures measure the queueing model, not the speed prior.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tokenscale.api import Role
+from tokenscale.planner import plan as planner
+from tokenscale.sim import loop
+from tokenscale.sim.fleet import Fleet
+from tokenscale.sim.report import WINDOW_S
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class WindowFidelity:
+    """One window: the model's quantiles (closed and open loop) and the simulated ones, in seconds."""
+
+    start_s: float
+    requests: int
+    ttft_predicted_s: float
+    ttft_open_loop_s: float
+    ttft_simulated_s: float
+    tpot_predicted_s: float
+    tpot_simulated_s: float
+
+    @property
+    def ttft_error(self) -> float:
+        return _error(self.ttft_predicted_s, self.ttft_simulated_s)
+
+    @property
+    def ttft_open_loop_error(self) -> float:
+        return _error(self.ttft_open_loop_s, self.ttft_simulated_s)
+
+    @property
+    def tpot_error(self) -> float:
+        return _error(self.tpot_predicted_s, self.tpot_simulated_s)
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """Per-window comparison at a fixed fleet, and its summary."""
+
+    counts: Mapping[Role, int]
+    windows: tuple[WindowFidelity, ...]
+
+    def summary(self) -> dict[str, Any]:
+        """Median |error| and the most optimistic error (most negative) per quantity; errors are
+        predicted/simulated − 1, over windows whose simulated quantile is finite."""
+
+        def stats(errors: list[float]) -> dict[str, float | None]:
+            e = np.array([x for x in errors if math.isfinite(x)])
+            if e.size == 0:
+                return {"median_abs_error": None, "worst_optimistic_error": None, "median_error": None}
+            return {
+                "median_abs_error": float(np.median(np.abs(e))),
+                "median_error": float(np.median(e)),
+                "worst_optimistic_error": float(e.min()),
+            }
+
+        return {
+            "counts": dict(self.counts),
+            "windows": len(self.windows),
+            "ttft": stats([w.ttft_error for w in self.windows]),
+            "ttft_open_loop": stats([w.ttft_open_loop_error for w in self.windows]),
+            "tpot": stats([w.tpot_error for w in self.windows]),
+        }
+
+
+def _error(predicted: float, simulated: float) -> float:
+    if not (math.isfinite(simulated) and simulated > 0):
+        return math.nan
+    if not math.isfinite(predicted):
+        return math.inf
+    return predicted / simulated - 1.0
+
+
+def measure(setup: loop.SimSetup, counts: Mapping[Role, int]) -> Fidelity:
+    """Replay `setup.workload` through a fixed fleet of `counts` and compare the model per window."""
+    spec, w = setup.spec, setup.workload
+    roles = tuple(spec.active_pools())
+    rng = np.random.default_rng(setup.seed)
+    fleet = Fleet(w, loop.fleet_config(setup, dict(counts), cold_start=False), rng)
+    edges = np.arange(0.0, w.duration_s, WINDOW_S)
+    snaps = [fleet.snapshot(float(t)) for t in [*edges, w.duration_s]]
+    fleet.run_to_completion()
+    records = fleet.records()
+    ttft, tpot = records.ttft_s, np.where(np.isnan(records.tpot_s), 0.0, records.tpot_s)
+    q_ttft, q_tpot = spec.objectives.ttft.quantile, spec.objectives.tpot.quantile
+    state = planner.PlannerState()
+    out: list[WindowFidelity] = []
+    for before, after in zip(snaps[:-1], snaps[1:], strict=True):
+        if after.time_s - before.time_s < WINDOW_S / 2:
+            continue  # a short tail window has too few requests to judge a quantile
+        observation = loop.observe(spec, before, after, w.arrival_s, roles).observation
+        sel = (records.arrival_s >= before.time_s) & (records.arrival_s < after.time_s)
+        closed = planner.observed_load(observation, state)
+        opened = planner.observed_load(observation)
+        if closed is None or opened is None or not sel.any():
+            continue
+        at = {r: int(counts[r]) - 1 for r in roles}
+        closed_sized = planner.size_pools(spec, closed, setup.truth)
+        open_sized = planner.size_pools(spec, opened, setup.truth)
+        ttft_role: Role = "aggregated" if "aggregated" in roles else "prefill"
+        tpot_role: Role = "aggregated" if "aggregated" in roles else "decode"
+        out.append(
+            WindowFidelity(
+                start_s=before.time_s,
+                requests=int(sel.sum()),
+                ttft_predicted_s=float(closed_sized[ttft_role].ttft_s[at[ttft_role]]),
+                ttft_open_loop_s=float(open_sized[ttft_role].ttft_s[at[ttft_role]]),
+                ttft_simulated_s=float(np.quantile(ttft[sel], q_ttft)),
+                tpot_predicted_s=float(closed_sized[tpot_role].tpot_s[at[tpot_role]]),
+                tpot_simulated_s=float(np.quantile(tpot[sel], q_tpot)),
+            )
+        )
+        # Learn from this window for the next one, as the operator does between intervals.
+        state = planner.fit_tail(spec, observation, state, setup.truth, after.time_s)
+    return Fidelity(dict(counts), tuple(out))

@@ -1,0 +1,131 @@
+"""The closed-loop tail fit: invert the TTFT model at the current count, smooth, guard, and plan with it."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from tokenscale import api
+from tokenscale.planner import plan as planner
+from tokenscale.planner import profiles, sizing, tail
+from tokenscale.planner.observation import DataNote, LatencyHistogram, Observation, ReplicaCounts
+
+ROOT = Path(__file__).resolve().parents[2]
+TTFT_BOUNDS_S = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+
+
+def _spec() -> api.InferencePoolSpec:
+    doc = yaml.safe_load((ROOT / "examples" / "vllm-disaggregated-70b.yaml").read_text().split("\n---")[0])
+    spec = copy.deepcopy(doc["spec"])
+    spec.pop("gpuBudget", None)
+    spec["pools"]["prefill"]["maxReplicas"] = 32
+    return api.InferencePoolSpec.model_validate(spec)
+
+
+SPEC = _spec()
+PERF = profiles.resolve_all(SPEC)
+LOAD = sizing.Load(rate_per_s=24.0, isl_mean_tokens=1200.0, osl_mean_tokens=250.0, isl_cv2=0.8)
+
+
+def _histogram(exceedance_at: dict[float, float], samples: float = 5000.0) -> LatencyHistogram:
+    """A TTFT histogram with the given P(TTFT > bound) at some bounds (1 below the lowest given, 0 above)."""
+    fractions = []
+    for b in TTFT_BOUNDS_S:
+        above = [e for bound, e in exceedance_at.items() if bound <= b]
+        below = [e for bound, e in exceedance_at.items() if bound > b]
+        fractions.append(1.0 - (min(above) if above else (1.0 if below else 0.0)))
+    return LatencyHistogram(TTFT_BOUNDS_S, tuple(fractions), samples)
+
+
+def _obs(t: float, prefill: int, hist: LatencyHistogram | None, **extra: Any) -> Observation:
+    return Observation(
+        time_s=t,
+        request_rate_per_s=LOAD.rate_per_s,
+        isl_mean_tokens=LOAD.isl_mean_tokens,
+        osl_mean_tokens=LOAD.osl_mean_tokens,
+        isl_cv2=LOAD.isl_cv2,
+        osl_cv2=1.0,
+        arrival_cv2=extra.pop("arrival_cv2", 1.0),
+        replicas=extra.pop("replicas", {"prefill": ReplicaCounts(prefill, prefill), "decode": ReplicaCounts(2, 2)}),
+        ttft_histogram=hist,
+        **extra,
+    )
+
+
+@pytest.mark.parametrize("true_cv2", [pytest.param(v, id=f"ca2-{v:g}") for v in (0.7, 2.0, 6.0, 20.0)])
+def test_invert_recovers_the_burstiness_that_produced_a_tail(true_cv2: float) -> None:
+    def predict(grid: np.ndarray) -> np.ndarray:
+        return sizing.prefill_ttft_exceedance_by_cv2(8, LOAD, PERF["prefill"], 0.25, grid)
+
+    observed = float(predict(np.array([true_cv2]))[0])
+    assert tail.invert(predict, observed) == pytest.approx(true_cv2, rel=0.03)
+
+
+@pytest.mark.parametrize(
+    ("observed", "expected"),
+    [pytest.param(0.0, tail.MIN_CV2, id="calmer-than-the-calmest"), pytest.param(1.0, tail.MAX_CV2, id="burstier")],
+)
+def test_invert_clamps_to_the_fit_range(observed: float, expected: float) -> None:
+    def predict(grid: np.ndarray) -> np.ndarray:
+        return sizing.prefill_ttft_exceedance_by_cv2(8, LOAD, PERF["prefill"], 0.25, grid)
+
+    assert tail.invert(predict, observed) == expected
+
+
+def test_update_moves_halfway_after_one_half_life_and_forgets_stale_fits() -> None:
+    first = tail.update(None, 2.0, 0.0)
+    second = tail.update(first, 8.0, tail.HALF_LIFE_S)
+    assert second.arrival_cv2 == pytest.approx(4.0)  # geometric mean: halfway in log space
+    assert second.current(tail.HALF_LIFE_S + tail.STALE_AFTER_S + 1) is None
+    assert tail.update(second, 8.0, 10 * tail.STALE_AFTER_S).arrival_cv2 == 8.0
+
+
+@pytest.mark.parametrize(
+    ("exceedance", "samples", "expected"),
+    [
+        pytest.param({0.25: 0.12}, 5000.0, 0.25, id="nearest-to-ten-percent"),
+        pytest.param({0.1: 0.45, 0.25: 0.04}, 5000.0, 0.25, id="prefers-the-closer-tail"),
+        pytest.param({0.25: 0.12}, 50.0, None, id="too-few-requests-above"),
+    ],
+)
+def test_tail_bucket_picks_the_bound_nearest_the_objective(
+    exceedance: dict[float, float], samples: float, expected: float | None
+) -> None:
+    h = _histogram(exceedance, samples)
+    i = tail.tail_bucket(h.bounds_s, h.fraction_below, h.samples, 0.9)
+    assert (None if i is None else h.bounds_s[i]) == expected
+
+
+def test_plan_sizes_with_the_burstiness_the_observed_tail_implies() -> None:
+    # At 8 replicas the model with Poisson arrivals puts ~1% of TTFTs above 250 ms; the fleet shows 25%.
+    calm = planner.plan(SPEC, _obs(600.0, 8, _histogram({0.25: 0.01})), planner.PlannerState(), 600.0, PERF)
+    bursty = planner.plan(SPEC, _obs(600.0, 8, _histogram({0.25: 0.25})), planner.PlannerState(), 600.0, PERF)
+    assert bursty.state.tail is not None and calm.state.tail is not None
+    assert bursty.state.tail.arrival_cv2 > 3.0 * calm.state.tail.arrival_cv2
+    assert bursty.planned is not None and bursty.planned.load.arrival_cv2 == bursty.state.tail.arrival_cv2
+    # The model's recommendation (before stabilization holds it at 8) needs more replicas for the tail.
+    wanted = {name: d.state.recommendations[-1].replicas["prefill"] for name, d in (("calm", calm), ("bursty", bursty))}
+    assert wanted["bursty"] >= wanted["calm"] + 3, wanted
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param({"replicas": {"prefill": ReplicaCounts(8, 6), "decode": ReplicaCounts(2, 2)}}, id="starting"),
+        pytest.param({"notes": (DataNote("ttft_quantile", "too-few-samples", "3 observations"),)}, id="few-samples"),
+        pytest.param({"hist": None}, id="no-histogram"),
+        pytest.param({"scaled_at": 590.0}, id="scaled-within-the-window"),
+    ],
+)
+def test_no_fit_from_a_window_that_cannot_show_the_tail_at_this_count(change: dict[str, Any]) -> None:
+    hist = change.pop("hist", _histogram({0.25: 0.25}))
+    scaled_at = change.pop("scaled_at", None)
+    state = planner.PlannerState(last_scale_time_s={"prefill": scaled_at} if scaled_at is not None else {})
+    obs = _obs(600.0, 8, hist, **change)
+    decision = planner.plan(SPEC, obs, state, 600.0, PERF)
+    assert decision.state.tail is None
