@@ -137,10 +137,10 @@ def test_simulate_writes_summary_report_and_plot(tmp_path: Path) -> None:
     trace.write_text("\n".join(lines) + "\n")
     out = tmp_path / "out"
     result = run("simulate", "-f", str(ROOT / "examples" / "vllm-disaggregated-70b.yaml"), "--trace", str(trace),
-                 "--policy", "tokenscale,static,oracle", "--cold-start", "60s", "--out", str(out))  # fmt: skip
+                 "--policy", "tokenscale,static,hpa", "--cold-start", "60s", "--out", str(out))  # fmt: skip
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "summary.json").read_text())
-    assert list(summary["policies"]) == ["tokenscale", "static", "oracle"]
+    assert list(summary["policies"]) == ["tokenscale", "static", "hpa"]
     assert summary["workload"]["requests"] == 3000
     for name, row in summary["policies"].items():
         assert 0.0 <= row["requests_meeting_both"] <= 1.0, name

@@ -131,7 +131,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
-    from tokenscale.sim import loop, traces, workload
+    from tokenscale.sim import fidelity, loop, references, traces, workload
 
     loaded = manifests.load_one_pool(Path(args.file))
     spec = loaded.pool.spec
@@ -171,6 +171,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                 bar.advance(task, dt)
 
             runs.append(loop.run_policy(setup, policy, loop.window_for(policy, spec), advance))
+    console.print("searching fleets with the simulator for the references (best-static, clairvoyant)…")
+    static_ref = references.best_static(setup)
+    refs = (static_ref, references.clairvoyant(setup))
+    model_check = fidelity.measure(setup, static_ref.counts[0])
     described = {
         "name": w.name,
         "source": args.trace or "synthetic",
@@ -187,12 +191,14 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     }
     title = f"{loaded.name}: {w.name}"
     out = Path(args.out)
-    summary = sim_report.write_all(out, described, spec.objectives, runs, title, requests_csv=args.requests_csv)
+    summary = sim_report.write_all(
+        out, described, spec.objectives, runs, title, refs, model_check, requests_csv=args.requests_csv
+    )
     scores = {r.policy: sim_report.score(r, spec.objectives) for r in runs}
     table = Table(title=title, caption=f"summary.json, report.md and plot.png in {out}/", caption_justify="left")
     for column in sim_report.TABLE_COLUMNS:
         table.add_column(column)
-    for row in sim_report.table_rows(scores):
+    for row in sim_report.table_rows(scores, refs):
         table.add_row(*row)
     Console(width=max(120, Console().width)).print(table)
     assert summary["policies"]

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from tokenscale import api
 from tokenscale.api import Role
 from tokenscale.planner.calibration import Calibration
-from tokenscale.planner.tail import TailFit
 from tokenscale.planner.forecast import SeriesState
 from tokenscale.planner.observation import Observation
 from tokenscale.planner.plan import ConditionUpdate, Decision, PlannerState, RecommendationRecord
 from tokenscale.planner.reasons import CONDITION_TYPES
+from tokenscale.planner.tail import TailFit
 
 
 def rfc3339(time_s: float) -> str:

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tokenscale import api
-from tokenscale.planner import profiles, sizing
+from tokenscale.planner import profiles
 from tokenscale.planner.observation import Observation, ReplicaCounts
 from tokenscale.sim import policies
 
@@ -81,15 +81,6 @@ def test_dynamo_correction_factor_follows_observed_itl() -> None:
     _, state = dyn.decide(180.0, view, policies.DynamoState())
     expected = 0.04 / float(perf["decode"].decode.step_time_s(50.0, 2150.0))
     assert state.decode_correction == pytest.approx(expected)  # type: ignore[attr-defined]
-
-
-def test_oracle_sizes_the_future_load_with_true_performance() -> None:
-    perf = profiles.resolve_all(SPEC)
-    oracle = policies.OraclePolicy(SPEC, perf)
-    future = sizing.Load(20.0, 2000.0, 300.0)
-    counts, _ = oracle.decide(0.0, _view({}, {"prefill": 1, "decode": 1}, future_load=future), None)
-    assert counts == policies.size_for(SPEC, future, perf)
-    assert counts["prefill"] > 1
 
 
 def test_peak_minute_load() -> None:

@@ -1,6 +1,6 @@
 """Smallest replica counts that meet the TTFT and TPOT objectives, vectorized over candidate counts.
 
-Called by `planner.plan` (and by the simulator's oracle policy). Every function evaluates a whole
+Called by `planner.plan` (and by the simulator's static policy and fidelity report). Every function evaluates a whole
 array of candidate counts at once and returns arrays, so choosing a count is one `argmax`.
 
 Prefill (Disaggregated): an M/G/c queue of c replicas, one prompt at a time per replica. The

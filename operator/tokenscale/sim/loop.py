@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tokenscale.api import InferencePoolSpec, Role
-from tokenscale.planner import lengths, sizing
+from tokenscale.planner import lengths
 from tokenscale.planner.observation import (
     DataNote,
     LatencyHistogram,
@@ -189,9 +189,6 @@ def run_policy(
         while len(history) > 1 and t_next - history[1].time_s >= window_s:
             history.popleft()
         view = observe(spec, history[0], snap, w.arrival_s, roles)
-        if isinstance(policy, policies.OraclePolicy):
-            nxt = (w.arrival_s >= t_next) & (w.arrival_s < t_next + step)
-            view = _with_future(view, policies.load_of(w.arrival_s[nxt], w.isl_tokens[nxt], w.osl_tokens[nxt], step))
         counts, state = policy.decide(t_next, view, state)
         for role in roles:
             if counts[role] != snap.pools[role].replicas_current:
@@ -236,18 +233,6 @@ def run_policy(
     )
 
 
-def _with_future(view: policies.ControlView, load: sizing.Load) -> policies.ControlView:
-    return policies.ControlView(
-        observation=view.observation,
-        utilization=view.utilization,
-        ttft_mean_s=view.ttft_mean_s,
-        itl_mean_s=view.itl_mean_s,
-        requests_in_interval=view.requests_in_interval,
-        interval_s=view.interval_s,
-        future_load=load,
-    )
-
-
 def build_policies(setup: SimSetup, names: list[str]) -> list[policies.Policy]:
     """The named policies for this setup, in the order given."""
     spec = setup.spec
@@ -263,8 +248,6 @@ def build_policies(setup: SimSetup, names: list[str]) -> list[policies.Policy]:
             out.append(policies.HpaPolicy(spec))
         elif name == "dynamo":
             out.append(policies.DynamoPolicy(spec, setup.truth))
-        elif name == "oracle":
-            out.append(policies.OraclePolicy(spec, setup.truth))
         else:
             raise ValueError(f"unknown policy {name!r}; choose from {', '.join(policies.POLICY_NAMES)}")
     return out
@@ -272,6 +255,6 @@ def build_policies(setup: SimSetup, names: list[str]) -> list[policies.Policy]:
 
 def window_for(policy: policies.Policy, spec: InferencePoolSpec) -> float:
     """The metrics window each policy reads: its own interval for HPA and Dynamo, spec.metrics.window else."""
-    if isinstance(policy, policies.HpaPolicy | policies.DynamoPolicy | policies.OraclePolicy):
+    if isinstance(policy, policies.HpaPolicy | policies.DynamoPolicy):
         return policy.interval_s
     return max(spec.metrics.window.seconds, policy.interval_s)

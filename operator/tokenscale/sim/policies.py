@@ -1,4 +1,4 @@
-"""The scaling policies the simulator compares: tokenscale, static, hpa, dynamo and oracle.
+"""The scaling policies the simulator compares: tokenscale, static, hpa and dynamo.
 
 Called by `sim.loop` every control interval with what the fleet would export (`ControlView`).
 Each policy is a pure step `decide(now_s, view, state) -> (counts, state)` over a frozen state,
@@ -18,15 +18,15 @@ so runs are reproducible and the same inputs give the same decisions.
   thpt_per_gpu(ISL) / gpus), decode replicas = ceil(req·OSL/interval / thpt_per_gpu(ITL/c_d,
   ISL + OSL/2) / gpus), with the throughput interpolated from a profile of the fleet's true
   performance (Dynamo profiles the deployment before it runs). Mean-based: no queueing tail.
-- `oracle`: knows the next interval's arrivals and has no cold start; sizes with the planner's
-  model and the true performance. The reference, not a deployable policy.
+The references every policy is measured against (`best-static`, `clairvoyant`) are not policies:
+`sim.references` finds them by searching fleets with the simulator, never with the planner's model.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -39,12 +39,12 @@ from tokenscale.planner.perf import ReplicaPerformance
 
 Counts = dict[Role, int]
 
-POLICY_NAMES = ("tokenscale", "static", "hpa", "dynamo", "oracle")
+POLICY_NAMES = ("tokenscale", "static", "hpa", "dynamo")
 
 
 @dataclass(frozen=True)
 class ControlView:
-    """What a controller can see at the end of an interval (plus, for the oracle, the future)."""
+    """What a controller can see at the end of an interval."""
 
     observation: Observation
     utilization: Mapping[Role, float]  # busy fraction of the pool over the interval, 0..1+
@@ -52,7 +52,6 @@ class ControlView:
     itl_mean_s: float | None
     requests_in_interval: int
     interval_s: float
-    future_load: sizing.Load | None = None  # oracle only
 
 
 class Policy(Protocol):
@@ -64,7 +63,7 @@ class Policy(Protocol):
 
     @property
     def cold_start(self) -> bool:
-        """Whether replicas it adds take the cold start (the oracle's do not)."""
+        """Whether replicas it adds take the cold start (a static fleet is provisioned beforehand)."""
 
     def initial(self, spec: InferencePoolSpec) -> tuple[Counts, object]: ...
 
@@ -241,30 +240,6 @@ def _decode_thpt_per_gpu(perf: ReplicaPerformance, itl_s: float, context_tokens:
         return 0.0
     batch = min((itl_s - d.alpha_s) / per_seq, perf.max_batch, perf.kv_capacity_tokens / max(context_tokens, 1.0))
     return batch / float(d.step_time_s(batch, context_tokens)) / gpus
-
-
-# --- oracle ----------------------------------------------------------------------------------
-
-
-@dataclass
-class OraclePolicy:
-    spec: InferencePoolSpec
-    truth: Mapping[Role, ReplicaPerformance]
-    name: str = "oracle"
-    cold_start: bool = False
-    extra: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def interval_s(self) -> float:
-        return self.spec.interval.seconds
-
-    def initial(self, spec: InferencePoolSpec) -> tuple[Counts, object]:
-        return {r: p.min_replicas for r, p in spec.active_pools().items()}, None
-
-    def decide(self, now_s: float, view: ControlView, state: object) -> tuple[Counts, object]:
-        if view.future_load is None:
-            return {r: c.current for r, c in view.observation.replicas.items()}, None
-        return size_for(self.spec, view.future_load, self.truth), None
 
 
 def peak_minute_load(arrival_s: np.ndarray, isl: np.ndarray, osl: np.ndarray) -> sizing.Load:

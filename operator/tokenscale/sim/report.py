@@ -14,12 +14,16 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from tokenscale.api import Objectives, Role
+
+if TYPE_CHECKING:
+    from tokenscale.sim.fidelity import Fidelity
+    from tokenscale.sim.references import Reference
 
 FloatArray = npt.NDArray[np.float64]
 WINDOW_S = 300.0
@@ -87,6 +91,23 @@ def _quantile(values: FloatArray, q: float) -> float:
     return float(np.quantile(finite, q)) if finite.size else math.nan
 
 
+def window_flags(
+    arrival_s: FloatArray, ttft_s: FloatArray, tpot_s: FloatArray, objectives: Objectives
+) -> dict[int, bool]:
+    """For each 5-minute window holding requests: whether its requests' objective quantiles meet both targets."""
+    ttft_t, tpot_t = objectives.ttft.target.seconds, objectives.tpot.target.seconds
+    # A one-token answer has no TPOT; it meets the TPOT objective trivially.
+    tpot = np.where(np.isnan(tpot_s), 0.0, tpot_s)
+    windows = np.floor(arrival_s / WINDOW_S).astype(np.int64)
+    out: dict[int, bool] = {}
+    for w in np.unique(windows):
+        sel = windows == w
+        ttft_q = _quantile(ttft_s[sel], objectives.ttft.quantile)
+        tpot_q = _quantile(tpot[sel], objectives.tpot.quantile)
+        out[int(w)] = bool(ttft_q <= ttft_t and tpot_q <= tpot_t)
+    return out
+
+
 def score(run: PolicyRun, objectives: Objectives) -> PolicyScore:
     """Objective attainment, GPU-hours and goodput of one run."""
     ttft_t, tpot_t = objectives.ttft.target.seconds, objectives.tpot.target.seconds
@@ -94,15 +115,8 @@ def score(run: PolicyRun, objectives: Objectives) -> PolicyScore:
     tpot = np.where(np.isnan(run.tpot_s), 0.0, run.tpot_s)
     good = (run.ttft_s <= ttft_t) & (tpot <= tpot_t)
     n = int(run.arrival_s.size)
-    windows = np.floor(run.arrival_s / WINDOW_S).astype(np.int64)
-    met = 0
-    counted = 0
-    for w in np.unique(windows):
-        sel = windows == w
-        counted += 1
-        ttft_q = _quantile(run.ttft_s[sel], objectives.ttft.quantile)
-        tpot_q = _quantile(tpot[sel], objectives.tpot.quantile)
-        met += int(ttft_q <= ttft_t and tpot_q <= tpot_t)
+    flags = window_flags(run.arrival_s, run.ttft_s, run.tpot_s, objectives)
+    met, counted = sum(flags.values()), len(flags)
     gpu_hours = run.gpu_seconds / 3600.0
     tl = run.timeline
     return PolicyScore(
@@ -120,16 +134,30 @@ def score(run: PolicyRun, objectives: Objectives) -> PolicyScore:
 
 
 def summary_json(
-    workload: Mapping[str, Any], objectives: Objectives, scores: Mapping[str, PolicyScore]
+    workload: Mapping[str, Any],
+    objectives: Objectives,
+    scores: Mapping[str, PolicyScore],
+    refs: Sequence[Reference] = (),
+    model_check: Fidelity | None = None,
 ) -> dict[str, Any]:
     """The stable shape of summary.json (README.md documents it)."""
+    by_name = {r.name: r for r in refs}
+    policies: dict[str, Any] = {}
+    for name, s in scores.items():
+        row = s.as_json()
+        for ref_name, ref in by_name.items():
+            key = f"gpu_hours_vs_{ref_name.replace('-', '_')}"
+            row[key] = s.gpu_hours / ref.gpu_hours if ref.gpu_hours > 0 else None
+        policies[name] = row
     return {
         "workload": dict(workload),
         "objectives": {
             "ttft": {"quantile": objectives.ttft.quantile, "target_s": objectives.ttft.target.seconds},
             "tpot": {"quantile": objectives.tpot.quantile, "target_s": objectives.tpot.target.seconds},
         },
-        "policies": {name: s.as_json() for name, s in scores.items()},
+        "policies": policies,
+        "references": {r.name: r.as_json() for r in refs},
+        "fidelity": model_check.summary() if model_check is not None else None,
     }
 
 
@@ -154,7 +182,7 @@ TABLE_COLUMNS = (
 )
 
 
-def table_rows(scores: Mapping[str, PolicyScore]) -> list[list[str]]:
+def table_rows(scores: Mapping[str, PolicyScore], refs: Sequence[Reference] = ()) -> list[list[str]]:
     rows = []
     for name, s in scores.items():
         rows.append(
@@ -170,12 +198,19 @@ def table_rows(scores: Mapping[str, PolicyScore]) -> list[list[str]]:
                 " + ".join(f"{v} {r}" for r, v in s.max_replicas.items()),
             ]
         )
+    for ref in refs:
+        fleet = " + ".join(f"{v} {r}" for r, v in ref.counts[0].items()) if len(ref.counts) == 1 else "per window"
+        rows.append(
+            [f"({ref.name})", "-", _pct(ref.windows_meeting_both), f"{ref.gpu_hours:.1f}", "-", "-", "-", "-", fleet]
+        )
     return rows
 
 
-def report_markdown(summary: Mapping[str, Any], scores: Mapping[str, PolicyScore], title: str) -> str:
+def report_markdown(
+    summary: Mapping[str, Any], scores: Mapping[str, PolicyScore], title: str, refs: Sequence[Reference] = ()
+) -> str:
     lines = [f"# {title}", "", "| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(scores)]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(scores, refs)]
     w = summary["workload"]
     o = summary["objectives"]
     lines += [
@@ -185,13 +220,36 @@ def report_markdown(summary: Mapping[str, Any], scores: Mapping[str, PolicyScore
         f"Objectives: p{o['ttft']['quantile'] * 100:g} TTFT ≤ {o['ttft']['target_s'] * 1000:.0f} ms, "
         f"p{o['tpot']['quantile'] * 100:g} TPOT ≤ {o['tpot']['target_s'] * 1000:.0f} ms.",
         "A request meets both when its TTFT and TPOT are within the targets; a 5-minute window when the",
-        "objective quantiles of the requests arriving in it are. `oracle` knows the future load and has no",
-        "cold start: it is the reference, not a deployable policy.",
+        "objective quantiles of the requests arriving in it are. Goodput is requests meeting both per GPU-hour.",
+        "The references are found by searching fleets with the simulator (never with the planner's model):",
+        "`best-static` is the smallest constant fleet meeting both in ≥ 99% of windows; `clairvoyant` is, per",
+        "window, the fewest GPUs meeting it, with no cold start (no deployable policy reaches it).",
         "",
         "![plot](plot.png)",
         "",
     ]
+    fid = summary.get("fidelity")
+    if fid:
+        lines += [
+            f"## Model fidelity at the best-static fleet ({fid['windows']} windows)",
+            "",
+            "Predicted over simulated quantile − 1, per window (negative: the model is optimistic).",
+            "",
+            "| quantity | median abs error | median error | most optimistic |",
+            "|---|---|---|---|",
+        ]
+        for key, label in (("ttft", "TTFT (closed loop)"), ("ttft_open_loop", "TTFT (open loop)"), ("tpot", "TPOT")):
+            f = fid[key]
+            lines.append(
+                f"| {label} | {_signed(f['median_abs_error'])} | {_signed(f['median_error'])} | "
+                f"{_signed(f['worst_optimistic_error'])} |"
+            )
+        lines += ["", "![fidelity](fidelity.png)", ""]
     return "\n".join(lines)
+
+
+def _signed(x: float | None) -> str:
+    return "-" if x is None or not math.isfinite(x) else f"{x:+.1%}"
 
 
 def write_requests_csv(path: Path, runs: Sequence[PolicyRun]) -> None:
@@ -241,21 +299,60 @@ def write_plot(path: Path, runs: Sequence[PolicyRun], objectives: Objectives, ti
     plt.close(fig)
 
 
+def write_fidelity_plot(path: Path, model_check: Fidelity, title: str) -> None:
+    """Predicted against simulated p-quantiles per window (TTFT and TPOT), with the y = x line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
+    w = model_check.windows
+    pairs = (
+        ("TTFT", [x.ttft_simulated_s for x in w], [x.ttft_predicted_s for x in w], [x.ttft_open_loop_s for x in w]),
+        ("TPOT", [x.tpot_simulated_s for x in w], [x.tpot_predicted_s for x in w], None),
+    )
+    for ax, (name, sim, pred, open_loop) in zip(axes, pairs, strict=True):
+        ax.scatter(sim, pred, s=18, label="planner (closed loop)", zorder=3)
+        if open_loop is not None:
+            ax.scatter(sim, open_loop, s=14, marker="x", color="grey", label="open loop (no tail fit)")
+        finite = [v for v in (*sim, *pred) if math.isfinite(v)]
+        if finite:
+            lo, hi = min(finite) * 0.8, max(finite) * 1.2
+            ax.plot([lo, hi], [lo, hi], color="black", lw=0.8)
+            ax.fill_between(
+                [lo, hi], [lo * 0.8, hi * 0.8], [lo, hi], color="tab:red", alpha=0.08, label="≤ 20% optimistic"
+            )
+            ax.set_xlim(lo, hi)
+            ax.set_ylim(lo, hi * 1.5)
+        ax.set_xlabel(f"simulated {name} quantile (s)")
+        ax.set_ylabel(f"predicted {name} quantile (s)")
+        ax.legend(fontsize=8, loc="upper left")
+    fig.suptitle(f"{title}: model vs simulated fleet, per 5-minute window")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_all(
     out_dir: Path,
     workload: Mapping[str, Any],
     objectives: Objectives,
     runs: Sequence[PolicyRun],
     title: str,
+    refs: Sequence[Reference] = (),
+    model_check: Fidelity | None = None,
     requests_csv: bool = False,
 ) -> dict[str, Any]:
-    """Write summary.json, report.md and plot.png (and requests.csv) into out_dir; return the summary."""
+    """Write summary.json, report.md, plot.png, fidelity.png (and requests.csv) into out_dir; return the summary."""
     out_dir.mkdir(parents=True, exist_ok=True)
     scores = {run.policy: score(run, objectives) for run in runs}
-    summary = summary_json(workload, objectives, scores)
+    summary = summary_json(workload, objectives, scores, refs, model_check)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out_dir / "report.md").write_text(report_markdown(summary, scores, title))
+    (out_dir / "report.md").write_text(report_markdown(summary, scores, title, refs))
     write_plot(out_dir / "plot.png", runs, objectives, title)
+    if model_check is not None and model_check.windows:
+        write_fidelity_plot(out_dir / "fidelity.png", model_check, title)
     if requests_csv:
         write_requests_csv(out_dir / "requests.csv", runs)
     return summary
