@@ -232,6 +232,16 @@ def first_decode_step_s(load: Load, perf: ReplicaPerformance, batch: float) -> f
     return float(perf.decode.step_time_s(batch + 1.0, load.isl_mean_tokens))
 
 
+def _prefill_times(
+    load: Load, perf: ReplicaPerformance, extra_delay_s: float
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Per prompt-length point: service s(ISL), time to first token after the wait, and probability."""
+    isl, weights = isl_points(load)
+    service = np.asarray(perf.prefill.service_time_s(isl), dtype=np.float64)
+    delay = service + perf.kv_transfer_s_per_token * isl + extra_delay_s
+    return service, delay, weights
+
+
 def prefill_sizing(
     counts: IntArray,
     load: Load,
@@ -246,9 +256,7 @@ def prefill_sizing(
     M/G/c wait with Allen–Cunneen burstiness scaling; ISL follows a lognormal with the observed
     mean and cv², pushed through s(ISL) to give the service-time distribution.
     """
-    isl, weights = isl_points(load)
-    service = np.asarray(perf.prefill.service_time_s(isl), dtype=np.float64)
-    delay = service + perf.kv_transfer_s_per_token * isl + extra_delay_s
+    service, delay, weights = _prefill_times(load, perf, extra_delay_s)
     ttft = _sojourn_quantile(counts, load, service, delay, weights, ttft_quantile)
     feasible = ttft <= ttft_target_s
     binding = np.where(~np.isfinite(ttft), "stability", np.where(feasible, "ok", "ttft"))
@@ -273,9 +281,7 @@ def prefill_ttft_exceedance_by_cv2(
     extra_delay_s: float = 0.0,
 ) -> FloatArray:
     """Predicted P(TTFT > bound) with `count` prefill replicas at each arrival c_a² of a grid (for `tail`)."""
-    isl, weights = isl_points(load)
-    service = np.asarray(perf.prefill.service_time_s(isl), dtype=np.float64)
-    delay = service + perf.kv_transfer_s_per_token * isl + extra_delay_s
+    service, delay, weights = _prefill_times(load, perf, extra_delay_s)
     mean_s, cs2 = queueing.service_moments(service, weights)
     servers = np.full(arrival_cv2.shape, count, dtype=np.int64)
     cdf = queueing.sojourn_cdf(bound_s, servers, load.rate_per_s, mean_s, arrival_cv2, cs2, delay, weights)
@@ -292,11 +298,8 @@ def prefill_capacity_per_s(
     extra_delay_s: float = 0.0,
 ) -> FloatArray:
     """Largest arrival rate each prefill count serves within the TTFT objective (bisection, vectorized)."""
-    isl, weights = isl_points(load)
-    service = np.asarray(perf.prefill.service_time_s(isl), dtype=np.float64)
-    delay = service + perf.kv_transfer_s_per_token * isl + extra_delay_s
-    mean_s = float(np.dot(weights, service))
-    cs2 = float(np.dot(weights, (service - mean_s) ** 2)) / mean_s**2
+    service, delay, weights = _prefill_times(load, perf, extra_delay_s)
+    mean_s, cs2 = queueing.service_moments(service, weights)
     lo = np.zeros(counts.shape)
     hi = counts / mean_s  # the stability limit
     for _ in range(40):
