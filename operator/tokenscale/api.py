@@ -641,10 +641,16 @@ class ForecastStatus(ApiModel):
     request_rate_per_second: float | None = Field(None, description="Forecast rate at the horizon.")
     horizon_seconds: float | None = Field(None, description="Forecast horizon (cold start).")
     state: list[float] = Field(
-        default_factory=list, description="Request-rate forecaster state: level, trend, time, recent relative errors."
+        default_factory=list,
+        description="Request-rate forecaster state: level, trend, time.",
     )
     isl_state: list[float] = Field(default_factory=list, description="Mean-ISL forecaster state, same layout.")
     osl_state: list[float] = Field(default_factory=list, description="Mean-OSL forecaster state, same layout.")
+    work_state: list[float] = Field(
+        default_factory=list,
+        description="Prompt-tokens-per-second forecaster state (sets the headroom): level, trend, time, then the "
+        "last hour's (time, observed, planned) triples.",
+    )
 
 
 class RecommendationRecord(ApiModel):

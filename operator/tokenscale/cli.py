@@ -159,6 +159,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown policy {', '.join(unknown) or '(none)'}; choose from {', '.join(POLICY_NAMES)}")
     cold_start_s = spec.forecast.cold_start.seconds if args.cold_start is None else parse_duration_s(args.cold_start)
     setup = loop.SimSetup(spec, w, prior, truth, cold_start_s, cold_start_s * 0.1, args.seed)
+    setup = replace(setup, initial=references.warm_start(setup))
     runs = []
     console = Console(stderr=True)
     with Progress(

@@ -6,16 +6,19 @@ examples carry the Deployments a pool scales); only `tokenscale.dev` InferencePo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from tokenscale import api
-from tokenscale.planner.observation import DataNote, Observation, ReplicaCounts
+from tokenscale.planner.lengths import LengthDistribution
+from tokenscale.planner.observation import DataNote, LatencyHistogram, Observation, ReplicaCounts
 
 
 class ManifestError(ValueError):
@@ -110,6 +113,39 @@ class RecordedReplicas(api.ApiModel):
     ready: int | None = Field(None, ge=0, description="Ready replicas; defaults to current.")
 
 
+class RecordedLengths(api.ApiModel):
+    """A prompt-length distribution: points in tokens and their probabilities (same length)."""
+
+    tokens: list[float] = Field(min_length=1, description="Length points, ascending, tokens.")
+    weights: list[float] = Field(min_length=1, description="Probability of each point.")
+
+    @model_validator(mode="after")
+    def _same_length(self) -> RecordedLengths:
+        if len(self.tokens) != len(self.weights):
+            raise ValueError("tokens and weights must have the same length")
+        if (
+            any(not math.isfinite(v) or v <= 0 for v in self.tokens)
+            or any(not math.isfinite(v) or v < 0 for v in self.weights)
+            or sum(self.weights) <= 0
+        ):
+            raise ValueError("tokens must be finite and > 0, weights finite, ≥ 0 and not all 0")
+        return self
+
+
+class RecordedHistogram(api.ApiModel):
+    """A latency histogram over the window: bucket bounds, the fraction of samples at or below each, samples."""
+
+    bounds_seconds: list[float] = Field(min_length=1, description="Finite bucket upper bounds, ascending, s.")
+    fraction_below: list[float] = Field(min_length=1, description="Fraction of samples ≤ each bound.")
+    samples: float = Field(gt=0, description="Samples in the window.")
+
+    @model_validator(mode="after")
+    def _same_length(self) -> RecordedHistogram:
+        if len(self.bounds_seconds) != len(self.fraction_below):
+            raise ValueError("boundsSeconds and fractionBelow must have the same length")
+        return self
+
+
 class RecordedObservation(api.ApiModel):
     """An observation written down by hand or copied from a pool's status, for `tokenscale plan`.
 
@@ -121,9 +157,11 @@ class RecordedObservation(api.ApiModel):
     isl_mean_tokens: float | None = Field(None, ge=0, description="Mean input length.")
     osl_mean_tokens: float | None = Field(None, ge=0, description="Mean output length.")
     isl_cv2: float | None = Field(None, ge=0, description="Squared coefficient of variation of ISL.")
+    isl_distribution: RecordedLengths | None = Field(None, description="Prompt-length shape from the histogram.")
     osl_cv2: float | None = Field(None, ge=0, description="Squared coefficient of variation of OSL.")
     arrival_cv2: float | None = Field(None, ge=0, description="Burstiness of inter-arrival times (1 = Poisson).")
     ttft_seconds: float | None = Field(None, ge=0, description="Observed TTFT at the objective's quantile.")
+    ttft_histogram: RecordedHistogram | None = Field(None, description="Observed TTFT buckets (for the tail fit).")
     tpot_seconds: float | None = Field(None, ge=0, description="Observed TPOT at the objective's quantile.")
     tpot_mean_seconds: float | None = Field(None, ge=0, description="Observed mean TPOT (inter-token latency).")
     prefill_time_mean_seconds: float | None = Field(None, ge=0, description="Observed mean prefill time.")
@@ -152,9 +190,19 @@ class RecordedObservation(api.ApiModel):
                 for role, r in self.replicas.items()
             },
             isl_cv2=self.isl_cv2,
+            isl_distribution=(
+                LengthDistribution(np.asarray(d.tokens), np.asarray(d.weights) / sum(d.weights))
+                if (d := self.isl_distribution) is not None
+                else None
+            ),
             osl_cv2=self.osl_cv2,
             arrival_cv2=self.arrival_cv2,
             ttft_quantile_s=self.ttft_seconds,
+            ttft_histogram=(
+                LatencyHistogram(tuple(h.bounds_seconds), tuple(h.fraction_below), h.samples)
+                if (h := self.ttft_histogram) is not None
+                else None
+            ),
             tpot_quantile_s=self.tpot_seconds,
             tpot_mean_s=self.tpot_mean_seconds,
             prefill_time_mean_s=self.prefill_time_mean_seconds,
@@ -173,9 +221,21 @@ class RecordedObservation(api.ApiModel):
             isl_mean_tokens=obs.isl_mean_tokens,
             osl_mean_tokens=obs.osl_mean_tokens,
             isl_cv2=obs.isl_cv2,
+            isl_distribution=(
+                RecordedLengths(tokens=d.tokens.tolist(), weights=d.weights.tolist())
+                if (d := obs.isl_distribution) is not None
+                else None
+            ),
             osl_cv2=obs.osl_cv2,
             arrival_cv2=obs.arrival_cv2,
             ttft_seconds=obs.ttft_quantile_s,
+            ttft_histogram=(
+                RecordedHistogram(
+                    bounds_seconds=list(h.bounds_s), fraction_below=list(h.fraction_below), samples=h.samples
+                )
+                if (h := obs.ttft_histogram) is not None
+                else None
+            ),
             tpot_seconds=obs.tpot_quantile_s,
             tpot_mean_seconds=obs.tpot_mean_s,
             prefill_time_mean_seconds=obs.prefill_time_mean_s,

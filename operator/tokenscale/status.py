@@ -69,6 +69,7 @@ def planner_state(status: api.InferencePoolStatus | None) -> PlannerState:
         rate=SeriesState.from_list(forecast.state) if forecast else None,
         isl=SeriesState.from_list(forecast.isl_state) if forecast else None,
         osl=SeriesState.from_list(forecast.osl_state) if forecast else None,
+        work=SeriesState.from_list(forecast.work_state) if forecast else None,
         last_scale_time_s=last_scale,
         prefill_calibration=prefill_cal,
         decode_calibration=decode_cal,
@@ -187,6 +188,7 @@ def decided_status(
             state=state.rate.to_list() if state.rate else [],
             isl_state=state.isl.to_list() if state.isl else [],
             osl_state=state.osl.to_list() if state.osl else [],
+            work_state=state.work.to_list() if state.work else [],
         ),
         performance=api.FittedModels(**fitted) if fitted else None,
         recommendations=[

@@ -119,6 +119,17 @@ def test_max_replicas_limits_and_says_so() -> None:
     assert limited.status == "True"
 
 
+def test_an_objective_no_count_meets_goes_to_the_knee_not_to_max_replicas() -> None:
+    # 20 ms TTFT is below a 2,000-token prompt's own prefill time: no count meets it, and past a few
+    # replicas more only remove waiting the model says is already ~0. The pool stops there.
+    spec = _spec(objectives__ttft__target="20ms", pools__prefill__maxReplicas=32)
+    d = planner.plan(spec, _obs(8.0, prefill=4, decode=2), planner.PlannerState(), 0.0, PERF)
+    wanted = d.state.recommendations[-1].replicas["prefill"]
+    assert 2 <= wanted < 16
+    assert d.pools["prefill"].reason == reasons.UNREACHABLE_OBJECTIVE
+    assert "within 5% of the best" in d.pools["prefill"].message
+
+
 def test_dry_run_and_paused_are_reported() -> None:
     for field, reason in (("dryRun", reasons.DRY_RUN), ("paused", reasons.PAUSED)):
         d = _plan(_spec(**{field: True}), _obs(5.0))

@@ -113,6 +113,17 @@ def test_plan_sizes_with_the_burstiness_the_observed_tail_implies() -> None:
     assert wanted["bursty"] >= wanted["calm"] + 3, wanted
 
 
+def test_no_fit_from_a_saturated_pool() -> None:
+    # At 24 req/s of 1,200-token prompts (E[s] ≈ 0.1 s) 2 replicas are saturated: their TTFT is a
+    # backlog draining, not bursts. 4 replicas (busy ≈ 60%) with the same tail do get a fit.
+    busy = LOAD.rate_per_s * sizing.prefill_mean_service_s(LOAD, PERF["prefill"])
+    assert busy / 2 >= tail.MAX_FIT_UTILIZATION > busy / 4
+    tail_seen = _histogram({0.25: 0.3})
+    saturated = planner.plan(SPEC, _obs(600.0, 2, tail_seen), planner.PlannerState(), 600.0, PERF)
+    assert saturated.state.tail is None
+    assert planner.plan(SPEC, _obs(600.0, 4, tail_seen), planner.PlannerState(), 600.0, PERF).state.tail is not None
+
+
 @pytest.mark.parametrize(
     "change",
     [

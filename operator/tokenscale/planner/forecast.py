@@ -11,20 +11,27 @@ Holt's method (Holt 1957; Hyndman & Athanasopoulos, "Forecasting: Principles and
     b_t = β·(ℓ_t − ℓ_{t−1})/Δt + (1 − β)·b_{t−1}
     ŷ(t + h) = ℓ_t + b_t·h.
 
-EWMA is Holt with no trend. The planner plans on the forecast inflated by an upper quantile of
-the recent relative one-step errors (y − ŷ)/max(y, ŷ), so a load that has surprised us upwards
-before is given headroom, and a steady one is not. The error is relative to the larger of the two
-so that it stays within (−1, 1): relative to ŷ alone, one step up from a quiet period (5 → 30
-req/s reads +500%) kept the headroom at several times the load for the next twenty minutes — the
-local demo planned a 30 req/s step as 96 req/s — where the bounded form reads +83%.
+EWMA is Holt with no trend.
+
+Headroom (`horizon_headroom`): a replica asked for now serves from one cold start H later, so
+what matters is how far the load rises within a cold start beyond what the forecaster expected,
+not one interval ahead. A series updated with a horizon keeps its last hour of (time, observed,
+planned base) triples, the base being max(ŷ(t + H), y(t)) as made at t; for every past t the
+shortfall of that base against the peak that followed, max_{t < s ≤ t + H} y(s)/base(t) − 1, is one
+sample, and the planner inflates today's base by their q-quantile (`spec.forecast.quantile`). A
+load whose rises the trend already follows (a ramp) gets no extra room; one that has jumped within
+a cold start before gets that much; a steady one none. This is the empirical distribution of the
+forecaster's horizon-ahead shortfall, learned from the load the operator saw (it cannot know a
+surge it has never seen: the first one is met by reacting).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from tokenscale.api import ForecastMethod
 
@@ -32,26 +39,34 @@ from tokenscale.api import ForecastMethod
 # damps the trend so one burst does not project a slope across the whole horizon.
 DEFAULT_ALPHA = 0.5
 DEFAULT_BETA = 0.3
-MAX_ERRORS = 40  # twenty minutes of 30 s intervals
+HISTORY_S = 3600.0  # observations kept for the headroom
+HISTORY_SPACING_S = 30.0  # at most one kept per this many seconds (≤ 120 triples in status)
+MIN_HEADROOM_SAMPLES = 3
 
 
 @dataclass(frozen=True)
 class SeriesState:
-    """Holt/EWMA state of one series. `errors` are recent relative one-step forecast errors."""
+    """Holt/EWMA state of one series and, for the headroom, its recent (time, observed, planned base)
+    triples, flat, oldest first (empty for a series updated without a horizon)."""
 
     level: float
     trend_per_s: float
     time_s: float
-    errors: tuple[float, ...] = ()
+    history: tuple[float, ...] = ()
 
     def to_list(self) -> list[float]:
-        return [self.level, self.trend_per_s, self.time_s, *self.errors]
+        return [self.level, self.trend_per_s, self.time_s, *self.history]
 
     @classmethod
     def from_list(cls, values: list[float]) -> SeriesState | None:
-        if len(values) < 3 or not all(math.isfinite(v) for v in values):
+        if len(values) < 3 or len(values) % 3 != 0 or not all(math.isfinite(v) for v in values):
             return None
         return cls(values[0], values[1], values[2], tuple(values[3:]))
+
+    def samples(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """(times, observed values, planned bases) of the kept history."""
+        triples = np.asarray(self.history, dtype=np.float64).reshape(-1, 3)
+        return triples[:, 0], triples[:, 1], triples[:, 2]
 
 
 @dataclass(frozen=True)
@@ -59,8 +74,8 @@ class Forecast:
     """The value to plan on at the horizon, and how it was reached."""
 
     point: float  # forecast at the horizon
-    upper: float  # point inflated by the error quantile; what the planner sizes for
-    error_quantile: float  # relative headroom added (≥ 0)
+    upper: float  # max(point, observed) inflated by the headroom; what the planner sizes for
+    headroom: float  # relative headroom added (≥ 0)
 
 
 def update(
@@ -68,40 +83,62 @@ def update(
     value: float,
     now_s: float,
     method: ForecastMethod,
+    horizon_s: float | None = None,
     alpha: float = DEFAULT_ALPHA,
     beta: float = DEFAULT_BETA,
 ) -> SeriesState:
-    """Fold one observation into the state. The first observation seeds level = value, trend = 0."""
+    """Fold one observation into the state. The first observation seeds level = value, trend = 0.
+
+    With `horizon_s` the observation and the base planned from it are kept for `horizon_headroom`.
+    """
     if state is None or now_s <= state.time_s:
-        return SeriesState(level=value, trend_per_s=0.0, time_s=now_s, errors=() if state is None else state.errors)
-    dt = now_s - state.time_s
-    predicted = max(state.level + state.trend_per_s * dt, 0.0)
-    scale = max(value, predicted)
-    error = (value - predicted) / scale if scale > 0 else 0.0
-    errors = (*state.errors, error)[-MAX_ERRORS:]
-    if method == "none":
-        return SeriesState(level=value, trend_per_s=0.0, time_s=now_s, errors=errors)
-    level = alpha * value + (1.0 - alpha) * predicted
-    trend = 0.0
-    if method == "holt":
-        trend = beta * (level - state.level) / dt + (1.0 - beta) * state.trend_per_s
-    return SeriesState(level=level, trend_per_s=trend, time_s=now_s, errors=errors)
+        level, trend = value, 0.0
+    elif method == "none":
+        level, trend = value, 0.0
+    else:
+        dt = now_s - state.time_s
+        predicted = max(state.level + state.trend_per_s * dt, 0.0)
+        level = alpha * value + (1.0 - alpha) * predicted
+        trend = beta * (level - state.level) / dt + (1.0 - beta) * state.trend_per_s if method == "holt" else 0.0
+    history: tuple[float, ...] = ()
+    if horizon_s is not None:
+        base = max(level + trend * horizon_s, value, 0.0)
+        history = _remember(() if state is None else state.history, (now_s, value, base))
+    return SeriesState(level=level, trend_per_s=trend, time_s=now_s, history=history)
 
 
-def forecast(state: SeriesState, horizon_s: float, quantile: float, observed: float) -> Forecast:
-    """The value `horizon_s` ahead, never below what is observed now (capacity is not released early).
+def _remember(history: tuple[float, ...], sample: tuple[float, float, float]) -> tuple[float, ...]:
+    """Append a (time, value, base) triple unless the last kept one is within the spacing; keep an hour."""
+    now_s = sample[0]
+    if len(history) >= 3 and now_s - history[-3] < HISTORY_SPACING_S:
+        return history
+    triples = [*zip(history[0::3], history[1::3], history[2::3], strict=True), sample]
+    return tuple(x for triple in triples if now_s - triple[0] <= HISTORY_S for x in triple)
+
+
+def horizon_headroom(state: SeriesState | None, horizon_s: float, quantile: float) -> float:
+    """q-quantile over the last hour of the shortfall max y(t, t + H] / base(t) − 1 (module docstring).
+
+    0 until `MIN_HEADROOM_SAMPLES` observations have a later one within the horizon. Never negative.
+    """
+    if state is None or not state.history:
+        return 0.0
+    t, y, base = state.samples()
+    later = (t[None, :] > t[:, None]) & (t[None, :] <= t[:, None] + horizon_s)
+    usable = later.any(axis=1) & (base > 0)
+    if int(usable.sum()) < MIN_HEADROOM_SAMPLES:
+        return 0.0
+    peaks = np.where(later, y[None, :], -np.inf).max(axis=1)
+    shortfalls = peaks[usable] / base[usable] - 1.0
+    return max(float(np.quantile(shortfalls, quantile)), 0.0)
+
+
+def forecast(state: SeriesState, horizon_s: float, observed: float, headroom: float = 0.0) -> Forecast:
+    """The value `horizon_s` ahead, never below what is observed now, inflated by `headroom`.
 
     Planning on max(observed, forecast) is deliberate: scale-down is the stabilization window's
     job, so a forecast drop must not remove replicas the current load still needs.
     """
     point = max(state.level + state.trend_per_s * horizon_s, 0.0)
-    headroom = 0.0
-    if len(state.errors) >= 3:
-        headroom = max(float(np.quantile(np.asarray(state.errors), quantile)), 0.0)
     base = max(point, observed)
-    return Forecast(point=point, upper=base * (1.0 + headroom), error_quantile=headroom)
-
-
-def reset_errors(state: SeriesState) -> SeriesState:
-    """Forget the error history (after a spec change that invalidates it)."""
-    return replace(state, errors=())
+    return Forecast(point=point, upper=base * (1.0 + headroom), headroom=headroom)

@@ -49,6 +49,7 @@ class PlannerState:
     rate: fc.SeriesState | None = None
     isl: fc.SeriesState | None = None
     osl: fc.SeriesState | None = None
+    work: fc.SeriesState | None = None  # prompt tokens per second: the headroom's series
     last_scale_time_s: Mapping[Role, float] = field(default_factory=dict)
     decode_calibration: Mapping[Role, Calibration] = field(default_factory=dict)
     prefill_calibration: Mapping[Role, Calibration] = field(default_factory=dict)
@@ -152,18 +153,21 @@ def plan(
         pool = spec.active_pools()[role]
         s = sized[role]
         idx = s.smallest_feasible()
-        raw = int(s.counts[idx]) if idx is not None else pool.max_replicas
+        slack = _slack_by_count(spec, s)
         trail: list[tuple[str, str]] = []
-        if idx is None:
+        if idx is not None:
+            raw = int(s.counts[idx])
+        else:
+            raw = _knee(slack, pool.max_replicas)
             trail.append(
                 (
                     reasons.UNREACHABLE_OBJECTIVE,
-                    f"objectives not met even at maxReplicas {pool.max_replicas} ({_binding_at(s, -1)} binds)",
+                    f"objectives not met even at maxReplicas {pool.max_replicas} ({_binding_at(s, -1)} binds); "
+                    f"{raw} replicas come within {_KNEE_TOLERANCE:.0%} of the best the model predicts",
                 )
             )
         value = raw
         cur = current[role]
-        slack = _slack_by_count(spec, s)
         value, why, msg = policy.survivors_check(value, cur, slack, spec.behavior.tolerance)
         _note(trail, why, msg)
         recommended[role] = value
@@ -285,9 +289,13 @@ def _forecast(
     rate_state = fc.update(state.rate, rate_obs, now_s, method)
     isl_state = fc.update(state.isl, isl_obs, now_s, method)
     osl_state = fc.update(state.osl, osl_obs, now_s, method)
-    rate = fc.forecast(rate_state, horizon_s, q, rate_obs)
-    isl = fc.forecast(isl_state, horizon_s, 0.5, isl_obs)
-    osl = fc.forecast(osl_state, horizon_s, 0.5, osl_obs)
+    # Headroom from the prompt-token rate: prefill work grows with longer prompts as with more of
+    # them (a rise of the mean prompt alone was unplanned for before: Mooncake's 4-minute jump).
+    work_state = fc.update(state.work, rate_obs * isl_obs, now_s, method, horizon_s)
+    headroom = fc.horizon_headroom(work_state, horizon_s, q)
+    rate = fc.forecast(rate_state, horizon_s, rate_obs, headroom)
+    isl = fc.forecast(isl_state, horizon_s, isl_obs)
+    osl = fc.forecast(osl_state, horizon_s, osl_obs)
     load = sizing.Load(
         rate_per_s=rate.upper,
         isl_mean_tokens=max(isl.upper, 1.0),
@@ -297,8 +305,8 @@ def _forecast(
         arrival_cv2=_prior_cv2(observation),
         isl_shape=observation.isl_distribution,
     )
-    planned = PlannedLoad(load, horizon_s, rate.point, rate.error_quantile)
-    return planned, replace(state, rate=rate_state, isl=isl_state, osl=osl_state)
+    planned = PlannedLoad(load, horizon_s, rate.point, rate.headroom)
+    return planned, replace(state, rate=rate_state, isl=isl_state, osl=osl_state, work=work_state)
 
 
 def _calibrate(
@@ -387,7 +395,7 @@ def fit_tail(
     Disaggregated pools only (the aggregated TTFT also depends on the decode batch sharing each
     step). Guards: the TTFT histogram of the window without data-quality notes (other than coarse
     buckets, which the bucket matching handles), a steady prefill count (ready = current, no scale
-    within the metrics window), and the observed load.
+    within the metrics window), the observed load, and a pool below `tail.MAX_FIT_UTILIZATION`.
     """
     hist = observation.ttft_histogram
     counts = observation.replicas.get("prefill")
@@ -409,6 +417,9 @@ def fit_tail(
     bucket = tail_mod.tail_bucket(hist.bounds_s, hist.fraction_below, hist.samples, obj.ttft.quantile)
     if seen is None or seen.rate_per_s <= 0 or bucket is None:
         return state
+    busy = seen.rate_per_s * sizing.prefill_mean_service_s(seen, performance["prefill"]) / counts.ready
+    if busy >= tail_mod.MAX_FIT_UTILIZATION:
+        return state  # a saturated pool's TTFT is its backlog draining, not the arrivals' burstiness
     decode = sizing.decode_sizing(
         np.array([decode_counts.ready]), seen, performance["decode"], obj.tpot.quantile, obj.tpot.target.seconds
     )
@@ -482,6 +493,23 @@ def _slack_by_count(spec: InferencePoolSpec, s: sizing.PoolSizing) -> list[float
     ratios = np.where(s.feasible | (s.binding == "ttft") | (s.binding == "tpot"), ratios, np.inf)
     values = [float(v) for v in ratios]
     return [math.inf, *values]
+
+
+_KNEE_TOLERANCE = 0.05
+
+
+def _knee(slack: list[float], max_replicas: int) -> int:
+    """When no count meets the objectives: the fewest replicas within 5% of the best predicted ratio.
+
+    More replicas than that buy (by the model) almost nothing, so a miss the model cannot fix does not
+    send a pool to maxReplicas; where every count is unstable, maxReplicas it is.
+    """
+    ratios = np.asarray(slack[1:], dtype=np.float64)
+    finite = np.isfinite(ratios)
+    if not finite.any():
+        return max_replicas
+    best = float(ratios[finite].min())
+    return int(np.flatnonzero(finite & (ratios <= best * (1.0 + _KNEE_TOLERANCE)))[0]) + 1
 
 
 def _binding_at(s: sizing.PoolSizing, index: int) -> str:

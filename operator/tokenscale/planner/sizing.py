@@ -242,6 +242,12 @@ def _prefill_times(
     return service, delay, weights
 
 
+def prefill_mean_service_s(load: Load, perf: ReplicaPerformance) -> float:
+    """E[s(ISL)] in seconds over the planned prompt lengths."""
+    service, _, weights = _prefill_times(load, perf, 0.0)
+    return float(np.dot(weights, service))
+
+
 def prefill_sizing(
     counts: IntArray,
     load: Load,

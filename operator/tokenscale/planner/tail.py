@@ -17,6 +17,8 @@ observed ratio), with guards:
 
 - only at a steady count (ready = current, no scale within the metrics window) with enough samples;
 - enough requests above the matched bound (`MIN_TAIL_SAMPLES`);
+- a pool busy below `MAX_FIT_UTILIZATION`: a saturated pool's waits are its backlog draining
+  (they would read as bursts of c_a² → ∞ and send the pool to its maximum);
 - the fit is clamped to [`MIN_CV2`, `MAX_CV2`] and smoothed in log space with a half-life, so one
   odd window moves it part of the way; with no fit yet the observed dispersion is the prior.
 """
@@ -36,6 +38,7 @@ MIN_CV2 = 0.5
 MAX_CV2 = 64.0
 HALF_LIFE_S = 300.0  # a fit's weight halves every 5 minutes
 STALE_AFTER_S = 1800.0  # a fit older than this is dropped (the traffic may have changed)
+MAX_FIT_UTILIZATION = 0.9  # above it the observed TTFT is a backlog draining: no fit
 MIN_TAIL_SAMPLES = 10.0  # requests above the matched bucket bound
 _GRID = np.geomspace(MIN_CV2, MAX_CV2, 49)
 

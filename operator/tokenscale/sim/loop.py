@@ -47,6 +47,7 @@ class SimSetup:
     cold_start_s: float
     cold_start_jitter_s: float = 0.0
     seed: int = 0
+    initial: Mapping[Role, int] | None = None  # the warm fleet autoscalers start from (`references.warm_start`)
 
 
 def fleet_config(setup: SimSetup, initial: Mapping[Role, int], cold_start: bool) -> FleetConfig:
@@ -68,7 +69,11 @@ def _longest_request_tokens(w: Workload) -> int:
 
 
 def warm_start_counts(setup: SimSetup) -> dict[Role, int]:
-    """Counts for the first minute's load with the true performance: every policy starts warm."""
+    """The fleet every autoscaling policy starts from: `setup.initial` (simulate sets it to the fewest
+    replicas meeting the first window, found with the simulator), else the model's count for the
+    first minute's load at the true performance."""
+    if setup.initial is not None:
+        return dict(setup.initial)
     w = setup.workload
     first = w.arrival_s < 60.0
     load = policies.load_of(w.arrival_s[first], w.isl_tokens[first], w.osl_tokens[first], 60.0)

@@ -143,6 +143,13 @@ def _window_reference(args: tuple[loop.SimSetup, float, float]) -> tuple[Counts,
     return found, True
 
 
+def warm_start(setup: loop.SimSetup) -> Counts:
+    """The fewest replicas meeting the first 5-minute window (simulated): where every autoscaler starts."""
+    end = min(WINDOW_S, setup.workload.duration_s)
+    counts, _ = _window_reference((setup, 0.0, end))
+    return counts
+
+
 def clairvoyant(setup: loop.SimSetup, workers: int | None = None) -> Reference:
     """Per 5-minute window the fewest GPUs meeting it (simulated, no cold start), summed."""
     duration = setup.workload.duration_s
