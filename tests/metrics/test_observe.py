@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import re
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,12 +29,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from tokenscale import api
+from tokenscale import api, manifests
 from tokenscale.metrics import observe
 from tokenscale.metrics.prometheus import PrometheusClient
 from tokenscale.planner import plan as plan_mod
 from tokenscale.planner import profiles
-from tokenscale.planner.observation import Observation, ReplicaCounts
+from tokenscale.planner.observation import DataNote, Observation, ReplicaCounts
 
 pytestmark = pytest.mark.prometheus
 
@@ -260,6 +262,66 @@ def test_a_misbehaving_prometheus_gives_a_reason_and_a_held_plan(
     assert obs.request_rate_per_s is None
     assert kind in _kinds(obs)["request_rate"]
     _held_plan(spec, obs)
+
+
+def _garbage_answer(path: str, value: str, copies: int, only_inf_bucket: bool) -> tuple[int, str, bytes]:
+    """Answer every tagged sub-query of a batched observation with the same garbage; others with nothing."""
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query).get("query", [""])[0]
+    result = []
+    for name in re.findall(r'"tokenscale_signal", "([^"]+)"', query):
+        les = ["+Inf"] if only_inf_bucket else [*(f"{b:g}" for b in TOKEN_BUCKETS), "+Inf"]
+        for copy_index in range(copies):
+            labels = {"tokenscale_signal": name, "instance": f"i{copy_index}"}
+            if "_buckets" in name:
+                result += [{"metric": {**labels, "le": le}, "value": [0, value]} for le in les]
+            else:
+                result.append({"metric": labels, "value": [0, value]})
+    return 200, "application/json", _prometheus_answer(result)
+
+
+@pytest.mark.parametrize(
+    ("value", "copies", "only_inf_bucket", "held"),
+    [
+        pytest.param("10", 1, True, False, id="histograms-with-only-the-inf-bucket"),
+        pytest.param("10", 2, False, True, id="two-series-for-every-signal"),
+        pytest.param("+Inf", 1, False, True, id="infinite-values"),
+        pytest.param("-3", 1, False, True, id="negative-values"),
+    ],
+)
+def test_garbage_from_prometheus_is_a_data_quality_note_never_an_exception(
+    value: str, copies: int, only_inf_bucket: bool, held: bool
+) -> None:
+    with TextServer(lambda path: _garbage_answer(path, value, copies, only_inf_bucket)) as server:
+        spec = _spec(MODEL, server.url, timeout="2s")
+        obs = _observe(spec).observation
+    if held:
+        assert obs.request_rate_per_s is None
+        assert "implausible" in _kinds(obs)["finished"]
+        _held_plan(spec, obs)
+    else:  # the mean is known (sum / count), the spread is not; the planner plans on the rest
+        assert obs.isl_mean_tokens == pytest.approx(1.0) and obs.isl_cv2 is None
+        plan_mod.plan(spec, obs, plan_mod.PlannerState(), obs.time_s, profiles.resolve_all(spec))
+    # What `plan --prometheus -o json` prints round-trips: no validation error on any garbage.
+    assert manifests.RecordedObservation.from_observation(obs).to_observation().request_rate_per_s == (
+        obs.request_rate_per_s
+    )
+
+
+def test_a_timeout_on_the_ttft_signal_blocks_a_scale_down() -> None:
+    # A scale-down needs every signal: a TTFT query that timed out is as unavailable as a stale one.
+    obs = Observation(
+        time_s=0.0,
+        request_rate_per_s=0.5,
+        isl_mean_tokens=800.0,
+        osl_mean_tokens=200.0,
+        replicas={"aggregated": ReplicaCounts(6, 6)},
+        notes=(DataNote("ttft_quantile", "timeout", "no answer within 5s"),),
+    )
+    spec = _spec(MODEL, "http://127.0.0.1:9")
+    decision = plan_mod.plan(spec, obs, plan_mod.PlannerState(), 0.0, profiles.resolve_all(spec))
+    assert decision.pools["aggregated"].desired_replicas == 6
+    metrics = next(c for c in decision.conditions if c.type == "MetricsAvailable")
+    assert metrics.reason == "MetricsPartial"
 
 
 def test_a_slow_prometheus_does_not_block_the_event_loop() -> None:

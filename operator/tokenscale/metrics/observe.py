@@ -33,6 +33,7 @@ from tokenscale.planner import lengths as lengths_mod
 from tokenscale.planner.observation import (
     DataNote,
     LatencyHistogram,
+    NoteKind,
     Observation,
     ReplicaCounts,
     dispersion_bin_s,
@@ -197,7 +198,7 @@ class _Reader:
     def __init__(self, answers: Mapping[str, list[Sample] | PrometheusError]) -> None:
         self.answers = answers
         self.notes: list[DataNote] = []
-        self.errors: dict[str, str] = {}
+        self.errors: dict[str, NoteKind] = {}
 
     def samples(self, name: str) -> list[Sample] | None:
         """The samples of a query, or None when it failed (the failure is noted once)."""
@@ -210,11 +211,22 @@ class _Reader:
         return answer
 
     def scalar(self, name: str) -> float | None:
-        """The single value of an aggregated query: None when the query failed or found no series."""
+        """The single value of an aggregated query: None when the query failed or found no series.
+
+        An answer no aggregated query can give — several series, a negative or infinite value — is
+        noted as implausible and read as missing (NaN passes: callers read it as 0/0 at idle).
+        """
         samples = self.samples(name)
         if not samples:
             return None
-        return samples[0].value
+        if len(samples) > 1:
+            self.note(name, "implausible", f"{len(samples)} series answered one aggregated query (duplicated series)")
+            return None
+        value = samples[0].value
+        if value < 0 or math.isinf(value):
+            self.note(name, "implausible", f"value {value:g} cannot be a count, a rate or a fraction")
+            return None
+        return value
 
     def histogram(self, buckets: str, total: str) -> Histogram | None:
         """The histogram of a `sum by (le)` buckets query and its `_sum` query; None without a +Inf bucket."""
@@ -224,21 +236,31 @@ class _Reader:
         by_le: dict[float, float] = {}
         for s in samples:
             try:
-                by_le[float(s.labels.get("le", "nan"))] = s.value
+                le = float(s.labels.get("le", "nan"))
             except ValueError:
                 continue
+            if le in by_le:
+                self.note(buckets, "implausible", f"bucket le={le:g} answered twice (duplicated series)")
+                return None
+            by_le[le] = s.value
         if math.inf not in by_le:
             return None
         finite = sorted(b for b in by_le if math.isfinite(b))
-        return Histogram(tuple(finite), tuple(by_le[b] for b in finite), by_le[math.inf], self.scalar(total))
+        counts = [by_le[b] for b in (*finite, math.inf)]
+        # increase() extrapolates every bucket by the same factor, so order holds up to rounding.
+        decreasing = any(b < a - 1e-6 * max(a, 1.0) for a, b in zip(counts[:-1], counts[1:], strict=True))
+        if decreasing or any(not math.isfinite(c) or c < 0 for c in counts):
+            self.note(buckets, "implausible", "bucket counts are negative, infinite or decreasing with le")
+            return None
+        return Histogram(tuple(finite), tuple(counts[:-1]), counts[-1], self.scalar(total))
 
-    def note(self, signal: str, kind: str, message: str) -> None:
+    def note(self, signal: str, kind: NoteKind, message: str) -> None:
         self.notes.append(DataNote(signal, kind, message))
 
 
 async def _diagnose(
     client: PrometheusClient, metric: str, labels: Mapping[str, str], window_s: float, now_s: float
-) -> tuple[str, str]:
+) -> tuple[NoteKind, str]:
     """Why a signal has no value: ("stale", …) if the series existed lately, else ("missing", …)."""
     where = promql.selector(metric, labels)
     lookback = max(STALE_LOOKBACK_S, 10 * window_s)
@@ -337,6 +359,9 @@ async def _assemble(
     kv = next(
         (v for i in range(len(preset.kv_usage)) if (v := r.scalar(f"kv_{i}")) is not None and math.isfinite(v)), None
     )
+    if kv is not None and kv > 1.0:
+        r.note("kv_usage", "implausible", f"KV-cache use {kv:g} is above 1 (a fraction of the cache)")
+        kv = None
     seen: dict[Role, int] = {}
     for role in plan.roles:
         count = r.scalar(f"replicas_{role}")
@@ -379,7 +404,7 @@ async def _explain(
     labels: Mapping[str, str],
     window_s: float,
     now_s: float,
-) -> tuple[str, str]:
+) -> tuple[NoteKind, str]:
     """Kind and message for a query without a value: its own error, or stale/missing after a look back."""
     answer = r.answers.get(query_name)
     if isinstance(answer, PrometheusError):

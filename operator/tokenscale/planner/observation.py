@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -26,13 +27,38 @@ class ReplicaCounts:
     ready: int
 
 
+NoteKind = Literal[
+    # the signal could not be read: the planner holds it as unknown (and never scales down on the rest)
+    "missing",
+    "stale",
+    "nan",
+    "counter-reset",
+    "implausible",
+    "unreachable",
+    "timeout",
+    "http-status",
+    "bad-response",
+    "query-error",
+    # the signal was read, with a caveat on its precision
+    "coarse-buckets",
+    "too-few-samples",
+    "approximate",
+]
+_CAVEATS: frozenset[NoteKind] = frozenset({"coarse-buckets", "too-few-samples", "approximate"})
+
+
 @dataclass(frozen=True)
 class DataNote:
-    """A data-quality remark on one signal: missing, stale, NaN, coarse buckets, counter reset."""
+    """A data-quality remark on one signal: why it could not be read, or a caveat on its precision."""
 
     signal: str
-    kind: str  # "missing" | "stale" | "nan" | "too-few-samples" | "counter-reset" | "coarse-buckets"
+    kind: NoteKind
     message: str
+
+    @property
+    def unavailable(self) -> bool:
+        """The signal could not be read (every kind but the precision caveats): no scale-down on the rest."""
+        return self.kind not in _CAVEATS
 
 
 @dataclass(frozen=True)
@@ -49,7 +75,7 @@ class LatencyHistogram:
     ) -> LatencyHistogram | None:
         """From Prometheus-style cumulative bucket counts (the +Inf bucket may follow); None if empty or invalid."""
         cum = [float(c) for c in list(cumulative_counts)[: len(bounds_s)]]
-        if not (count > 0 and math.isfinite(count)) or len(cum) != len(bounds_s):
+        if not bounds_s or not (count > 0 and math.isfinite(count)) or len(cum) != len(bounds_s):
             return None
         if any(not math.isfinite(c) or c < 0 for c in cum) or any(b < a for a, b in zip(cum, cum[1:], strict=False)):
             return None

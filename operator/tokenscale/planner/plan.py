@@ -143,7 +143,7 @@ def plan(
         planned = replace(planned, load=load)
 
     sized = size_pools(spec, load, performance)
-    partial = [n for n in observation.notes if n.kind in ("missing", "stale", "nan", "counter-reset")]
+    partial = [n for n in observation.notes if n.unavailable]
     history = _history_or_seed(state, current, now_s)
 
     proposals: dict[Role, int] = {}
