@@ -133,6 +133,8 @@ class PoolSnapshot:
     running_requests: int
     waiting_requests: int
     kv_usage_fraction: float  # KV tokens held / capacity, over ready and draining replicas (0 if none)
+    held_tokens: float  # prefill: prompt tokens being prefilled; decode/aggregated: KV tokens held
+    waiting_prompt_tokens: float  # Σ ISL of the requests queued for this pool
     gpus: int  # provisioned now: (current + draining) × gpus_per_replica
     gpu_seconds_total: float
     busy_replica_seconds_total: float  # Σ over replicas of time with work (a batch, a sequence, a prompt)
@@ -412,7 +414,8 @@ class Fleet:
                         running += r.n + len(r.prefilling)
                         held += r.kv_used
             cap = self.config.pools[role].performance.kv_capacity_tokens * holding
-            waiting = len(self._pq if role == "prefill" else self._dq if role == "decode" else self._aq)
+            queue = self._pq if role == "prefill" else self._dq if role == "decode" else self._aq
+            waiting = len(queue)
             open_s = sum(self._now - r.created_s for r in live) * gpus_per
             busy_s = sum(self._now - r.busy_since for r in live if r.busy_since >= 0.0)
             pools[role] = PoolSnapshot(
@@ -423,6 +426,8 @@ class Fleet:
                 running_requests=running,
                 waiting_requests=waiting,
                 kv_usage_fraction=held / cap if cap > 0 else 0.0,
+                held_tokens=float(held),
+                waiting_prompt_tokens=float(sum(self._isl[j] for j in queue)),
                 gpus=len(live) * gpus_per,
                 gpu_seconds_total=self._gpu_seconds_closed[role] + open_s,
                 busy_replica_seconds_total=self._busy_seconds_closed[role] + busy_s,

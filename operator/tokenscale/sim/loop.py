@@ -142,6 +142,7 @@ def observe(
         itl_mean_s=_nan_to_none(itl.mean()),
         requests_in_interval=now.arrivals_total - earlier.arrivals_total,
         interval_s=window_s,
+        gauges={r: now.pools[r] for r in roles},
     )
 
 
@@ -253,6 +254,8 @@ def build_policies(setup: SimSetup, names: list[str]) -> list[policies.Policy]:
             out.append(policies.HpaPolicy(spec))
         elif name == "dynamo":
             out.append(policies.DynamoPolicy(spec, setup.truth))
+        elif name == "llm-d":
+            out.append(policies.LlmdPolicy(spec, setup.truth))
         else:
             raise ValueError(f"unknown policy {name!r}; choose from {', '.join(policies.POLICY_NAMES)}")
     return out
@@ -260,6 +263,6 @@ def build_policies(setup: SimSetup, names: list[str]) -> list[policies.Policy]:
 
 def window_for(policy: policies.Policy, spec: InferencePoolSpec) -> float:
     """The metrics window each policy reads: its own interval for HPA and Dynamo, spec.metrics.window else."""
-    if isinstance(policy, policies.HpaPolicy | policies.DynamoPolicy):
+    if isinstance(policy, policies.HpaPolicy | policies.DynamoPolicy | policies.LlmdPolicy):
         return policy.interval_s
     return max(spec.metrics.window.seconds, policy.interval_s)
