@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
@@ -191,7 +192,7 @@ class RecordedObservation(api.ApiModel):
             },
             isl_cv2=self.isl_cv2,
             isl_distribution=(
-                LengthDistribution(np.asarray(d.tokens), np.asarray(d.weights) / sum(d.weights))
+                LengthDistribution(np.asarray(d.tokens), _normalized(d.weights))
                 if (d := self.isl_distribution) is not None
                 else None
             ),
@@ -244,6 +245,13 @@ class RecordedObservation(api.ApiModel):
             replicas={role: RecordedReplicas(current=c.current, ready=c.ready) for role, c in obs.replicas.items()},
             running_requests=dict(obs.running_requests),
         )
+
+
+def _normalized(weights: list[float]) -> npt.NDArray[np.float64]:
+    """Probabilities as written when they sum to 1 (a printed observation round-trips bit for bit), else scaled."""
+    w = np.asarray(weights, dtype=np.float64)
+    total = float(w.sum())
+    return w if abs(total - 1.0) <= 1e-9 else w / total
 
 
 def load_observation(path: Path) -> Observation:

@@ -210,11 +210,12 @@ class _Reader:
             return None
         return answer
 
-    def scalar(self, name: str) -> float | None:
+    def scalar(self, name: str, signed: bool = False) -> float | None:
         """The single value of an aggregated query: None when the query failed or found no series.
 
-        An answer no aggregated query can give — several series, a negative or infinite value — is
-        noted as implausible and read as missing (NaN passes: callers read it as 0/0 at idle).
+        An answer no aggregated query can give — several series, an infinite value, a negative one
+        unless `signed` (a gauge's change over the window) — is noted as implausible and read as
+        missing (NaN passes: callers read it as 0/0 at idle).
         """
         samples = self.samples(name)
         if not samples:
@@ -223,7 +224,7 @@ class _Reader:
             self.note(name, "implausible", f"{len(samples)} series answered one aggregated query (duplicated series)")
             return None
         value = samples[0].value
-        if value < 0 or math.isinf(value):
+        if (value < 0 and not signed) or math.isinf(value):
             self.note(name, "implausible", f"value {value:g} cannot be a count, a rate or a fraction")
             return None
         return value
@@ -301,7 +302,7 @@ async def _assemble(
     elif math.isnan(finished):
         r.note("request_rate", "nan", f"{preset.finished_requests}: the increase over the window is NaN")
     else:
-        growth = r.scalar("in_system_delta") if preset.in_system else None
+        growth = r.scalar("in_system_delta", signed=True) if preset.in_system else None
         if growth is None or math.isnan(growth):
             r.note(
                 "request_rate",
