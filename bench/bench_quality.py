@@ -103,7 +103,8 @@ def main() -> None:
         lines += [
             f"## {name}",
             "",
-            f"Pool `{pool.relative_to(ROOT)}`; one `simulate` run (4 policies and both references): {wall_s:.0f} s.",
+            f"Pool `{pool.relative_to(ROOT)}`; one `simulate` run ({len(policies)} policies and both "
+            f"references): {wall_s:.0f} s.",
             "",
             "| policy | windows meeting both | requests meeting both | GPU-hours | ÷ best-static | ÷ clairvoyant |",
             "|---|---|---|---|---|---|",
@@ -116,6 +117,25 @@ def main() -> None:
             )
         for rname, ref in refs.items():
             lines.append(f"| ({rname}) | {_pct(ref['windows_meeting_both'])} | | {ref['gpu_hours']:.1f} | | |")
+        ours = policies["tokenscale"]
+        beaten_by = [
+            n
+            for n, row in policies.items()
+            if n != "tokenscale"
+            and row["windows_meeting_both"] >= ours["windows_meeting_both"]
+            and row["gpu_hours"] < ours["gpu_hours"]
+        ]
+        lines += [
+            "",
+            f"tokenscale: {_pct(ours['windows_meeting_both'])} of windows at "
+            f"{_ratio(ours['gpu_hours_vs_best_static'])} best-static and "
+            f"{_ratio(ours['gpu_hours_vs_clairvoyant'])} clairvoyant GPU-hours; "
+            + (
+                f"dominated by {', '.join(beaten_by)}."
+                if beaten_by
+                else "no baseline meets as many windows with fewer."
+            ),
+        ]
         plot = out / "benchmarks" / f"pareto-{i}.png"
         pareto_plot(plot, name, summary)
         ttft, tpot, open_loop = fid["ttft"], fid["tpot"], fid["ttft_open_loop"]
