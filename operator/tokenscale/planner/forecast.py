@@ -41,7 +41,7 @@ DEFAULT_ALPHA = 0.5
 DEFAULT_BETA = 0.3
 HISTORY_S = 3600.0  # observations kept for the headroom
 HISTORY_SPACING_S = 30.0  # at most one kept per this many seconds (≤ 120 triples in status)
-MIN_HEADROOM_SAMPLES = 3
+MIN_HEADROOM_SAMPLES = 10  # a 0.9-quantile of fewer is the maximum of a handful
 
 
 @dataclass(frozen=True)
