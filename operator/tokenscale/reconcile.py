@@ -30,7 +30,7 @@ from tokenscale.kube import capacity, pools, scale
 from tokenscale.metrics.observe import ObservationResult, observe
 from tokenscale.metrics.prometheus import Credentials, PrometheusClient
 from tokenscale.planner import plan as plan_mod
-from tokenscale.planner import policy, profiles, reasons
+from tokenscale.planner import profiles, reasons
 from tokenscale.planner.observation import Observation, ReplicaCounts
 from tokenscale.planner.plan import ConditionUpdate, Decision
 from tokenscale.telemetry import OperatorMetrics
@@ -159,9 +159,14 @@ async def cycle(
     cold_start_s = max(cold_starts.values()) if cold_starts else None
     performance = profiles.resolve_all(spec, loaded_profiles)
     plan_started = time.perf_counter()
-    decision = plan_mod.plan(spec, observation, state, now_s, performance, cold_start_s)
+    free_gpus = {
+        role: cap.free_gpus - cap.pending_gpus
+        for role, cap in capacities.items()
+        if cap is not None and spec.active_pools()[role].node_group is not None
+    }
+    decision = plan_mod.plan(spec, observation, state, now_s, performance, cold_start_s, free_gpus)
     ctx.metrics.planner_seconds.observe(time.perf_counter() - plan_started)
-    decision, limited = _limit_to_node_groups(spec, decision, capacities)
+    limited = "; ".join(f"{r} {d.message}" for r, d in decision.pools.items() if d.reason == reasons.NODE_GROUP_FULL)
 
     dry_run = spec.dry_run or ctx.config.dry_run
     events: list[EventSpec] = []
@@ -387,30 +392,6 @@ def _cold_start(
             timing[role] = (started, old.scale_up_replicas)
         # else: scaled back down before it was ready; nothing to time
     return measured, timing
-
-
-def _limit_to_node_groups(
-    spec: api.InferencePoolSpec, decision: Decision, capacities: Mapping[Role, Any]
-) -> tuple[Decision, str]:
-    """Scale-ups cut to the node groups' free GPUs; the message says which pool was limited."""
-    messages = []
-    pools_out = dict(decision.pools)
-    for role, d in decision.pools.items():
-        cap = capacities.get(role)
-        group = spec.active_pools()[role].node_group
-        if cap is None or group is None:
-            continue
-        gpr = spec.active_pools()[role].gpus_per_replica
-        free = cap.free_gpus - cap.pending_gpus
-        value, reason, message = policy.limit_to_capacity(
-            d.desired_replicas, d.current_replicas, gpr, free, group.allow_pending
-        )
-        if reason == reasons.NODE_GROUP_FULL:
-            pools_out[role] = replace(d, desired_replicas=value, gpus=value * gpr, binding=reason, message=message)
-            messages.append(f"{role} {message}")
-    if not messages:
-        return decision, ""
-    return replace(decision, pools=pools_out), "; ".join(messages)
 
 
 def _export(

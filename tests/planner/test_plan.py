@@ -130,6 +130,23 @@ def test_an_objective_no_count_meets_goes_to_the_knee_not_to_max_replicas() -> N
     assert "within 5% of the best" in d.pools["prefill"].message
 
 
+def test_node_group_room_limits_a_scale_up_inside_plan() -> None:
+    # 60 req/s wants several more prefill replicas; the H100 group has 8 free GPUs: room for two of 4.
+    spec = _spec(pools__prefill__maxReplicas=32)
+    free = planner.plan(spec, _obs(60.0), planner.PlannerState(), 0.0, PERF)
+    assert free.pools["prefill"].desired_replicas > 3
+    d = planner.plan(spec, _obs(60.0), planner.PlannerState(), 0.0, PERF, free_gpus={"prefill": 8})
+    assert d.pools["prefill"].desired_replicas == 3
+    assert d.pools["prefill"].reason == reasons.NODE_GROUP_FULL
+    assert "8 free GPUs" in d.pools["prefill"].message
+    limited = next(c for c in d.conditions if c.type == reasons.SCALING_LIMITED)
+    assert (limited.status, limited.reason) == ("True", reasons.NODE_GROUP_FULL)
+    # With allowPending a cluster autoscaler is trusted to add the nodes.
+    pending = _spec(pools__prefill__maxReplicas=32, pools__prefill__nodeGroup__allowPending=True)
+    trusted = planner.plan(pending, _obs(60.0), planner.PlannerState(), 0.0, PERF, free_gpus={"prefill": 8})
+    assert trusted.pools["prefill"].desired_replicas == free.pools["prefill"].desired_replicas
+
+
 def test_dry_run_and_paused_are_reported() -> None:
     for field, reason in (("dryRun", reasons.DRY_RUN), ("paused", reasons.PAUSED)):
         d = _plan(_spec(**{field: True}), _obs(5.0))

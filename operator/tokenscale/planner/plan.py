@@ -120,11 +120,14 @@ def plan(
     now_s: float,
     performance: Mapping[Role, ReplicaPerformance],
     cold_start_s: float | None = None,
+    free_gpus: Mapping[Role, int] | None = None,
 ) -> Decision:
     """Decide replica counts for every pool of `spec`.
 
     `performance` is the model of one replica per role (see `planner.profiles`); `cold_start_s`
-    the measured cold start, which overrides `spec.forecast.coldStart` as the forecast horizon.
+    the measured cold start, which overrides `spec.forecast.coldStart` as the forecast horizon;
+    `free_gpus` the GPUs free in each pool's node group (allocatable − requested − pending), for
+    the pools that have one: a scale-up is cut to what fits unless `nodeGroup.allowPending`.
     """
     roles = ROLES_BY_MODE[spec.mode]
     current = {r: _current(observation, r, spec.active_pools()[r]) for r in roles}
@@ -213,6 +216,16 @@ def plan(
                 _note(steps[role], why, msg)
             proposals[role] = value
 
+    for role in roles:
+        pool = pools_by_role[role]
+        room = (free_gpus or {}).get(role)
+        allow_pending = pool.node_group is not None and pool.node_group.allow_pending
+        value, why, msg = policy.limit_to_capacity(
+            proposals[role], current[role], pool.gpus_per_replica, room, allow_pending
+        )
+        _note(steps[role], why, msg)
+        proposals[role] = value
+
     decisions = {r: _pool_decision(spec, r, current[r], proposals[r], sized[r], steps[r], load) for r in roles}
     # Recorded are the model's answers after the survivors check, before stabilization, as HPA
     # records its unstabilized recommendations: recording the held value would hold it forever.
@@ -226,7 +239,7 @@ def plan(
     return Decision(
         time_s=now_s,
         pools=decisions,
-        reason=_summary_line(decisions, observation, load),
+        reason=_summary_line(decisions, observation, load) + "; " + _load_line(planned, next_state, now_s),
         conditions=_conditions(spec, observation, decisions, partial_signals=[n.signal for n in partial]),
         state=next_state,
         planned=planned,
@@ -648,6 +661,21 @@ def _summary_line(decisions: Mapping[Role, PoolDecision], observation: Observati
     return "; ".join(changed) if changed else "steady: " + "; ".join(d.message for d in decisions.values())
 
 
+def _load_line(planned: PlannedLoad, state: PlannerState, now_s: float) -> str:
+    """Where the planned load came from: the forecast, the headroom, and the burstiness used."""
+    load = planned.load
+    text = (
+        f"planned {load.rate_per_s:.3g} req/s = forecast {load.rate_per_s / (1 + planned.rate_headroom):.3g} "
+        f"+ {planned.rate_headroom:.0%} headroom (rises within {planned.horizon_s:g}s beyond the forecast, last hour)"
+    )
+    fitted = state.tail.current(now_s) if state.tail is not None else None
+    if fitted is not None:
+        text += f"; arrivals' c_a² {fitted:.2g} fitted to the observed TTFT tail"
+    else:
+        text += f"; arrivals' c_a² {load.arrival_cv2:.2g} from the dispersion of counts (no TTFT-tail fit yet)"
+    return text
+
+
 def _scaling_active(spec: InferencePoolSpec) -> ConditionUpdate:
     if spec.paused:
         return ConditionUpdate(reasons.SCALING_ACTIVE, "False", reasons.PAUSED, "spec.paused is true")
@@ -676,7 +704,14 @@ def _conditions(
     limited_by = [
         d
         for d in decisions.values()
-        if d.reason in (reasons.MAX_REPLICAS, reasons.GPU_BUDGET, reasons.STEP_LIMITED, reasons.UNREACHABLE_OBJECTIVE)
+        if d.reason
+        in (
+            reasons.MAX_REPLICAS,
+            reasons.GPU_BUDGET,
+            reasons.STEP_LIMITED,
+            reasons.UNREACHABLE_OBJECTIVE,
+            reasons.NODE_GROUP_FULL,
+        )
     ]
     if limited_by:
         limited = ConditionUpdate(reasons.SCALING_LIMITED, "True", limited_by[0].reason, limited_by[0].message)
