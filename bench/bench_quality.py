@@ -2,7 +2,9 @@
 
 One command writes docs/benchmarks.md (per scenario: windows and requests meeting both objectives,
 GPU-hours and their ratio to best-static and clairvoyant, the model's fidelity) and one Pareto plot
-per scenario (windows meeting both vs GPU-hours). Each scenario is one `tokenscale simulate` run.
+per scenario (windows meeting both vs GPU-hours). Each scenario is one `tokenscale simulate` run;
+the built-in scenarios (diurnal, a ×5 step, on/off bursts, heavy-tailed prompts) are drawn seeded
+and replayed as traces.
 
 Traces are read from ../shared/traces/ (never copied here): the Azure LLM inference trace 2023,
 conversation (Patel et al., "Splitwise", ISCA 2024) and the Mooncake synthetic trace (Qin et al.,
@@ -17,13 +19,51 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
+
+from tokenscale.sim import workload
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = ROOT.parent / "shared" / "traces"
 CONVERSATION = ROOT / "bench" / "pools" / "conversation-70b.yaml"
 LONG_CONTEXT = ROOT / "bench" / "pools" / "long-context-70b.yaml"
+
+
+def built_in_traces(directory: Path) -> dict[str, Path]:
+    """The built-in scenarios as plain `t_s,isl,osl` traces (seeded): what `simulate --trace` replays."""
+    rng = np.random.default_rng(7)
+    quiet = workload.synthetic_workload(rng, 1200.0, 4.0, shape="constant")
+    loud = workload.synthetic_workload(rng, 1200.0, 20.0, shape="constant")
+    after = workload.synthetic_workload(rng, 1200.0, 4.0, shape="constant")
+    step = workload.make_workload(
+        "step",
+        np.concatenate((quiet.arrival_s, loud.arrival_s + 1200.0, after.arrival_s + 2400.0)),
+        np.concatenate((quiet.isl_tokens, loud.isl_tokens, after.isl_tokens)),
+        np.concatenate((quiet.osl_tokens, loud.osl_tokens, after.osl_tokens)),
+        shift_to_zero=False,
+    )
+    scenarios = {
+        "diurnal ×3 (1 h)": workload.synthetic_workload(rng, 3600.0, 4.0, shape="diurnal", peak_to_base=3.0),
+        "a ×5 step for 20 minutes": step,
+        "on/off bursts ×4 (30 s every ~2 min)": workload.synthetic_workload(
+            rng, 3600.0, 3.0, shape="constant", bursts=workload.Bursts(4.0, 120.0, 30.0)
+        ),
+        "heavy-tailed prompts (ISL c = 3)": workload.synthetic_workload(
+            rng, 3600.0, 4.0, shape="constant", isl=workload.LengthDistribution(2000.0, 3.0, 16, 32768)
+        ),
+    }
+    out = {}
+    for i, (name, w) in enumerate(scenarios.items()):
+        path = directory / f"built-in-{i}.csv"
+        rows = "\n".join(f"{t:.3f},{a},{b}" for t, a, b in zip(w.arrival_s, w.isl_tokens, w.osl_tokens, strict=True))
+        path.write_text("t_s,isl,osl\n" + rows + "\n")
+        out[name] = path
+    return out
+
 
 SCENARIOS: tuple[tuple[str, Path, list[str]], ...] = (
     ("azure-2023-conv ×1", CONVERSATION, ["--trace", str(TRACES / "azure-2023-conv.csv")]),
@@ -94,8 +134,10 @@ def main() -> None:
         'More Storage for Less Computation", FAST 2025), with a long-context pool (p90 TTFT ≤ 8 s).',
         "",
     ]
-    for i, (name, pool, extra) in enumerate(SCENARIOS):
-        summary, wall_s = run(name, pool, extra, Path("/tmp") / f"tokenscale-quality-{i}")
+    scratch = Path(tempfile.mkdtemp(prefix="tokenscale-quality-"))
+    built_in = [(name, CONVERSATION, ["--trace", str(path)]) for name, path in built_in_traces(scratch).items()]
+    for i, (name, pool, extra) in enumerate([*SCENARIOS, *built_in]):
+        summary, wall_s = run(name, pool, extra, scratch / f"run-{i}")
         policies = summary["policies"]
         refs = summary["references"]
         fid = summary["fidelity"]
