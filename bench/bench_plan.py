@@ -44,6 +44,7 @@ def main() -> None:
             osl_mean_tokens=float(rng.uniform(100, 600)),
             replicas={r: ReplicaCounts(n, n) for r, n in counts.items()},
             isl_cv2=1.5,
+            arrival_cv2=float(rng.uniform(1.0, 8.0)),  # dispersion of 15-s counts
             isl_distribution=lengths.from_buckets(
                 token_bounds, [float((prompts <= b).sum()) for b in token_bounds], float(prompts.sum()), 2000.0
             ),

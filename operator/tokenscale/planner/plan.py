@@ -25,7 +25,7 @@ from tokenscale.planner import calibration, policy, reasons, sizing
 from tokenscale.planner import forecast as fc
 from tokenscale.planner import tail as tail_mod
 from tokenscale.planner.calibration import Calibration
-from tokenscale.planner.observation import Observation
+from tokenscale.planner.observation import Observation, dispersion_bin_s
 from tokenscale.planner.perf import ReplicaPerformance
 
 # Recommendations older than this are dropped from state; it bounds the status size.
@@ -317,6 +317,7 @@ def _forecast(
         osl_cv2=_or(observation.osl_cv2, _DEFAULT_CV2),
         arrival_cv2=_prior_cv2(observation),
         isl_shape=observation.isl_distribution,
+        **_modulation(spec, observation),
     )
     planned = PlannedLoad(load, horizon_s, rate.point, rate.headroom)
     return planned, replace(state, rate=rate_state, isl=isl_state, osl=osl_state, work=work_state)
@@ -371,7 +372,9 @@ def _calibrate(
     return replace(state, decode_calibration=decode_cal, prefill_calibration=prefill_cal), performance
 
 
-def observed_load(observation: Observation, state: PlannerState | None = None) -> sizing.Load | None:
+def observed_load(
+    spec: InferencePoolSpec, observation: Observation, state: PlannerState | None = None
+) -> sizing.Load | None:
     """The load of the observation window as the model takes it (None when a load signal is missing).
 
     c_a² is the fitted one of `state` when it has a current fit, else the observed dispersion.
@@ -388,12 +391,29 @@ def observed_load(observation: Observation, state: PlannerState | None = None) -
         osl_cv2=_or(observation.osl_cv2, _DEFAULT_CV2),
         arrival_cv2=fitted if fitted is not None else _prior_cv2(observation),
         isl_shape=observation.isl_distribution,
+        **_modulation(spec, observation),
     )
 
 
 def _prior_cv2(observation: Observation) -> float:
-    """The arrivals' c_a² before any fit: the observed dispersion of counts, within the fit's range."""
-    return min(max(_or(observation.arrival_cv2, _DEFAULT_CV2), tail_mod.MIN_CV2), tail_mod.MAX_CV2)
+    """The arrivals' c_a² within a bin before any fit: Poisson (the operator cannot see finer than a bin)."""
+    return _DEFAULT_CV2
+
+
+def _modulation(spec: InferencePoolSpec, observation: Observation) -> dict[str, float]:
+    """The arrival rate's variation across the bins of the observed dispersion, as `sizing.Load` fields.
+
+    The index of dispersion I of counts in bins of b seconds is 1 + λb·c²_λ for Poisson arrivals whose
+    rate varies with squared coefficient c²_λ from bin to bin (a mixed Poisson count's variance is its
+    mean plus the variance of its mean), so c²_λ = (I − 1)/(λb). Below 0.01 (a 10% spread) the
+    modulation changes little and is left out (the closed-form single-rate model is used).
+    """
+    bin_s = dispersion_bin_s(spec.metrics.window.seconds)
+    idc, rate = observation.arrival_cv2, observation.request_rate_per_s
+    if idc is None or rate is None or rate <= 0 or not math.isfinite(idc):
+        return {}
+    rate_cv2 = max(idc - 1.0, 0.0) / (rate * bin_s)
+    return {"rate_cv2": rate_cv2, "rate_bin_s": bin_s} if rate_cv2 >= 0.01 else {}
 
 
 def fit_tail(
@@ -425,7 +445,7 @@ def fit_tail(
         or now_s - state.last_scale_time_s.get("prefill", -math.inf) < spec.metrics.window.seconds
     ):
         return state
-    seen = observed_load(observation)
+    seen = observed_load(spec, observation)
     obj = spec.objectives
     bucket = tail_mod.tail_bucket(hist.bounds_s, hist.fraction_below, hist.samples, obj.ttft.quantile)
     if seen is None or seen.rate_per_s <= 0 or bucket is None:

@@ -19,6 +19,10 @@ References
   P(W > t) ≈ C·e^{−θt}, θ = (cμ − λ)·2/(c_a² + c_s²), whose mean C/θ is the Allen–Cunneen mean
   wait (Allen, "Probability, Statistics and Queueing Theory", 2nd ed., 1990, §6.5; Kingman 1961).
   It is exact for M/M/c and gives the Pollaczek–Khinchine mean for M/G/1.
+- Delay probability under bursty arrivals: Halfin & Whitt (Oper. Res. 29, 1981, Thm. 4),
+  `delay_probability`.
+- Slowly modulated arrivals: the pointwise stationary approximation (Green & Kolesar, Management
+  Science 37, 1991), `modulated_sojourn_cdf`.
 - M/D/1 waiting time (Erlang 1909; Crommelin 1932), with ρ = λD:
   P(W ≤ t) = (1 − ρ) Σ_{k=0}^{⌊t/D⌋} [λ(kD − t)]^k / k! · e^{−λ(kD − t)}.
   Its mean is ρD/(2(1 − ρ)) (Pollaczek–Khinchine), so DistServe's mean TTFT of a prefill
@@ -34,7 +38,9 @@ References
 
 from __future__ import annotations
 
+import functools
 import math
+from statistics import NormalDist
 
 import numpy as np
 import numpy.typing as npt
@@ -42,6 +48,8 @@ import numpy.typing as npt
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
+# Halvings of the modulated quantile's bracket before its final secant step.
+_MODULATED_STEPS = 6
 # Bisection steps of the M/D/1 quantile: each halves the bracket; 64 reach float64 resolution.
 _BISECTIONS = 64
 # `md1_wait_cdf` sums Erlang's series while its largest term is below e^_MD1_MAX_LOG_TERM.
@@ -148,7 +156,12 @@ def _halfin_whitt_alpha(beta: FloatArray) -> FloatArray:
 
 
 def _erf(x: FloatArray) -> FloatArray:
-    return np.array([math.erf(v) for v in np.ravel(x).tolist()], dtype=np.float64).reshape(np.shape(x))
+    """erf(x), vectorized: Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e-7), odd in x."""
+    a = np.abs(x)
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    out: FloatArray = np.sign(x) * (1.0 - poly * np.exp(-a * a))
+    return out
 
 
 def delay_probability(servers: npt.ArrayLike, offered_load: npt.ArrayLike, ca2: npt.ArrayLike) -> FloatArray:
@@ -343,6 +356,13 @@ def sojourn_quantile_s(
     wait_prob, th, stable, d, p = _prepare(
         servers, arrival_rate_per_s, mean_service_s, ca2, cs2, delay_values_s, delay_weights
     )
+    return _quantile_prepared(quantile, wait_prob, th, stable, d, p)
+
+
+def _quantile_prepared(
+    quantile: float, wait_prob: FloatArray, th: FloatArray, stable: BoolArray, d: FloatArray, p: FloatArray
+) -> FloatArray:
+    """The inversion of `sojourn_quantile_s` from `_prepare`'s per-count values (shared with `_Modulated`)."""
     if np.any(d[:, 1:] < d[:, :-1]):
         order = np.argsort(d, axis=1, kind="stable")
         d = np.take_along_axis(d, order, axis=1)
@@ -526,4 +546,167 @@ def deterministic_sojourn_quantile_s(
     if ca2 == 1.0 and np.any(c == 1):
         exact = md1_sojourn_quantile_s(quantile, arrival_rate_per_s, service_s, extra_delay_s)
         out = np.where(c == 1, exact, out)
+    return out
+
+
+# --- slowly modulated arrivals: pointwise stationary mixture ---------------------------------------
+
+
+def gamma_rate_points(cv2: float, points: int = 4) -> tuple[FloatArray, FloatArray]:
+    """(multipliers m_k, probabilities p_k): a mean-1 gamma distribution of c² `cv2` in equal-mass slices.
+
+    Each slice is represented by its conditional mean, computed on a fine grid of quantiles from
+    Wilson–Hilferty's cube-root normal approximation of the gamma (good for shapes ≥ ~0.3) and
+    rescaled so the mean is exactly 1. `cv2` ≤ 1e-9 gives the single point (1, 1).
+    """
+    if cv2 <= 1e-9:
+        return np.array([1.0]), np.array([1.0])
+    c = cv2 / 9.0  # 1/(9k), shape k = 1/c²
+    x = np.maximum(1.0 - c + _normal_levels(points) * math.sqrt(c), 0.0) ** 3
+    m = x.reshape(points, -1).mean(axis=1)
+    return m / m.mean(), np.full(points, 1.0 / points)
+
+
+@functools.cache
+def _normal_levels(points: int) -> FloatArray:
+    """Φ⁻¹ at the midpoints of 64·points equal-probability cells (computed once per `points`)."""
+    fine = 64 * points
+    z = np.array([NormalDist().inv_cdf((i + 0.5) / fine) for i in range(fine)])
+    z.setflags(write=False)
+    return z
+
+
+def modulated_sojourn_cdf(
+    t_s: npt.ArrayLike,
+    servers: npt.ArrayLike,
+    arrival_rate_per_s: float,
+    rate_multipliers: npt.ArrayLike,
+    rate_probabilities: npt.ArrayLike,
+    bin_s: float,
+    mean_service_s: float,
+    ca2: npt.ArrayLike,
+    cs2: float,
+    delay_values_s: npt.ArrayLike,
+    delay_weights: npt.ArrayLike,
+) -> FloatArray:
+    """P(W + D ≤ t_i) for count i at its own time t_i (one per row) when the arrival rate is modulated.
+
+    Pointwise stationary approximation (Green & Kolesar, "The pointwise stationary approximation for
+    queues with nonstationary arrivals", Management Science 37, 1991): over bins of `bin_s` the rate
+    is λ·m_k with probability p_k, and a request arriving in a bin of rate λ_k waits as in the
+    stationary M/G/c at λ_k (`sojourn_cdf`, with the fast burstiness `ca2`). Requests are weighted by
+    arrivals, p_k·m_k. A bin whose load exceeds the servers is a fluid overload: the backlog grows at
+    λ_k − c/E[S] from an empty start, so its arrivals wait uniformly up to (ρ_k − 1)·bin_s (this
+    ignores backlog carried into later bins, and holds only while the mean load is below the servers:
+    `modulated_sojourn_quantile_s` is inf beyond). With the single point m = 1 it is `sojourn_cdf`.
+    `servers`, `t_s` and `ca2` broadcast to one value per row.
+    """
+    c = np.atleast_1d(np.asarray(servers, dtype=np.int64))
+    queue = _Modulated(c, arrival_rate_per_s, rate_multipliers, rate_probabilities, bin_s, mean_service_s, ca2, cs2,
+                       delay_values_s, delay_weights)  # fmt: skip
+    return queue.cdf(np.broadcast_to(np.asarray(t_s, dtype=np.float64), c.shape))
+
+
+class _Modulated:
+    """What `modulated_sojourn_cdf` needs that does not depend on t, per rate point (axis 0) and count."""
+
+    def __init__(
+        self,
+        c: npt.NDArray[np.int64],
+        rate: float,
+        rate_multipliers: npt.ArrayLike,
+        rate_probabilities: npt.ArrayLike,
+        bin_s: float,
+        mean_s: float,
+        ca2: npt.ArrayLike,
+        cs2: float,
+        delay_values_s: npt.ArrayLike,
+        delay_weights: npt.ArrayLike,
+    ) -> None:
+        m = np.atleast_1d(np.asarray(rate_multipliers, dtype=np.float64))
+        p = np.atleast_1d(np.asarray(rate_probabilities, dtype=np.float64))
+        self.w = (p * m / float(np.dot(p, m)))[:, None]  # (K, 1): share of arrivals
+        self.d = np.asarray(delay_values_s, dtype=np.float64)
+        dp = np.asarray(delay_weights, dtype=np.float64)
+        self.dp = dp / dp.sum()
+        ca = np.broadcast_to(np.asarray(ca2, dtype=np.float64), c.shape)
+        lam = rate * m[:, None]  # (K, 1)
+        cc = np.broadcast_to(c, (m.size, c.size))
+        self.rho = lam * mean_s / np.maximum(cc, 1)
+        self.wait_prob = delay_probability(cc, lam * mean_s, np.broadcast_to(ca, cc.shape))  # (K, n)
+        theta = decay_rate_per_s(cc, lam, mean_s, np.broadcast_to(ca, cc.shape), cs2)
+        self.stable = theta > 0
+        self.theta = np.where(self.stable, theta, 1.0)
+        self.spread_s = np.maximum((self.rho - 1.0) * bin_s, 1e-12)
+
+    def cdf(self, t: FloatArray) -> FloatArray:
+        gap = t[None, :, None] - self.d[None, None, :]  # (1, n, k)
+        tail = self.wait_prob[:, :, None] * np.exp(-self.theta[:, :, None] * np.maximum(gap, 0.0))
+        waiting = np.where(gap >= 0, 1.0 - tail, 0.0) @ self.dp  # (K, n)
+        fluid = np.clip(gap / self.spread_s[:, :, None], 0.0, 1.0) @ self.dp
+        out: FloatArray = (self.w * np.where(self.stable, waiting, fluid)).sum(axis=0)
+        return out
+
+
+def modulated_sojourn_quantile_s(
+    quantile: float,
+    servers: npt.ArrayLike,
+    arrival_rate_per_s: float,
+    rate_multipliers: npt.ArrayLike,
+    rate_probabilities: npt.ArrayLike,
+    bin_s: float,
+    mean_service_s: float,
+    ca2: npt.ArrayLike,
+    cs2: float,
+    delay_values_s: npt.ArrayLike,
+    delay_weights: npt.ArrayLike,
+) -> FloatArray:
+    """q-quantile of `modulated_sojourn_cdf` per count, in seconds (inf where beyond any bounded wait).
+
+    With one rate point it is `sojourn_quantile_s` (closed form); otherwise bisection on t for all
+    counts at once: `_MODULATED_STEPS` halvings of the bracket the rate points' own quantiles give,
+    then a secant step (within 0.5% of a 60-halving bisection in the tests). inf where the mean load
+    reaches the servers.
+    """
+    if np.atleast_1d(rate_multipliers).size == 1:
+        return sojourn_quantile_s(
+            quantile, servers, arrival_rate_per_s, mean_service_s, ca2, cs2, delay_values_s, delay_weights
+        )
+    c = np.atleast_1d(np.asarray(servers, dtype=np.int64))
+    queue = _Modulated(c, arrival_rate_per_s, rate_multipliers, rate_probabilities, bin_s, mean_service_s, ca2, cs2,
+                       delay_values_s, delay_weights)  # fmt: skip
+    # The mixture's quantile lies between its components' (each F_k ≥ q beyond its own quantile):
+    # closed form for a stable rate point, the fluid wait's reach (ρ_k − 1)·bin beyond D for another.
+    d_top = float(queue.d.max())
+    parts = np.stack([
+        np.where(
+            queue.stable[k],
+            _quantile_prepared(
+                quantile,
+                queue.wait_prob[k][:, None],
+                queue.theta[k][:, None],
+                queue.stable[k],
+                np.broadcast_to(queue.d, (c.size, queue.d.size)),
+                np.broadcast_to(queue.dp, (c.size, queue.dp.size)),
+            ),
+            d_top + queue.spread_s[k],
+        )
+        for k in range(queue.w.shape[0])
+    ])  # fmt: skip
+    lo, hi = parts.min(axis=0), parts.max(axis=0)
+    f_lo, f_hi = queue.cdf(lo), queue.cdf(hi)
+    for _ in range(_MODULATED_STEPS):
+        mid = 0.5 * (lo + hi)
+        f_mid = queue.cdf(mid)
+        below = f_mid < quantile
+        lo, f_lo = np.where(below, mid, lo), np.where(below, f_mid, f_lo)
+        hi, f_hi = np.where(below, hi, mid), np.where(below, f_hi, f_mid)
+    # One secant step inside the last bracket (the CDF is smooth there unless it jumps at a point of D).
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = np.clip((quantile - f_lo) / (f_hi - f_lo), 0.0, 1.0)
+    hit = np.where(f_hi > f_lo, lo + frac * (hi - lo), hi)
+    # Short overloads are fluid, a sustained one is not: at a mean load beyond the servers the queue
+    # grows without bound whatever the bins do.
+    mean_busy = arrival_rate_per_s * mean_service_s / np.maximum(c, 1)
+    out: FloatArray = np.where((c >= 1) & (mean_busy < 1.0), hit, np.inf)
     return out

@@ -1,11 +1,15 @@
 """Smallest replica counts that meet the TTFT and TPOT objectives, vectorized over candidate counts.
 
-Called by `planner.plan` (and by the simulator's static policy and fidelity report). Every function evaluates a whole
-array of candidate counts at once and returns arrays, so choosing a count is one `argmax`.
+Called by `planner.plan` (and by the simulator's static policy and fidelity report). Every function
+evaluates a whole array of candidate counts at once and returns arrays, so choosing a count is one
+`argmax`.
 
 Prefill (Disaggregated): an M/G/c queue of c replicas, one prompt at a time per replica. The
 first-token time is wait + prefill + KV transfer + one decode step; its quantile is taken from
-the whole distribution (`queueing.sojourn_quantile_s`), not from means.
+the whole distribution (`queueing.sojourn_quantile_s`), not from means. The service times are
+s(ISL) at the points of the observed prompt-length distribution (`lengths`); the arrivals are
+Poisson with the fitted c_a² within 15-s bins (`tail`) and a rate that varies across bins as the
+counts showed (`queueing.modulated_sojourn_quantile_s`).
 
 Decode: continuous batching as load-dependent processor sharing (DESIGN.md). With per-replica
 arrival rate λ/m, mean output length OSL and step time τ(n, L) = α + β·n + γ·n·L, Little's law
@@ -52,6 +56,8 @@ class Load:
     osl_cv2: float = 1.0
     arrival_cv2: float = 1.0
     isl_shape: lengths.LengthDistribution | None = None  # observed prompt-length shape (any mean)
+    rate_cv2: float = 0.0  # c² of the arrival rate across bins of `rate_bin_s` (slow modulation)
+    rate_bin_s: float = 15.0
 
     def scaled(self, factor: float) -> Load:
         return replace(self, rate_per_s=self.rate_per_s * factor)
@@ -259,8 +265,8 @@ def prefill_sizing(
     """Predicted TTFT quantile of each candidate prefill replica count (Disaggregated mode).
 
     TTFT = W + s(ISL) + kv_transfer·ISL + `extra_delay_s` (the first decode step). W is the
-    M/G/c wait with Allen–Cunneen burstiness scaling; ISL follows a lognormal with the observed
-    mean and cv², pushed through s(ISL) to give the service-time distribution.
+    M/G/c wait (module docstring: bursts within and across bins); ISL follows the observed shape (or
+    a lognormal with the observed mean and cv²), pushed through s(ISL) to give the service times.
     """
     service, delay, weights = _prefill_times(load, perf, extra_delay_s)
     ttft = _sojourn_quantile(counts, load, service, delay, weights, ttft_quantile)
@@ -290,8 +296,11 @@ def prefill_ttft_exceedance_by_cv2(
     service, delay, weights = _prefill_times(load, perf, extra_delay_s)
     mean_s, cs2 = queueing.service_moments(service, weights)
     servers = np.full(arrival_cv2.shape, count, dtype=np.int64)
-    cdf = queueing.sojourn_cdf(bound_s, servers, load.rate_per_s, mean_s, arrival_cv2, cs2, delay, weights)
-    out: FloatArray = 1.0 - cdf[:, 0]
+    m, p = queueing.gamma_rate_points(load.rate_cv2)
+    cdf = queueing.modulated_sojourn_cdf(
+        bound_s, servers, load.rate_per_s, m, p, load.rate_bin_s, mean_s, arrival_cv2, cs2, delay, weights
+    )
+    out: FloatArray = 1.0 - cdf
     return out
 
 
@@ -349,18 +358,12 @@ def _sojourn_quantile(
     weights: FloatArray,
     quantile: float,
 ) -> FloatArray:
-    """q-quantile of W + D over candidate server counts: W from M/G/c with mean service E[S]."""
-    mean_s = float(np.dot(weights, service_s))
-    cs2 = float(np.dot(weights, (service_s - mean_s) ** 2)) / mean_s**2
-    return queueing.sojourn_quantile_s(
-        quantile,
-        servers=counts,
-        arrival_rate_per_s=load.rate_per_s,
-        mean_service_s=mean_s,
-        ca2=load.arrival_cv2,
-        cs2=cs2,
-        delay_values_s=delay_s,
-        delay_weights=weights,
+    """q-quantile of W + D over candidate server counts: W from M/G/c with mean service E[S], the rate
+    modulated across bins when `load.rate_cv2` > 0 (`queueing.modulated_sojourn_quantile_s`)."""
+    mean_s, cs2 = queueing.service_moments(service_s, weights)
+    m, p = queueing.gamma_rate_points(load.rate_cv2)
+    return queueing.modulated_sojourn_quantile_s(
+        quantile, counts, load.rate_per_s, m, p, load.rate_bin_s, mean_s, load.arrival_cv2, cs2, delay_s, weights
     )
 
 

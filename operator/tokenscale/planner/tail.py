@@ -3,24 +3,25 @@
 Called by `planner.plan` every interval for the pool that sets TTFT (prefill, or aggregated). Pure
 numpy.
 
-Why: the operator reads arrivals as counters at its scrape interval (15–30 s), so it cannot see
-the burstiness that makes requests wait — 67 arrivals in one second on a trace whose mean is 2.6
-req/s. It does see the result: the TTFT quantile at the current replicas. The queueing model's only
-free parameter for the wait is the arrivals' c_a² (it sets the chance of waiting through the
-Halfin–Whitt term and the decay of the wait through Allen–Cunneen, `queueing`), and the predicted
-quantile grows with it. So the planner inverts the model at the count the fleet had: the c_a² at
-which the predicted fraction of requests above a TTFT bucket bound equals the observed fraction
-(the bound whose exceedance is nearest 1 − q), read off a log-spaced grid in one vectorized
-evaluation. It then sizes every other count with that c_a². This is a correction of the tail's
-scale from observed vs predicted quantiles (as Dynamo corrects means, and the HPA scales on an
-observed ratio), with guards:
+Why: the operator reads arrivals as counters at its scrape interval (15–30 s). The variation of the
+rate from one such bin to the next it sees, and the model takes it as it is (the pointwise
+stationary mixture, `queueing.modulated_sojourn_cdf`). What happens inside a bin it cannot see — 67
+arrivals in one second on a trace whose mean is 2.6 req/s. It does see the result: the TTFT quantile
+at the current replicas. The model's free parameter for that is the arrivals' c_a² within a bin (it
+sets the chance of waiting through the Halfin–Whitt term and the decay of the wait through
+Allen–Cunneen, `queueing`), and the predicted tail grows with it. So the planner inverts the model
+at the count the fleet had: the c_a² at which the predicted fraction of requests above a TTFT bucket
+bound equals the observed fraction (the bound whose exceedance is nearest 1 − q), read off a
+log-spaced grid in one vectorized evaluation. It then sizes every other count with that c_a². This
+is a correction of the tail's scale from observed vs predicted quantiles (as Dynamo corrects means,
+and the HPA scales on an observed ratio), with guards:
 
 - only at a steady count (ready = current, no scale within the metrics window) with enough samples;
 - enough requests above the matched bound (`MIN_TAIL_SAMPLES`);
 - a pool busy below `MAX_FIT_UTILIZATION`: a saturated pool's waits are its backlog draining
   (they would read as bursts of c_a² → ∞ and send the pool to its maximum);
 - the fit is clamped to [`MIN_CV2`, `MAX_CV2`] and smoothed in log space with a half-life, so one
-  odd window moves it part of the way; with no fit yet the observed dispersion is the prior.
+  odd window moves it part of the way; with no fit yet the prior is Poisson within a bin (c_a² = 1).
 """
 
 from __future__ import annotations
