@@ -130,6 +130,8 @@ class RecordedLengths(api.ApiModel):
             or sum(self.weights) <= 0
         ):
             raise ValueError("tokens must be finite and > 0, weights finite, ≥ 0 and not all 0")
+        if any(y < x for x, y in zip(self.tokens, self.tokens[1:], strict=False)):
+            raise ValueError("tokens must be ascending")
         return self
 
 
@@ -144,6 +146,11 @@ class RecordedHistogram(api.ApiModel):
     def _same_length(self) -> RecordedHistogram:
         if len(self.bounds_seconds) != len(self.fraction_below):
             raise ValueError("boundsSeconds and fractionBelow must have the same length")
+        b, f = self.bounds_seconds, self.fraction_below
+        if any(not math.isfinite(x) or x <= 0 for x in b) or any(y <= x for x, y in zip(b, b[1:], strict=False)):
+            raise ValueError("boundsSeconds must be finite, > 0 and ascending")
+        if any(not 0.0 <= x <= 1.0 for x in f) or any(y < x for x, y in zip(f, f[1:], strict=False)):
+            raise ValueError("fractionBelow must be in [0, 1] and non-decreasing")
         return self
 
 
@@ -160,7 +167,8 @@ class RecordedObservation(api.ApiModel):
     isl_cv2: float | None = Field(None, ge=0, description="Squared coefficient of variation of ISL.")
     isl_distribution: RecordedLengths | None = Field(None, description="Prompt-length shape from the histogram.")
     osl_cv2: float | None = Field(None, ge=0, description="Squared coefficient of variation of OSL.")
-    arrival_cv2: float | None = Field(None, ge=0, description="Burstiness of inter-arrival times (1 = Poisson).")
+    arrival_cv2: float | None = Field(None, ge=0, description="Index of dispersion of arrival counts (1 = Poisson).")
+    dispersion_bin_seconds: float | None = Field(None, gt=0, description="Bin of those counts, seconds.")
     ttft_seconds: float | None = Field(None, ge=0, description="Observed TTFT at the objective's quantile.")
     ttft_histogram: RecordedHistogram | None = Field(None, description="Observed TTFT buckets (for the tail fit).")
     tpot_seconds: float | None = Field(None, ge=0, description="Observed TPOT at the objective's quantile.")
@@ -198,6 +206,7 @@ class RecordedObservation(api.ApiModel):
             ),
             osl_cv2=self.osl_cv2,
             arrival_cv2=self.arrival_cv2,
+            dispersion_bin_s=self.dispersion_bin_seconds,
             ttft_quantile_s=self.ttft_seconds,
             ttft_histogram=(
                 LatencyHistogram(tuple(h.bounds_seconds), tuple(h.fraction_below), h.samples)
@@ -229,6 +238,7 @@ class RecordedObservation(api.ApiModel):
             ),
             osl_cv2=obs.osl_cv2,
             arrival_cv2=obs.arrival_cv2,
+            dispersion_bin_seconds=obs.dispersion_bin_s,
             ttft_seconds=obs.ttft_quantile_s,
             ttft_histogram=(
                 RecordedHistogram(

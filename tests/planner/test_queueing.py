@@ -764,12 +764,40 @@ def test_modulated_quantile_with_one_rate_is_the_stationary_one() -> None:
     assert np.array_equal(stationary, same)
 
 
-@pytest.mark.parametrize("cv2", [0.01, 0.2, 1.0])
-def test_gamma_rate_points_have_mean_one_and_the_spread_asked(cv2: float) -> None:
+@pytest.mark.parametrize("cv2", [0.01, 0.2, 1.0, 3.0])
+def test_gamma_rate_points_keep_the_gammas_moments(cv2: float) -> None:
+    # Gauss quadrature with 4 points is exact for moments up to the 7th: mean 1, c² and the third
+    # moment (1 + c²)(1 + 2c²) of a mean-1 gamma.
     m, p = queueing.gamma_rate_points(cv2)
-    assert float(np.dot(p, m)) == pytest.approx(1.0)
-    # Slice means understate the variance (the within-slice part is lost): 4 slices keep ≥ 70% of it.
-    assert 0.7 * cv2 <= float(np.dot(p, (m - 1.0) ** 2)) <= cv2
+    assert float(np.dot(p, m)) == pytest.approx(1.0, rel=1e-9)
+    assert float(np.dot(p, (m - 1.0) ** 2)) == pytest.approx(cv2, rel=1e-9)
+    assert float(np.dot(p, m**3)) == pytest.approx((1 + cv2) * (1 + 2 * cv2), rel=1e-8)
+    assert np.all(m > 0) and np.all(p > 0)
+
+
+def test_gamma_rate_points_cap_an_absurd_spread() -> None:
+    # A drained backlog can read as a dispersion of hundreds at a rate near zero: capped, never NaN.
+    m, p = queueing.gamma_rate_points(346.0)
+    assert np.all(np.isfinite(m)) and float(np.dot(p, (m - 1.0) ** 2)) == pytest.approx(queueing.MAX_RATE_CV2)
+
+
+@pytest.mark.parametrize("rate_cv2", [0.05, 0.3])
+def test_modulated_quantile_is_monotone_in_load_and_servers(rate_cv2: float) -> None:
+    # Near ρ = 1 a bin switches from the stationary tail to the fluid backlog; the relaxation cap joins
+    # the two, so the predicted quantile never falls as the load rises or rises as servers are added.
+    values, weights = sizing.lognormal_points(0.3, 0.8)
+    mean_s = float(np.dot(weights, values))
+    m, p = queueing.gamma_rate_points(rate_cv2)
+    counts = np.arange(1, 31)
+    previous = None
+    for rate in np.linspace(1.0, 60.0, 120):
+        q = queueing.modulated_sojourn_quantile_s(0.9, counts, rate, m, p, 15.0, mean_s, 2.0, 0.8, values, weights)
+        finite = q[np.isfinite(q)]
+        assert np.all(np.diff(finite) <= 5e-3 * finite[:-1])
+        if previous is not None:
+            both = np.isfinite(q) & np.isfinite(previous)
+            assert np.all(q[both] >= previous[both] * (1 - 5e-3))  # within the inversion's 0.5%
+        previous = q
 
 
 @pytest.mark.parametrize("rate_cv2", [0.02, 0.2, 1.0])

@@ -384,6 +384,7 @@ async def _assemble(
         isl_distribution=isl_shape,
         osl_cv2=lengths["osl"][1],
         arrival_cv2=arrival_cv2,
+        dispersion_bin_s=dispersion_bin_s(plan.window_s),
         ttft_quantile_s=ttft_q,
         ttft_histogram=ttft_buckets,
         tpot_quantile_s=tpot_q,

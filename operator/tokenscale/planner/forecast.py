@@ -40,7 +40,8 @@ from tokenscale.api import ForecastMethod
 DEFAULT_ALPHA = 0.5
 DEFAULT_BETA = 0.3
 HISTORY_S = 3600.0  # observations kept for the headroom
-HISTORY_SPACING_S = 30.0  # at most one kept per this many seconds (≤ 120 triples in status)
+HISTORY_SPACING_S = 30.0  # at most one kept per this many seconds (≤ 120 triples in status) ...
+HISTORY_JITTER_S = 5.0  # ... give or take this much (a 30 s cycle that wakes 10 ms early still counts)
 MIN_HEADROOM_SAMPLES = 10  # a 0.9-quantile of fewer is the maximum of a handful
 
 
@@ -110,7 +111,7 @@ def update(
 def _remember(history: tuple[float, ...], sample: tuple[float, float, float]) -> tuple[float, ...]:
     """Append a (time, value, base) triple unless the last kept one is within the spacing; keep an hour."""
     now_s = sample[0]
-    if len(history) >= 3 and now_s - history[-3] < HISTORY_SPACING_S:
+    if len(history) >= 3 and now_s - history[-3] < HISTORY_SPACING_S - HISTORY_JITTER_S:
         return history
     triples = [*zip(history[0::3], history[1::3], history[2::3], strict=True), sample]
     return tuple(x for triple in triples if now_s - triple[0] <= HISTORY_S for x in triple)

@@ -99,7 +99,8 @@ class Observation:
     isl_cv2: float | None = None
     isl_distribution: LengthDistribution | None = None  # prompt-length shape from the histogram's buckets
     osl_cv2: float | None = None
-    arrival_cv2: float | None = None
+    arrival_cv2: float | None = None  # index of dispersion of arrival counts in bins of dispersion_bin_s
+    dispersion_bin_s: float | None = None
     ttft_quantile_s: float | None = None
     ttft_histogram: LatencyHistogram | None = None  # the TTFT buckets over the window (for `planner.tail`)
     tpot_quantile_s: float | None = None

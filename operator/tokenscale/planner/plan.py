@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tokenscale.api import ROLES_BY_MODE, InferencePoolSpec, Role, WorkloadPool
-from tokenscale.planner import calibration, policy, reasons, sizing
+from tokenscale.planner import calibration, policy, queueing, reasons, sizing
 from tokenscale.planner import forecast as fc
 from tokenscale.planner import tail as tail_mod
 from tokenscale.planner.calibration import Calibration
@@ -377,7 +377,8 @@ def observed_load(
 ) -> sizing.Load | None:
     """The load of the observation window as the model takes it (None when a load signal is missing).
 
-    c_a² is the fitted one of `state` when it has a current fit, else the observed dispersion.
+    c_a² (within a bin) is the fitted one of `state` when it has a current fit, else Poisson; the rate's
+    spread across bins comes from the observed dispersion (`_modulation`).
     """
     rate, isl, osl = observation.request_rate_per_s, observation.isl_mean_tokens, observation.osl_mean_tokens
     if observation.load_signals_missing() or rate is None or isl is None or osl is None:
@@ -408,11 +409,11 @@ def _modulation(spec: InferencePoolSpec, observation: Observation) -> dict[str, 
     mean plus the variance of its mean), so c²_λ = (I − 1)/(λb). Below 0.01 (a 10% spread) the
     modulation changes little and is left out (the closed-form single-rate model is used).
     """
-    bin_s = dispersion_bin_s(spec.metrics.window.seconds)
+    bin_s = observation.dispersion_bin_s or dispersion_bin_s(spec.metrics.window.seconds)
     idc, rate = observation.arrival_cv2, observation.request_rate_per_s
     if idc is None or rate is None or rate <= 0 or not math.isfinite(idc):
         return {}
-    rate_cv2 = max(idc - 1.0, 0.0) / (rate * bin_s)
+    rate_cv2 = min(max(idc - 1.0, 0.0) / (rate * bin_s), queueing.MAX_RATE_CV2)
     return {"rate_cv2": rate_cv2, "rate_bin_s": bin_s} if rate_cv2 >= 0.01 else {}
 
 
@@ -692,7 +693,7 @@ def _load_line(planned: PlannedLoad, state: PlannerState, now_s: float) -> str:
     if fitted is not None:
         text += f"; arrivals' c_a² {fitted:.2g} fitted to the observed TTFT tail"
     else:
-        text += f"; arrivals' c_a² {load.arrival_cv2:.2g} from the dispersion of counts (no TTFT-tail fit yet)"
+        text += f"; arrivals' c_a² {load.arrival_cv2:.2g} (Poisson within a bin: no TTFT-tail fit yet)"
     return text
 
 

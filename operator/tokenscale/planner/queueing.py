@@ -38,9 +38,7 @@ References
 
 from __future__ import annotations
 
-import functools
 import math
-from statistics import NormalDist
 
 import numpy as np
 import numpy.typing as npt
@@ -49,7 +47,10 @@ FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
 # Halvings of the modulated quantile's bracket before its final secant step.
-_MODULATED_STEPS = 6
+_MODULATED_STEPS = 8
+# The rate's c² across bins that `gamma_rate_points` takes (beyond, the bins are mostly empty and a
+# few carry everything: the mixture is no longer a description of the load).
+MAX_RATE_CV2 = 4.0
 # Bisection steps of the M/D/1 quantile: each halves the bracket; 64 reach float64 resolution.
 _BISECTIONS = 64
 # `md1_wait_cdf` sums Erlang's series while its largest term is below e^_MD1_MAX_LOG_TERM.
@@ -553,27 +554,38 @@ def deterministic_sojourn_quantile_s(
 
 
 def gamma_rate_points(cv2: float, points: int = 4) -> tuple[FloatArray, FloatArray]:
-    """(multipliers m_k, probabilities p_k): a mean-1 gamma distribution of c² `cv2` in equal-mass slices.
+    """(multipliers m_k, probabilities p_k): Gauss quadrature of a mean-1 gamma distribution of c² `cv2`.
 
-    Each slice is represented by its conditional mean, computed on a fine grid of quantiles from
-    Wilson–Hilferty's cube-root normal approximation of the gamma (good for shapes ≥ ~0.3) and
-    rescaled so the mean is exactly 1. `cv2` ≤ 1e-9 gives the single point (1, 1).
+    Generalized Gauss–Laguerre nodes and weights for shape k = 1/c² by Golub–Welsch (Math. Comp. 23,
+    1969): the eigenvalues of the Jacobi matrix with diagonal 2i + k and off-diagonal √(i(i + k − 1)),
+    and the squared first eigenvector components. With n points the first 2n − 1 moments are exact,
+    so the mean is 1 and the c² is `cv2` (slice means would lose the within-slice spread). `cv2` is
+    capped at `MAX_RATE_CV2`; ≤ 1e-9 gives the single point (1, 1).
     """
-    if cv2 <= 1e-9:
+    if not cv2 > 1e-9:
         return np.array([1.0]), np.array([1.0])
-    c = cv2 / 9.0  # 1/(9k), shape k = 1/c²
-    x = np.maximum(1.0 - c + _normal_levels(points) * math.sqrt(c), 0.0) ** 3
-    m = x.reshape(points, -1).mean(axis=1)
-    return m / m.mean(), np.full(points, 1.0 / points)
+    shape = 1.0 / min(cv2, MAX_RATE_CV2)
+    i = np.arange(points, dtype=np.float64)
+    jacobi = np.diag(2.0 * i + shape) + np.diag(np.sqrt((i[1:]) * (i[1:] + shape - 1.0)), 1)
+    nodes, vectors = np.linalg.eigh(jacobi + np.triu(jacobi, 1).T)
+    weights = vectors[0] ** 2
+    out_m: FloatArray = nodes / shape
+    out_p: FloatArray = weights / weights.sum()
+    return out_m, out_p
 
 
-@functools.cache
-def _normal_levels(points: int) -> FloatArray:
-    """Φ⁻¹ at the midpoints of 64·points equal-probability cells (computed once per `points`)."""
-    fine = 64 * points
-    z = np.array([NormalDist().inv_cdf((i + 0.5) / fine) for i in range(fine)])
-    z.setflags(write=False)
-    return z
+def relaxation_load(servers: npt.ArrayLike, bin_s: float, mean_service_s: float) -> FloatArray:
+    """The highest load whose queue settles within one bin: ρ* = (1 − 1/√(cμ·bin))².
+
+    An M/M/1 queue at load ρ relaxes to its stationary law in about 1/(μ(1 − √ρ)²) (Morse, "Stochastic
+    properties of waiting lines", Oper. Res. 3, 1955); with c servers μ becomes cμ. A bin shorter than
+    that cannot build the stationary backlog of a near-critical queue, so a bin's stationary part is
+    taken at no more than ρ*: this also joins the stationary and the fluid regimes continuously at ρ = 1.
+    """
+    c = np.maximum(np.asarray(servers, dtype=np.float64), 1.0)
+    reach = c * bin_s / mean_service_s
+    out: FloatArray = np.clip(1.0 - 1.0 / np.sqrt(np.maximum(reach, 1.0)), 0.0, 0.999) ** 2
+    return out
 
 
 def modulated_sojourn_cdf(
@@ -593,13 +605,15 @@ def modulated_sojourn_cdf(
 
     Pointwise stationary approximation (Green & Kolesar, "The pointwise stationary approximation for
     queues with nonstationary arrivals", Management Science 37, 1991): over bins of `bin_s` the rate
-    is λ·m_k with probability p_k, and a request arriving in a bin of rate λ_k waits as in the
-    stationary M/G/c at λ_k (`sojourn_cdf`, with the fast burstiness `ca2`). Requests are weighted by
-    arrivals, p_k·m_k. A bin whose load exceeds the servers is a fluid overload: the backlog grows at
-    λ_k − c/E[S] from an empty start, so its arrivals wait uniformly up to (ρ_k − 1)·bin_s (this
-    ignores backlog carried into later bins, and holds only while the mean load is below the servers:
-    `modulated_sojourn_quantile_s` is inf beyond). With the single point m = 1 it is `sojourn_cdf`.
-    `servers`, `t_s` and `ca2` broadcast to one value per row.
+    is λ·m_k with probability p_k, and requests (weighted by arrivals, p_k·m_k) arriving in a bin of
+    rate λ_k wait W_s + W_f: W_s as in the stationary M/G/c (`sojourn_cdf`, with the fast burstiness
+    `ca2`) at the bin's load capped at the load that settles within a bin (`relaxation_load`), and
+    W_f ~ U[0, (ρ_k − 1)⁺·bin] the fluid backlog of an overloaded bin (growing at λ_k − c/E[S] from
+    its start; it ignores backlog carried into later bins, and holds only while the mean load is below
+    the servers: `modulated_sojourn_quantile_s` is inf beyond). W_s has an atom 1 − C at 0 and an
+    exponential tail of rate θ, so with s = t − d and m = min(a, s):
+    P(W_s + W_f ≤ s) = (1 − C)·min(s/a, 1) + C·(m − (e^{−θ(s − m)} − e^{−θs})/θ)/a, and 1 − C·e^{−θs}
+    when a = 0. `servers`, `t_s` and `ca2` broadcast to one value per row.
     """
     c = np.atleast_1d(np.asarray(servers, dtype=np.int64))
     queue = _Modulated(c, arrival_rate_per_s, rate_multipliers, rate_probabilities, bin_s, mean_service_s, ca2, cs2,
@@ -629,22 +643,26 @@ class _Modulated:
         self.d = np.asarray(delay_values_s, dtype=np.float64)
         dp = np.asarray(delay_weights, dtype=np.float64)
         self.dp = dp / dp.sum()
-        ca = np.broadcast_to(np.asarray(ca2, dtype=np.float64), c.shape)
-        lam = rate * m[:, None]  # (K, 1)
-        cc = np.broadcast_to(c, (m.size, c.size))
-        self.rho = lam * mean_s / np.maximum(cc, 1)
-        self.wait_prob = delay_probability(cc, lam * mean_s, np.broadcast_to(ca, cc.shape))  # (K, n)
-        theta = decay_rate_per_s(cc, lam, mean_s, np.broadcast_to(ca, cc.shape), cs2)
-        self.stable = theta > 0
-        self.theta = np.where(self.stable, theta, 1.0)
-        self.spread_s = np.maximum((self.rho - 1.0) * bin_s, 1e-12)
+        cc = np.broadcast_to(np.maximum(c, 1), (m.size, c.size))
+        ca = np.broadcast_to(np.asarray(ca2, dtype=np.float64), cc.shape)
+        rho = rate * m[:, None] * mean_s / cc  # (K, n)
+        settled = np.minimum(rho, relaxation_load(cc, bin_s, mean_s))
+        lam = settled * cc / mean_s
+        self.wait_prob = delay_probability(cc, lam * mean_s, ca)
+        self.theta = np.maximum(decay_rate_per_s(cc, lam, mean_s, ca, cs2), 1e-12)
+        self.spread_s = np.maximum(rho - 1.0, 0.0) * bin_s  # the fluid backlog's reach, a
 
     def cdf(self, t: FloatArray) -> FloatArray:
-        gap = t[None, :, None] - self.d[None, None, :]  # (1, n, k)
-        tail = self.wait_prob[:, :, None] * np.exp(-self.theta[:, :, None] * np.maximum(gap, 0.0))
-        waiting = np.where(gap >= 0, 1.0 - tail, 0.0) @ self.dp  # (K, n)
-        fluid = np.clip(gap / self.spread_s[:, :, None], 0.0, 1.0) @ self.dp
-        out: FloatArray = (self.w * np.where(self.stable, waiting, fluid)).sum(axis=0)
+        s = t[None, :, None] - self.d[None, None, :]  # (1, n, k)
+        pos = np.maximum(s, 0.0)
+        c, th, a = self.wait_prob[:, :, None], self.theta[:, :, None], self.spread_s[:, :, None]
+        stationary = 1.0 - c * np.exp(-th * pos)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            reach = np.minimum(a, pos)
+            smeared = (reach - (np.exp(-th * (pos - reach)) - np.exp(-th * pos)) / th) / a
+            fluid = (1.0 - c) * np.minimum(pos / a, 1.0) + c * smeared
+        each = np.where(s >= 0, np.where(a > 0, fluid, stationary), 0.0) @ self.dp  # (K, n)
+        out: FloatArray = (self.w * each).sum(axis=0)
         return out
 
 
@@ -664,9 +682,9 @@ def modulated_sojourn_quantile_s(
     """q-quantile of `modulated_sojourn_cdf` per count, in seconds (inf where beyond any bounded wait).
 
     With one rate point it is `sojourn_quantile_s` (closed form); otherwise bisection on t for all
-    counts at once: `_MODULATED_STEPS` halvings of the bracket the rate points' own quantiles give,
-    then a secant step (within 0.5% of a 60-halving bisection in the tests). inf where the mean load
-    reaches the servers.
+    counts at once: `_MODULATED_STEPS` geometric halvings of the bracket the rate points' own
+    quantiles give, then a secant step (within 0.5% of a 60-halving bisection in the tests). inf
+    where the mean load reaches the servers.
     """
     if np.atleast_1d(rate_multipliers).size == 1:
         return sojourn_quantile_s(
@@ -676,27 +694,23 @@ def modulated_sojourn_quantile_s(
     queue = _Modulated(c, arrival_rate_per_s, rate_multipliers, rate_probabilities, bin_s, mean_service_s, ca2, cs2,
                        delay_values_s, delay_weights)  # fmt: skip
     # The mixture's quantile lies between its components' (each F_k ≥ q beyond its own quantile):
-    # closed form for a stable rate point, the fluid wait's reach (ρ_k − 1)·bin beyond D for another.
-    d_top = float(queue.d.max())
-    parts = np.stack([
-        np.where(
-            queue.stable[k],
-            _quantile_prepared(
-                quantile,
-                queue.wait_prob[k][:, None],
-                queue.theta[k][:, None],
-                queue.stable[k],
-                np.broadcast_to(queue.d, (c.size, queue.d.size)),
-                np.broadcast_to(queue.dp, (c.size, queue.dp.size)),
-            ),
-            d_top + queue.spread_s[k],
+    # the stationary part's closed form, plus the fluid reach a_k at most.
+    stationary = np.stack([
+        _quantile_prepared(
+            quantile,
+            queue.wait_prob[k][:, None],
+            queue.theta[k][:, None],
+            np.ones(c.shape, dtype=np.bool_),
+            np.broadcast_to(queue.d, (c.size, queue.d.size)),
+            np.broadcast_to(queue.dp, (c.size, queue.dp.size)),
         )
         for k in range(queue.w.shape[0])
     ])  # fmt: skip
-    lo, hi = parts.min(axis=0), parts.max(axis=0)
+    lo = np.maximum(stationary.min(axis=0), 1e-9)
+    hi = np.maximum((stationary + queue.spread_s).max(axis=0), lo)
     f_lo, f_hi = queue.cdf(lo), queue.cdf(hi)
     for _ in range(_MODULATED_STEPS):
-        mid = 0.5 * (lo + hi)
+        mid = np.sqrt(lo * hi)  # halves the bracket's ratio: a wide bracket (seconds to hours) closes fast
         f_mid = queue.cdf(mid)
         below = f_mid < quantile
         lo, f_lo = np.where(below, mid, lo), np.where(below, f_mid, f_lo)

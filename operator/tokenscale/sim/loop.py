@@ -125,6 +125,7 @@ def observe(
         isl_distribution=isl_shape,
         osl_cv2=osl_cv2,
         arrival_cv2=_dispersion(arrivals_s, earlier.time_s, now.time_s),
+        dispersion_bin_s=dispersion_bin_s(window_s),
         ttft_quantile_s=_nan_to_none(ttft.quantile(q_ttft)),
         ttft_histogram=LatencyHistogram.from_cumulative(ttft.bounds, ttft.bucket_counts, ttft.count),
         tpot_quantile_s=_nan_to_none(itl.quantile(q_tpot)),

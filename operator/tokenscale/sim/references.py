@@ -154,16 +154,25 @@ def clairvoyant(setup: loop.SimSetup, workers: int | None = None) -> Reference:
     """Per 5-minute window the fewest GPUs meeting it (simulated, no cold start), summed."""
     duration = setup.workload.duration_s
     starts = np.arange(0.0, duration, WINDOW_S)
-    jobs = [(setup, float(s), float(min(s + WINDOW_S, duration))) for s in starts]
+    windows = [(setup, float(s), float(min(s + WINDOW_S, duration))) for s in starts]
     arrivals = setup.workload.arrival_s
-    jobs = [j for j in jobs if np.searchsorted(arrivals, j[2]) > np.searchsorted(arrivals, j[1])]
+    busy = [np.searchsorted(arrivals, w[2]) > np.searchsorted(arrivals, w[1]) for w in windows]
+    jobs = [w for w, b in zip(windows, busy, strict=True) if b]
+    # A window without requests still holds each pool's minimum (no deployable fleet goes below it).
+    idle_gpu_s = sum(
+        _gpus(setup, {r: p.min_replicas for r, p in setup.spec.active_pools().items()}) * (end - start)
+        for (_, start, end), b in zip(windows, busy, strict=True)
+        if not b
+    )
     n = workers or os.cpu_count() or 1
     if n > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=min(n, len(jobs))) as pool:
             results = list(pool.map(_window_reference, jobs))
     else:
         results = [_window_reference(j) for j in jobs]
-    gpu_s = sum(_gpus(setup, c) * (end - start) for (c, _), (_, start, end) in zip(results, jobs, strict=True))
+    gpu_s = idle_gpu_s + sum(
+        _gpus(setup, c) * (end - start) for (c, _), (_, start, end) in zip(results, jobs, strict=True)
+    )
     met = [ok for _, ok in results]
     return Reference(
         "clairvoyant", gpu_s / 3600.0, sum(met) / len(met) if met else math.nan, tuple(c for c, _ in results)
