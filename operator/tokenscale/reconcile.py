@@ -306,7 +306,13 @@ async def _write_if_changed(ctx: OperatorContext, seen: _Seen, new: api.Inferenc
     document = st.status_document(new)
     if st.comparable(document) == st.comparable(seen.status_document):
         return False
-    return await pools.write_status(ctx.api, seen.namespace, seen.name, document, seen.resource_version)
+    try:
+        return await pools.write_status(ctx.api, seen.namespace, seen.name, document, seen.resource_version)
+    except scale.KubeError as err:
+        # The decision stands (and was acted on); the status is rewritten next cycle, as it still differs.
+        ctx.metrics.cycle_errors.labels(seen.namespace, seen.name, err.reason).inc()
+        logging.getLogger(__name__).warning("status write failed for %s/%s: %s", seen.namespace, seen.name, err)
+        return False
 
 
 async def _read_scales(ctx: OperatorContext, namespace: str, spec: api.InferencePoolSpec) -> dict[Role, Any]:

@@ -20,7 +20,7 @@ Responder = Callable[[str], tuple[int, str, bytes]]
 
 
 class TextServer:
-    """Serves `responder(path)` for every GET and POST; `delay_s` makes each answer that late."""
+    """Serves `responder(path)` for every GET, POST and PUT; `delay_s` makes each answer that late."""
 
     def __init__(self, responder: Responder, delay_s: float = 0.0, tls: ssl.SSLContext | None = None) -> None:
         self.responder = responder
@@ -37,6 +37,10 @@ class TextServer:
             def do_POST(self) -> None:  # noqa: N802
                 form = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
                 self._answer(f"{self.path}?{form}" if form else self.path)
+
+            def do_PUT(self) -> None:  # noqa: N802 - a write to a stand-in API server: answered like a GET
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self._answer(self.path)
 
             def _answer(self, path: str) -> None:
                 server.requests += 1

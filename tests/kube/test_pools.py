@@ -87,3 +87,40 @@ def test_a_deleted_pool_is_not_an_error(api_client: kubernetes.client.ApiClient,
     custom = kubernetes.client.CustomObjectsApi(api_client)
     custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "pool")
     assert not _write(api_client, namespace, {"observedGeneration": 1}, created["metadata"]["resourceVersion"])
+
+
+@pytest.mark.parametrize(
+    ("call", "doing"),
+    [
+        pytest.param("secret", "read Secret", id="secret-read"),
+        pytest.param("configmap", "read ConfigMap", id="configmap-read"),
+        pytest.param("status", "write the status", id="status-write"),
+    ],
+)
+def test_an_apiserver_error_is_a_kube_error_with_a_reason(call: str, doing: str) -> None:
+    # An apiserver answering 503 (overloaded, or a proxy in front of it): a loopback stand-in, as the
+    # real one cannot be made to fail on cue. The cycle turns a KubeError into a condition and an
+    # Event; anything else would end in kopf's backoff with neither.
+    from harness.textserver import TextServer
+
+    from tokenscale.api import ConfigMapKeyRef, SecretKeyRef
+    from tokenscale.kube.scale import KubeError
+
+    body = (
+        b'{"kind":"Status","apiVersion":"v1","status":"Failure","message":"etcdserver: request timed out","code":503}'
+    )
+    with TextServer(lambda path: (503, "application/json", body)) as server:
+        config = kubernetes.client.Configuration()
+        config.host = server.url
+        client = kubernetes.client.ApiClient(config)
+        try:
+            with pytest.raises(KubeError) as raised:
+                if call == "secret":
+                    asyncio.run(pools.read_secret_key(client, "ns", SecretKeyRef(name="s", key="k")))
+                elif call == "configmap":
+                    asyncio.run(pools.read_configmap_key(client, "ns", ConfigMapKeyRef(name="c", key="k")))
+                else:
+                    asyncio.run(pools.write_status(client, "ns", "pool", {"observedGeneration": 1}, "7"))
+        finally:
+            client.close()
+    assert doing in str(raised.value) and "503" in str(raised.value) and "request timed out" in str(raised.value)

@@ -14,9 +14,10 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 import kubernetes
+import urllib3
 
 from tokenscale.api import ConfigMapKeyRef, SecretKeyRef
-from tokenscale.kube.scale import KubeError
+from tokenscale.kube.scale import KubeError, translate
 
 GROUP, VERSION, PLURAL = "tokenscale.dev", "v1alpha1", "inferencepools"
 
@@ -46,6 +47,12 @@ async def write_status(
     custom = kubernetes.client.CustomObjectsApi(api)
 
     def attempt() -> bool:
+        try:
+            return replace_status()
+        except (kubernetes.client.ApiException, urllib3.exceptions.HTTPError) as err:
+            raise translate(err, f"write the status of InferencePool {namespace}/{name}") from None
+
+    def replace_status() -> bool:
         version = resource_version
         for i in range(attempts):
             body = {
@@ -87,7 +94,9 @@ async def read_secret_key(api: kubernetes.client.ApiClient, namespace: str, ref:
                 "SecretNotFound" if err.status == 404 else "SecretForbidden",
                 f"cannot read Secret {namespace}/{ref.name} ({err.reason}): create it or grant the operator get on it",
             ) from None
-        raise
+        raise translate(err, f"read Secret {namespace}/{ref.name}") from None
+    except urllib3.exceptions.HTTPError as err:
+        raise translate(err, f"read Secret {namespace}/{ref.name}") from None
     data = secret.data or {}
     if ref.key not in data:
         raise MissingReference("SecretKeyMissing", f"Secret {namespace}/{ref.name} has no key {ref.key!r}")
@@ -102,11 +111,15 @@ async def read_configmap_key(api: kubernetes.client.ApiClient, namespace: str, r
     except kubernetes.client.ApiException as err:
         if err.status in (403, 404):
             raise MissingReference(
-                "ConfigMapNotFound",
+                "ConfigMapNotFound" if err.status == 404 else "ConfigMapForbidden",
                 f"cannot read ConfigMap {namespace}/{ref.name} ({err.reason}): "
-                "create it or fix performance.configMapRef",
+                + (
+                    "create it or fix performance.configMapRef" if err.status == 404 else "grant the operator get on it"
+                ),
             ) from None
-        raise
+        raise translate(err, f"read ConfigMap {namespace}/{ref.name}") from None
+    except urllib3.exceptions.HTTPError as err:
+        raise translate(err, f"read ConfigMap {namespace}/{ref.name}") from None
     data = config_map.data or {}
     if ref.key not in data:
         raise MissingReference("ConfigMapKeyMissing", f"ConfigMap {namespace}/{ref.name} has no key {ref.key!r}")
