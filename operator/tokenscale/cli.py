@@ -196,7 +196,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         out, described, spec.objectives, runs, title, refs, model_check, requests_csv=args.requests_csv
     )
     scores = {r.policy: sim_report.score(r, spec.objectives) for r in runs}
-    table = Table(title=title, caption=f"summary.json, report.md, plot.png and fidelity.png in {out}/", caption_justify="left")
+    table = Table(
+        title=title, caption=f"summary.json, report.md, plot.png and fidelity.png in {out}/", caption_justify="left"
+    )
     for column in sim_report.TABLE_COLUMNS:
         table.add_column(column)
     for row in sim_report.table_rows(scores, refs):
