@@ -21,7 +21,6 @@ from harness.operator_env import (
     condition,
     create_deployment,
     create_pool,
-    dump,
     events_of,
     get_pool,
     pool_manifest,
@@ -78,8 +77,12 @@ def test_scales_up_under_load_and_down_only_after_stabilization(
     assert condition(pool, "MetricsAvailable")["status"] == "True"  # type: ignore[index]
     assert condition(pool, "Ready")["status"] == "True"  # type: ignore[index]
     assert status["lastDecision"]["reason"]
-    reasons = {e["reason"] for e in events_of(core, namespace, "llama")}
-    assert "ScaledUp" in reasons, dump(events_of(core, namespace, "llama"))
+    wait_until(  # Events follow the /scale write and the status within the same cycle
+        lambda: "ScaledUp" in {e["reason"] for e in events_of(core, namespace, "llama")} or None,
+        what="a ScaledUp Event",
+        timeout_s=15,
+        interval_s=0.5,
+    )
     row = cluster.kubectl("get", "tspool", "llama", "-n", namespace, "--no-headers").stdout.split()
     prefill_now = replicas_of(apps, namespace, "llama-prefill")
     assert row[0] == "llama" and row[1] == "Disaggregated"
@@ -99,7 +102,13 @@ def test_scales_up_under_load_and_down_only_after_stabilization(
     # The last recommendation made at high load came at most one interval (3 s) before the drop, and
     # the window holds the count for 20 s after it: no scale-down before drop + 17 s.
     assert went_down - dropped >= 17.0, f"scaled down {went_down - dropped:.1f}s after the load dropped"
-    assert "ScaledDown" in {e["reason"] for e in events_of(core, namespace, "llama")}
+    # The cycle posts its Events after the /scale write and the status: poll, do not read once.
+    wait_until(
+        lambda: "ScaledDown" in {e["reason"] for e in events_of(core, namespace, "llama")} or None,
+        what="a ScaledDown Event",
+        timeout_s=15,
+        interval_s=0.5,
+    )
 
 
 def test_dry_run_writes_only_status_and_events_and_paused_writes_nothing(
