@@ -30,6 +30,7 @@ from tokenscale.metrics import promql
 from tokenscale.metrics.presets import PRESETS, EnginePreset, LengthSeries
 from tokenscale.metrics.prometheus import PrometheusClient, PrometheusError, Sample
 from tokenscale.planner import lengths as lengths_mod
+from tokenscale.planner.lengths import LengthDistribution
 from tokenscale.planner.observation import (
     DataNote,
     LatencyHistogram,
@@ -323,28 +324,18 @@ async def _assemble(
     arrival_cv2 = dispersion if dispersion is not None and math.isfinite(dispersion) and dispersion >= 0 else None
 
     # Lengths.
-    lengths: dict[str, tuple[float | None, float | None]] = {}
+    lengths: dict[str, tuple[float | None, float | None, LengthDistribution | None]] = {}
     for signal, series in (("isl", preset.isl), ("osl", preset.osl)):
         lengths[signal] = await _length(r, client, plan, signal, series, finished, now_s)
 
-    isl_hist = r.histogram("isl_buckets", "isl_sum") if preset.isl.histogram else None
-    isl_shape = (
-        lengths_mod.from_buckets(
-            isl_hist.bounds, (*isl_hist.cumulative, isl_hist.count), isl_hist.total, isl_hist.count
-        )
-        if isl_hist is not None and isl_hist.total is not None
-        else None
-    )
-
     # Latency quantiles, and the TTFT buckets the planner's tail fit matches.
-    ttft_q, _ = await _quantile(r, client, plan, "ttft", preset.ttft, spec.objectives.ttft, now_s)
-    ttft_hist = r.histogram("ttft_buckets_0", "ttft_sum_0")
+    ttft_q, _, ttft_hist = await _quantile(r, client, plan, "ttft", preset.ttft, spec.objectives.ttft, now_s)
     ttft_buckets = (
         LatencyHistogram.from_cumulative(ttft_hist.bounds, ttft_hist.cumulative, ttft_hist.count)
         if ttft_hist is not None
         else None
     )
-    tpot_q, tpot_mean = await _quantile(r, client, plan, "tpot", preset.tpot, spec.objectives.tpot, now_s)
+    tpot_q, tpot_mean, _ = await _quantile(r, client, plan, "tpot", preset.tpot, spec.objectives.tpot, now_s)
     prefill_mean: float | None = None
     prefill = r.histogram("prefill_buckets", "prefill_sum") if preset.prefill_time else None
     if prefill is not None and prefill.count > 0 and prefill.total is not None:
@@ -381,7 +372,7 @@ async def _assemble(
         osl_mean_tokens=lengths["osl"][0],
         replicas=dict(replicas),
         isl_cv2=lengths["isl"][1],
-        isl_distribution=isl_shape,
+        isl_distribution=lengths["isl"][2],
         osl_cv2=lengths["osl"][1],
         arrival_cv2=arrival_cv2,
         dispersion_bin_s=dispersion_bin_s(plan.window_s),
@@ -422,7 +413,8 @@ async def _length(
     series: LengthSeries,
     finished: float | None,
     now_s: float,
-) -> tuple[float | None, float | None]:
+) -> tuple[float | None, float | None, LengthDistribution | None]:
+    """(mean, c², shape from the buckets) of one length signal; Nones with a note where unreadable."""
     name = f"{signal}_mean"
     if series.histogram:
         h = r.histogram(f"{signal}_buckets", f"{signal}_sum")
@@ -431,11 +423,13 @@ async def _length(
                 r, client, f"{signal}_buckets", series.histogram + "_bucket", plan.serving, plan.window_s, now_s
             )
             r.note(name, kind, message)
-            return None, None
+            return None, None, None
         if h.count <= 0 or h.total is None or math.isnan(h.total):
             r.note(name, "nan", f"no request finished in the last {plan.window_s:g}s (0/0)")
-            return None, None
-        return moments_from_buckets(h.bounds, (*h.cumulative, h.count), h.total, h.count)
+            return None, None, None
+        cumulative = (*h.cumulative, h.count)
+        mean, cv2 = moments_from_buckets(h.bounds, cumulative, h.total, h.count)
+        return mean, cv2, lengths_mod.from_buckets(h.bounds, cumulative, h.total, h.count)
     if series.tokens_counter:
         tokens = r.scalar(f"{signal}_tokens")
         if tokens is None:
@@ -443,17 +437,17 @@ async def _length(
                 r, client, f"{signal}_tokens", series.tokens_counter, plan.serving, plan.window_s, now_s
             )
             r.note(name, kind, message)
-            return None, None
+            return None, None, None
         if finished is None or finished <= 0 or math.isnan(tokens):
             r.note(name, "nan", f"no request finished in the last {plan.window_s:g}s (0/0)")
-            return None, None
-        return tokens / finished, None
+            return None, None, None
+        return tokens / finished, None, None
     r.note(
         name,
         "missing",
         f"engine {plan.preset.engine} exports no request lengths; use engine: custom with metrics.queries",
     )
-    return None, None
+    return None, None, None
 
 
 async def _quantile(
@@ -464,8 +458,8 @@ async def _quantile(
     names: tuple[str, ...],
     objective: Objective,
     now_s: float,
-) -> tuple[float | None, float | None]:
-    """(quantile, mean) of the first of `names` that has series; notes on why not, or on coarse buckets."""
+) -> tuple[float | None, float | None, Histogram | None]:
+    """(quantile, mean, buckets) of the first of `names` that has series; notes on why not, or on coarse buckets."""
     q, target_s = objective.quantile, objective.target.seconds
     label = f"p{q * 100:g} {signal.upper()}"
     for i, name in enumerate(names):
@@ -475,28 +469,28 @@ async def _quantile(
         _resolution_note(r, signal, label, h.bounds, target_s)
         if h.count <= 0:
             r.note(f"{signal}_quantile", "nan", f"{name}: no observations in the last {plan.window_s:g}s")
-            return None, None
+            return None, None, h
         value = r.scalar(f"{signal}_quantile_{i}")
         mean = h.total / h.count if h.total is not None and math.isfinite(h.total) else None
         if value is None or math.isnan(value):
             r.note(f"{signal}_quantile", "nan", f"{name}: histogram_quantile gave no value")
-            return None, mean
+            return None, mean, h
         if math.isinf(value):
             top = h.bounds[-1] if h.bounds else math.nan
             r.note(f"{signal}_quantile", "coarse-buckets", f"{label} is above the highest bucket ({top:g}s)")
-            return None, mean
+            return None, mean, h
         if h.count < MIN_QUANTILE_SAMPLES:
             r.note(
                 f"{signal}_quantile",
                 "too-few-samples",
                 f"{label} from only {h.count:.0f} observations in the last {plan.window_s:g}s",
             )
-        return value, mean
+        return value, mean, h
     kind, message = await _explain(
         r, client, f"{signal}_buckets_0", names[0] + "_bucket", plan.serving, plan.window_s, now_s
     )
     r.note(f"{signal}_quantile", kind, message)
-    return None, None
+    return None, None, None
 
 
 def _resolution_note(r: _Reader, signal: str, label: str, bounds: tuple[float, ...], target_s: float) -> None:

@@ -132,11 +132,12 @@ def plan(
     roles = ROLES_BY_MODE[spec.mode]
     current = {r: _current(observation, r, spec.active_pools()[r]) for r in roles}
     missing = observation.load_signals_missing()
-    if missing:
+    seen = observed_load(spec, observation)
+    if missing or seen is None:
         return _hold(spec, observation, state, now_s, current, missing)
 
     horizon_s = spec.forecast.cold_start.seconds if cold_start_s is None else cold_start_s
-    planned, next_state = _forecast(spec, observation, state, now_s, horizon_s)
+    planned, next_state = _forecast(spec, seen, state, now_s, horizon_s)
     load = planned.load
     next_state, performance = _calibrate(spec, observation, next_state, performance)
     next_state = fit_tail(spec, observation, next_state, performance, now_s)
@@ -292,32 +293,23 @@ def _hold(
 
 
 def _forecast(
-    spec: InferencePoolSpec, observation: Observation, state: PlannerState, now_s: float, horizon_s: float
+    spec: InferencePoolSpec, seen: sizing.Load, state: PlannerState, now_s: float, horizon_s: float
 ) -> tuple[PlannedLoad, PlannerState]:
+    """The observed load (`observed_load`) carried to the horizon: rate and mean lengths forecast."""
     method = spec.forecast.method
-    q = spec.forecast.quantile
-    rate_obs = float(observation.request_rate_per_s or 0.0)
-    isl_obs = float(observation.isl_mean_tokens or 0.0)
-    osl_obs = float(observation.osl_mean_tokens or 0.0)
+    rate_obs, isl_obs, osl_obs = seen.rate_per_s, seen.isl_mean_tokens, seen.osl_mean_tokens
     rate_state = fc.update(state.rate, rate_obs, now_s, method)
     isl_state = fc.update(state.isl, isl_obs, now_s, method)
     osl_state = fc.update(state.osl, osl_obs, now_s, method)
     # Headroom from the prompt-token rate: prefill work grows with longer prompts as with more of
     # them (a rise of the mean prompt alone was unplanned for before: Mooncake's 4-minute jump).
     work_state = fc.update(state.work, rate_obs * isl_obs, now_s, method, horizon_s)
-    headroom = fc.horizon_headroom(work_state, horizon_s, q)
+    headroom = fc.horizon_headroom(work_state, horizon_s, spec.forecast.quantile)
     rate = fc.forecast(rate_state, horizon_s, rate_obs, headroom)
     isl = fc.forecast(isl_state, horizon_s, isl_obs)
     osl = fc.forecast(osl_state, horizon_s, osl_obs)
-    load = sizing.Load(
-        rate_per_s=rate.upper,
-        isl_mean_tokens=max(isl.upper, 1.0),
-        osl_mean_tokens=max(osl.upper, 1.0),
-        isl_cv2=_or(observation.isl_cv2, _DEFAULT_CV2),
-        osl_cv2=_or(observation.osl_cv2, _DEFAULT_CV2),
-        arrival_cv2=_prior_cv2(observation),
-        isl_shape=observation.isl_distribution,
-        **_modulation(spec, observation),
+    load = replace(
+        seen, rate_per_s=rate.upper, isl_mean_tokens=max(isl.upper, 1.0), osl_mean_tokens=max(osl.upper, 1.0)
     )
     planned = PlannedLoad(load, horizon_s, rate.point, rate.headroom)
     return planned, replace(state, rate=rate_state, isl=isl_state, osl=osl_state, work=work_state)
