@@ -40,7 +40,7 @@ def _run_with_horizon(values: list[float], horizon_s: float, dt: float = 30.0) -
 
 def test_flat_load_has_no_headroom() -> None:
     state = _run_with_horizon([50.0] * 20, 180.0)
-    assert fc.horizon_headroom(state, 180.0, 0.9) == pytest.approx(0.0)
+    assert fc.horizon_headroom(state, 180.0, 0.9, 50.0) == pytest.approx(0.0)
     f = fc.forecast(state, 180.0, observed=50.0, headroom=0.0)
     assert f.point == pytest.approx(50.0) and f.upper == pytest.approx(50.0)
 
@@ -48,18 +48,30 @@ def test_flat_load_has_no_headroom() -> None:
 def test_jumps_within_a_cold_start_give_headroom_a_ramp_does_not() -> None:
     # A load that jumps ×1.5 for two minutes every ten: the forecaster misses every jump by ~50%.
     jumpy = [75.0 if i % 20 in (10, 11, 12, 13) else 50.0 for i in range(120)]
-    assert fc.horizon_headroom(_run_with_horizon(jumpy, 240.0), 240.0, 0.9) == pytest.approx(0.5, abs=0.05)
+    assert fc.horizon_headroom(_run_with_horizon(jumpy, 240.0), 240.0, 0.9, 50.0) == pytest.approx(0.5, abs=0.05)
     # A steady ramp rises as much within a horizon, but Holt's trend already plans for it.
     ramp = [10.0 + 0.5 * i for i in range(120)]
-    assert fc.horizon_headroom(_run_with_horizon(ramp, 240.0), 240.0, 0.9) < 0.02
+    assert fc.horizon_headroom(_run_with_horizon(ramp, 240.0), 240.0, 0.9, ramp[-1]) < 0.02
 
 
 def test_headroom_needs_samples_and_forgets_after_an_hour() -> None:
-    assert fc.horizon_headroom(_run_with_horizon([10.0, 20.0], 240.0), 240.0, 0.9) == 0.0
+    assert fc.horizon_headroom(_run_with_horizon([10.0, 20.0], 240.0), 240.0, 0.9, 20.0) == 0.0
     burst_then_calm = [10.0] * 5 + [30.0] + [10.0] * 200
     state = _run_with_horizon(burst_then_calm, 240.0)
     assert len(state.history) // 3 <= fc.HISTORY_S / fc.HISTORY_SPACING_S + 1
-    assert fc.horizon_headroom(state, 240.0, 0.9) == pytest.approx(0.0)
+    assert fc.horizon_headroom(state, 240.0, 0.9, 10.0) == pytest.approx(0.0)
+
+
+def test_a_past_rise_is_carried_in_load_units_not_as_a_ratio() -> None:
+    # Quiet 4, a step to 20 that the forecaster missed by +16 (seven samples within a horizon of it),
+    # then 20 steadily: forty samples, so the step's rises are the 0.9-quantile's neighbours.
+    values = [4.0] * 20 + [20.0] * 20
+    state = _run_with_horizon(values, 240.0)
+    rise = fc.horizon_rise(state, 240.0, 0.9)
+    assert rise == pytest.approx(16.0, rel=0.05)
+    # At the busy level that rise is +80%, not the ×5 (+400%) it was against the quiet base.
+    assert fc.horizon_headroom(state, 240.0, 0.9, 20.0) == pytest.approx(rise / 20.0, rel=0.02)
+    assert fc.horizon_headroom(None, 240.0, 0.9, 20.0) == 0.0
 
 
 def test_never_below_observed() -> None:

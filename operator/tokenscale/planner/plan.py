@@ -303,8 +303,9 @@ def _forecast(
     osl_state = fc.update(state.osl, osl_obs, now_s, method)
     # Headroom from the prompt-token rate: prefill work grows with longer prompts as with more of
     # them (a rise of the mean prompt alone was unplanned for before: Mooncake's 4-minute jump).
-    work_state = fc.update(state.work, rate_obs * isl_obs, now_s, method, horizon_s)
-    headroom = fc.horizon_headroom(work_state, horizon_s, spec.forecast.quantile)
+    work_obs = rate_obs * isl_obs
+    work_state = fc.update(state.work, work_obs, now_s, method, horizon_s)
+    headroom = fc.horizon_headroom(work_state, horizon_s, spec.forecast.quantile, work_obs)
     rate = fc.forecast(rate_state, horizon_s, rate_obs, headroom)
     isl = fc.forecast(isl_state, horizon_s, isl_obs)
     osl = fc.forecast(osl_state, horizon_s, osl_obs)
