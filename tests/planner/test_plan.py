@@ -93,6 +93,30 @@ def test_scale_down_waits_for_the_window_then_happens() -> None:
     assert held_until is not None and held_until >= 300.0
 
 
+def test_a_scale_down_waits_out_the_largest_rise_of_the_last_hour() -> None:
+    # 4 req/s for 25 minutes, 12 req/s for two minutes (a rise no forecast saw coming), then 4 again.
+    # Once the stabilization window has passed the q-quantile headroom is back near zero (the jump
+    # is under a tenth of the hour's samples), but its +200% rise still guards every scale-down
+    # until it leaves the hour; then the pool comes down.
+    def rate_at(t: float) -> float:
+        return 12.0 if 1500.0 <= t < 1620.0 else 4.0
+
+    state, counts = planner.PlannerState(), {"prefill": 1, "decode": 1}
+    reasons_after: dict[float, tuple[int, str]] = {}
+    peak_count = 0
+    for step in range(0, 190):
+        t = step * 30.0
+        d = _plan(SPEC, _obs(rate_at(t), prefill=counts["prefill"], decode=counts["decode"], t=t), state)
+        state, counts = d.state, {r: p.desired_replicas for r, p in d.pools.items()}
+        peak_count = max(peak_count, counts["prefill"])
+        reasons_after[t] = (counts["prefill"], d.pools["prefill"].reason)
+    calm_count = reasons_after[1440.0][0]
+    assert peak_count > calm_count
+    held = [reasons_after[t] for t in (3000.0, 3600.0, 4800.0)]
+    assert all(n > calm_count and why == reasons.HELD_FOR_RISE for n, why in held)
+    assert reasons_after[5640.0][0] == calm_count  # the rise left the hour at 1620 + 3600 s
+
+
 def test_partial_metrics_never_scale_down() -> None:
     note = DataNote("ttft_quantile", "stale", "last sample 10 minutes old")
     state = planner.PlannerState(

@@ -62,6 +62,22 @@ def test_stabilize(
 
 
 @pytest.mark.parametrize(
+    ("desired", "current", "needed_at_peak", "expected"),
+    [
+        pytest.param(3, 6, 5, (5, reasons.HELD_FOR_RISE), id="down-held-to-what-the-peak-needs"),
+        pytest.param(3, 6, 9, (6, reasons.HELD_FOR_RISE), id="never-raised-above-current"),
+        pytest.param(3, 6, 3, (3, reasons.STEADY), id="peak-needs-no-more"),
+        pytest.param(8, 6, 12, (8, reasons.STEADY), id="scale-up-untouched"),
+        pytest.param(6, 6, 9, (6, reasons.STEADY), id="steady-untouched"),
+    ],
+)
+def test_hold_for_rise(desired: int, current: int, needed_at_peak: int, expected: tuple[int, str]) -> None:
+    value, reason, message = policy.hold_for_rise(desired, current, needed_at_peak, 0.8, 240.0)
+    assert (value, reason) == expected
+    assert (reason == reasons.HELD_FOR_RISE) == ("+80%" in message and "240s" in message)
+
+
+@pytest.mark.parametrize(
     ("desired", "lo", "hi", "expected"),
     [
         pytest.param(0, 1, 5, (1, reasons.MIN_REPLICAS), id="below-min"),

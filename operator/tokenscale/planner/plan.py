@@ -93,7 +93,13 @@ class PlannedLoad:
     load: sizing.Load
     horizon_s: float
     rate_forecast_per_s: float
-    rate_headroom: float
+    rate_headroom: float  # the q-quantile rise within a cold start (scale-up sizes for it)
+    peak_headroom: float = 0.0  # the largest such rise in the last hour (a scale-down must survive it)
+
+    def at_peak(self) -> sizing.Load:
+        """The planned load with the largest rise in place of the quantile's."""
+        scale = (1.0 + self.peak_headroom) / (1.0 + self.rate_headroom)
+        return replace(self.load, rate_per_s=self.load.rate_per_s * scale)
 
 
 @dataclass(frozen=True)
@@ -147,6 +153,9 @@ def plan(
         planned = replace(planned, load=load)
 
     sized = size_pools(spec, load, performance)
+    sized_at_peak = (
+        size_pools(spec, planned.at_peak(), performance) if planned.peak_headroom > planned.rate_headroom else sized
+    )
     partial = [n for n in observation.notes if n.unavailable]
     history = _history_or_seed(state, current, now_s)
 
@@ -185,6 +194,10 @@ def plan(
         value, why, msg = policy.stabilize(
             value, cur, records, now_s, spec.behavior.scale_up_window_s, spec.behavior.scale_down_window_s
         )
+        _note(trail, why, msg)
+        peak_idx = sized_at_peak[role].smallest_feasible()
+        needed_at_peak = int(sized_at_peak[role].counts[peak_idx]) if peak_idx is not None else cur
+        value, why, msg = policy.hold_for_rise(value, cur, needed_at_peak, planned.peak_headroom, horizon_s)
         _note(trail, why, msg)
         if partial and value < cur:
             names = ", ".join(sorted({n.signal for n in partial}))
@@ -306,13 +319,14 @@ def _forecast(
     work_obs = rate_obs * isl_obs
     work_state = fc.update(state.work, work_obs, now_s, method, horizon_s)
     headroom = fc.horizon_headroom(work_state, horizon_s, spec.forecast.quantile, work_obs)
+    peak = max(fc.horizon_headroom(work_state, horizon_s, 1.0, work_obs), headroom)
     rate = fc.forecast(rate_state, horizon_s, rate_obs, headroom)
     isl = fc.forecast(isl_state, horizon_s, isl_obs)
     osl = fc.forecast(osl_state, horizon_s, osl_obs)
     load = replace(
         seen, rate_per_s=rate.upper, isl_mean_tokens=max(isl.upper, 1.0), osl_mean_tokens=max(osl.upper, 1.0)
     )
-    planned = PlannedLoad(load, horizon_s, rate.point, rate.headroom)
+    planned = PlannedLoad(load, horizon_s, rate.point, rate.headroom, peak)
     return planned, replace(state, rate=rate_state, isl=isl_state, osl=osl_state, work=work_state)
 
 
@@ -682,6 +696,8 @@ def _load_line(planned: PlannedLoad, state: PlannerState, now_s: float) -> str:
         f"planned {load.rate_per_s:.3g} req/s = forecast {load.rate_per_s / (1 + planned.rate_headroom):.3g} "
         f"+ {planned.rate_headroom:.0%} headroom (rises within {planned.horizon_s:g}s beyond the forecast, last hour)"
     )
+    if planned.peak_headroom > planned.rate_headroom:
+        text += f"; a scale-down must survive the largest such rise, +{planned.peak_headroom:.0%}"
     fitted = state.tail.current(now_s) if state.tail is not None else None
     if fitted is not None:
         text += f"; arrivals' c_a² {fitted:.2g} fitted to the observed TTFT tail"

@@ -2,7 +2,8 @@
 
 Called by `planner.plan`, which composes them in this order for every pool:
 
-    survivors check (N−1) → stabilization window → min/max clamp → step limits → GPU budget
+    survivors check (N−1) → stabilization window → hold for a rise → min/max clamp → step limits
+    → GPU budget
 
 The order follows the Kubernetes HPA controller (recommendation, stabilization, then behaviour
 limits and bounds), with the model-based checks of DESIGN.md before them. Scale-up is never
@@ -52,6 +53,26 @@ def survivors_check(desired: int, current: int, slack_by_count: Sequence[float],
         reasons.SURVIVORS_TOO_SLOW,
         f"held at {chosen}: at {desired} replicas the predicted latency is "
         f"{slack_by_count[desired]:.0%} of target, above the {limit:.0%} the tolerance allows",
+    )
+
+
+def hold_for_rise(desired: int, current: int, needed_at_peak: int, peak_rise: float, cold_start_s: float) -> Step:
+    """Scale down only to a count that also meets the objectives at the largest rise within a cold
+    start seen in the last hour (`forecast.horizon_rise` at q = 1; scale-up sizes for the q-quantile).
+
+    The two errors cost differently: a replica removed too early is missed for a whole cold start
+    once the load rises again (the objective's windows in between are lost), while one kept too
+    long costs its GPU time until the next decision. So a scale-down must survive every rise the
+    load has made within a cold start lately, not only the usual one.
+    """
+    if desired >= current or needed_at_peak <= desired:
+        return desired, reasons.STEADY, ""
+    value = min(needed_at_peak, current)
+    return (
+        value,
+        reasons.HELD_FOR_RISE,
+        f"held at {value}: {needed_at_peak} replicas are needed if the load rises as much within "
+        f"{cold_start_s:g}s as it has in the last hour (+{peak_rise:.0%})",
     )
 
 
