@@ -153,9 +153,7 @@ def plan(
         planned = replace(planned, load=load)
 
     sized = size_pools(spec, load, performance)
-    sized_at_peak = (
-        size_pools(spec, planned.at_peak(), performance) if planned.peak_headroom > planned.rate_headroom else sized
-    )
+    sized_at_peak: dict[Role, sizing.PoolSizing] | None = None  # sized only when a scale-down is asked
     partial = [n for n in observation.notes if n.unavailable]
     history = _history_or_seed(state, current, now_s)
 
@@ -195,10 +193,12 @@ def plan(
             value, cur, records, now_s, spec.behavior.scale_up_window_s, spec.behavior.scale_down_window_s
         )
         _note(trail, why, msg)
-        peak_idx = sized_at_peak[role].smallest_feasible()
-        needed_at_peak = int(sized_at_peak[role].counts[peak_idx]) if peak_idx is not None else cur
-        value, why, msg = policy.hold_for_rise(value, cur, needed_at_peak, planned.peak_headroom, horizon_s)
-        _note(trail, why, msg)
+        if value < cur and planned.peak_headroom > planned.rate_headroom:
+            sized_at_peak = sized_at_peak or size_pools(spec, planned.at_peak(), performance)
+            peak_idx = sized_at_peak[role].smallest_feasible()
+            needed_at_peak = int(sized_at_peak[role].counts[peak_idx]) if peak_idx is not None else cur
+            value, why, msg = policy.hold_for_rise(value, cur, needed_at_peak, planned.peak_headroom, horizon_s)
+            _note(trail, why, msg)
         if partial and value < cur:
             names = ", ".join(sorted({n.signal for n in partial}))
             value = cur
