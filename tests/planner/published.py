@@ -23,10 +23,12 @@ Sources
              PyTorch backend, every request queued at once, ModelOpt FP8 checkpoints
              (nvidia/Llama-3.1-8B-Instruct-FP8, nvidia/Llama-3.3-70B-Instruct-FP8), fixed ISL/OSL,
              KV-cache fraction 0.90–0.95 of free memory, "Total Output Throughput".
-  vLLM-perf  vLLM's performance-benchmark pipeline (buildkite.com/vllm/performance-benchmark),
-             "Latency tests": 32 input tokens, 128 output tokens, fixed batch 8, default dtype
-             (BF16), mean end-to-end latency; H200 from build 9515, H100 (8×H100 runner) from
-             the published run of the same suite. Models Llama-3.1-8B TP1 and Llama-3-70B TP4.
+  vLLM-perf  vLLM's performance-benchmark pipeline, "Latency tests" table: 32 input tokens, 128
+             output tokens, fixed batch 8, default dtype (BF16), mean end-to-end latency; models
+             Llama-3.1-8B TP1 and Llama-3-70B TP4. H200 rows from buildkite.com/vllm/
+             performance-benchmark build 9515; H100 rows from a run of the same suite whose GPU
+             column reads "8xH100" (stored at buildkite.com/elastic/enterprise-search-ruby/builds/571,
+             a mislabelled copy of the vLLM page: same test names, text and table layout).
   NIM-1.8    NVIDIA NIM LLM benchmarking guide 1.0.0, "Performance" (docs.nvidia.com/nim/
              benchmarking/llm/1.0.0/performance), Llama-3.3-70B-Instruct NIM 1.8.0 on 2×H100 80GB,
              fp8 TP2, measured with AIPerf; concurrency 1.

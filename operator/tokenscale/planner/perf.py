@@ -11,9 +11,12 @@ Decode step time of a batch of n sequences, mean context L tokens:
                                                         τ(n, L) = α + β·n + γ·n·L      [seconds]
 (DistServe, Zhong et al., OSDI 2024, §3 latency model; the γ·n·L term is the KV read per step.)
 
-Three sources of coefficients: `roofline_performance` (a prior from datasheet figures and the
-model's shape), `fit_prefill` / `fit_decode` (non-negative least squares over measured points),
+Three sources of coefficients: `roofline_performance` (a prior from datasheet figures, the model's
+shape and precision, and the tensor-parallel all-reduces, with defaults fitted to published
+measurements), `fit_prefill` / `fit_decode` (non-negative least squares over measured points),
 and `planner.calibration` (online correction of either from observed latencies).
+`saturated_output_tokens_per_s` is the prior's offline throughput, the figure the engines' own
+throughput benchmarks publish (checked against them in tests/planner/test_published.py).
 """
 
 from __future__ import annotations
