@@ -16,14 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import get_args
 
 from tokenscale.api import Precision
 
 # Bytes per weight and per KV-cache value of each precision: FP8 checkpoints (ModelOpt, llm-compressor)
 # quantize the linear layers' weights, and FP8 serving profiles keep the KV cache in FP8 too.
 PRECISION_BYTES: Mapping[Precision, float] = {"bf16": 2.0, "fp8": 1.0}
-PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 
 
 @dataclass(frozen=True)
