@@ -72,6 +72,13 @@ spec:
             "spec.pools.aggregated.gpuPerReplica: unknown field",
             id="misspelt-field",
         ),
+        pytest.param(
+            BROKEN.replace("minReplicas: 4", "minReplicas: 1").replace(
+                "model: m", "model: m\n  modelShape: {precision: fp4}"
+            ),
+            "spec.modelShape.precision: Input should be 'bf16' or 'fp8'",
+            id="unknown-precision",
+        ),
         pytest.param("spec: [unclosed", "not valid YAML", id="bad-yaml"),
         pytest.param("apiVersion: v1\nkind: ConfigMap\n", "no tokenscale.dev/v1alpha1 InferencePool", id="no-pool"),
     ],

@@ -31,6 +31,7 @@ Role = Literal["prefill", "decode", "aggregated"]
 Mode = Literal["Disaggregated", "Aggregated"]
 Engine = Literal["vllm", "sglang", "trtllm", "dynamo", "custom"]
 ForecastMethod = Literal["holt", "ewma", "none"]
+Precision = Literal["bf16", "fp8"]
 
 ROLES_BY_MODE: dict[str, tuple[Role, ...]] = {
     "Disaggregated": ("prefill", "decode"),
@@ -315,6 +316,15 @@ class Hardware(ApiModel):
     peak_tflops: float | None = Field(
         None, gt=0, alias="peakTFLOPS", description="Override: peak dense BF16 TFLOPS per GPU."
     )
+    peak_fp8_tflops: float | None = Field(
+        None, gt=0, alias="peakFP8TFLOPS", description="Override: peak dense FP8 TFLOPS per GPU."
+    )
+    interconnect_gb_per_s: float | None = Field(
+        None,
+        gt=0,
+        alias="interconnectGBps",
+        description="Override: GPU-to-GPU bandwidth for tensor-parallel all-reduces, GB/s each way (NVLink).",
+    )
     hbm_gb_per_s: float | None = Field(
         None, gt=0, alias="hbmGBps", description="Override: HBM bandwidth per GPU, GB/s."
     )
@@ -338,8 +348,20 @@ class ModelShape(ApiModel):
     layers: int | None = Field(None, ge=1, description="Transformer layers.")
     kv_heads: int | None = Field(None, ge=1, description="Key/value heads (GQA).")
     head_dim: int | None = Field(None, ge=1, description="Dimension of one attention head.")
-    bytes_per_parameter: float = Field(2.0, gt=0, description="Bytes per weight (2 for BF16, 1 for FP8).")
-    kv_bytes_per_value: float = Field(2.0, gt=0, description="Bytes per KV-cache value (2 for BF16, 1 for FP8).")
+    precision: Precision = Field(
+        "bf16",
+        description="Number format the model is served in: bf16, or fp8 (FP8 weights, activations and KV cache, "
+        "at the GPU's FP8 tensor-core peak). Sets bytesPerParameter and kvBytesPerValue unless they are given.",
+    )
+    bytes_per_parameter: float | None = Field(
+        None, gt=0, description="Bytes per weight; defaults to the precision's (2 for bf16, 1 for fp8)."
+    )
+    kv_bytes_per_value: float | None = Field(
+        None,
+        gt=0,
+        description="Bytes per KV-cache value; defaults to the precision's (2 for bf16, 1 for fp8). "
+        "Set 2 for an fp8 model whose engine keeps a BF16 KV cache (vLLM without --kv-cache-dtype fp8).",
+    )
 
 
 class WorkloadPool(ApiModel):

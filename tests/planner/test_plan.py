@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from tokenscale import api
@@ -223,7 +223,13 @@ def test_more_load_never_fewer_gpus(low: float, extra: float, isl: float) -> Non
 def test_tighter_objective_never_fewer_gpus(rate: float, ttft_ms: int, tighter: int) -> None:
     loose = _spec(objectives__ttft={"quantile": 0.9, "target": f"{ttft_ms}ms"})
     tight = _spec(objectives__ttft={"quantile": 0.9, "target": f"{max(ttft_ms - tighter, 100)}ms"})
-    assert _plan(tight, _obs(rate)).total_gpus >= _plan(loose, _obs(rate)).total_gpus
+    tight_plan = _plan(tight, _obs(rate))
+    # Where the tighter objective is out of reach even at maxReplicas, the planner backs off to the
+    # knee on purpose (plan._knee: the fewest replicas within 5% of the best predicted), which can
+    # be fewer than the maxReplicas that just met the looser one. The property holds where the
+    # objective is reachable; the knee has its own tests.
+    assume(all(p.reason != reasons.UNREACHABLE_OBJECTIVE for p in tight_plan.pools.values()))
+    assert tight_plan.total_gpus >= _plan(loose, _obs(rate)).total_gpus
 
 
 @settings(max_examples=40, deadline=None)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
+from tokenscale.api import Precision
 from tokenscale.planner import presets
 
 
@@ -182,3 +183,45 @@ def test_every_model_preset_fits_on_one_node_of_some_gpu_preset(name: str) -> No
     # A preset nobody can run is a typo: every one fits in 8 × 141 GB (one H200 node) in BF16.
     shape = presets.MODEL_PRESETS[name]
     assert shape.weight_bytes < 8 * presets.gpu_preset("H200").memory_gib * 2**30 * 0.9
+
+
+@pytest.mark.parametrize(
+    ("name", "fp8_tflops", "interconnect_gb_per_s"),
+    [
+        # Datasheets, dense FP8 (half the "with sparsity" headline) and NVLink per direction.
+        pytest.param("H100", 1979.0, 450.0, id="h100-fp8-1979-nvlink-900-both-ways"),
+        pytest.param("H200", 1979.0, 450.0, id="h200-same-fp8-as-h100"),
+        pytest.param("B200", 4500.0, 900.0, id="b200-fp8-4.5pflops-nvlink5"),
+        # No FP8 tensor cores: FP8 checkpoints run weight-only at the BF16 rate.
+        pytest.param("A100", 312.0, 300.0, id="a100-no-fp8-nvlink-600"),
+        # PCIe Gen4 x16 (64 GB/s both ways), no NVLink.
+        pytest.param("L40S", 733.0, 32.0, id="l40s-fp8-733-pcie"),
+    ],
+)
+def test_gpu_preset_carries_fp8_peak_and_interconnect(
+    name: str, fp8_tflops: float, interconnect_gb_per_s: float
+) -> None:
+    gpu = presets.gpu_preset(name)
+    assert gpu.peak_fp8_tflops == pytest.approx(fp8_tflops, rel=0.01)
+    assert gpu.interconnect_gb_per_s == pytest.approx(interconnect_gb_per_s, rel=0.01)
+    assert gpu.peak_tflops("fp8") == gpu.peak_fp8_tflops
+    assert gpu.peak_tflops("bf16") == gpu.peak_dense_tflops
+    # FP8 is never slower than BF16, and at most twice as fast (Hopper, Ada and Blackwell double it; datasheets round).
+    assert gpu.peak_dense_tflops <= gpu.peak_fp8_tflops <= 2.03 * gpu.peak_dense_tflops
+
+
+@pytest.mark.parametrize(
+    ("precision", "bytes_per_parameter", "kv_bytes_per_token"),
+    [
+        pytest.param("bf16", 2.0, 131072, id="bf16-two-bytes"),
+        pytest.param("fp8", 1.0, 65536, id="fp8-one-byte-weights-and-kv"),
+    ],
+)
+def test_with_precision_sets_format_and_both_byte_counts(
+    precision: Precision, bytes_per_parameter: float, kv_bytes_per_token: int
+) -> None:
+    shape = presets.with_precision(presets.model_preset("Llama-3.1-8B"), precision)
+    assert shape.precision == precision
+    assert shape.bytes_per_parameter == bytes_per_parameter
+    assert shape.kv_bytes_per_token == kv_bytes_per_token
+    assert shape.weight_bytes == pytest.approx(8.03e9 * bytes_per_parameter)

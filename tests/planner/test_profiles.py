@@ -41,6 +41,13 @@ def _roofline(gpu: str, model: str, tp: int) -> ReplicaPerformance:
     return perf.roofline_performance(presets.gpu_preset(gpu), presets.model_preset(model), tp)
 
 
+# The fixed per-pass cost that is not a weight read: step overhead plus the tensor-parallel
+# all-reduces' latency (Llama-3.1-70B at _spec's TP 4: 160 of them).
+_FIXED_NON_WEIGHT_S = perf.STEP_OVERHEAD_S + 2 * 80 * perf.ALL_REDUCE_LATENCY_S
+# The all-reduced activations per token at TP 4 on H100 NVLink: 2·80 · 2(3/4) · 8192·2 B / 450 GB/s.
+_ALL_REDUCE_S_PER_TOKEN = 2 * 80 * 1.5 * 8192 * 2 / 450e9
+
+
 # --- the shipped examples ------------------------------------------------------------------------
 
 
@@ -192,12 +199,24 @@ def test_underspecified_spec_raises_profile_error_saying_what_to_add(
         pytest.param({"hbmGBps": 6700}, lambda r: r.decode.gamma_s_per_token, 0.5, id="double-bandwidth-halves-gamma"),
         pytest.param(
             {"hbmGBps": 1675},
-            lambda r: r.decode.alpha_s - perf.STEP_OVERHEAD_S,
+            lambda r: r.decode.alpha_s - _FIXED_NON_WEIGHT_S,
             2.0,
             id="half-bandwidth-doubles-weight-read",
         ),
-        # b = 2A/(TP·F·f_c): half the compute, twice b.
-        pytest.param({"peakTFLOPS": 494.5}, lambda r: r.prefill.b_s_per_token, 2.0, id="half-compute-doubles-b"),
+        # b = 2A/(TP·F·f_c) + all-reduce per token: half the compute, twice the GEMM part of b.
+        pytest.param(
+            {"peakTFLOPS": 494.5},
+            lambda r: r.prefill.b_s_per_token - _ALL_REDUCE_S_PER_TOKEN,
+            2.0,
+            id="half-compute-doubles-b",
+        ),
+        # Half the NVLink bandwidth, twice the all-reduce part of b.
+        pytest.param(
+            {"interconnectGBps": 225},
+            lambda r: r.prefill.b_s_per_token - 2 * 70.6e9 / (4 * 989e12 * perf.ACHIEVABLE_COMPUTE_FRACTION["bf16"]),
+            2.0,
+            id="half-nvlink-doubles-all-reduce-per-token",
+        ),
         pytest.param({"peakTFLOPS": 494.5}, lambda r: r.decode.gamma_s_per_token, 1.0, id="compute-leaves-gamma"),
         pytest.param(
             {"kvTransferGBps": 25}, lambda r: r.kv_transfer_s_per_token, 2.0, id="half-network-doubles-transfer"
@@ -242,7 +261,9 @@ def test_pool_hardware_overrides_spec_hardware() -> None:
 )
 def test_gamma_is_inversely_proportional_to_bandwidth(hbm_gb_per_s: float) -> None:
     got = profiles.resolve(_spec(hardware={"gpu": "H100", "hbmGBps": hbm_gb_per_s}), "aggregated")
-    assert got.decode.gamma_s_per_token * hbm_gb_per_s == pytest.approx(327680 / (4 * 1e9 * 0.7), rel=1e-9)
+    assert got.decode.gamma_s_per_token * hbm_gb_per_s == pytest.approx(
+        327680 / (4 * 1e9 * perf.ACHIEVABLE_BANDWIDTH_FRACTION), rel=1e-9
+    )
 
 
 # --- model shapes ------------------------------------------------------------------------------------
@@ -277,7 +298,7 @@ def test_explicit_moe_shape_reads_only_active_parameters_per_step() -> None:
 def test_fp8_weights_halve_the_weight_read(model_shape: dict[str, Any]) -> None:
     bf16 = profiles.resolve(_spec(), "aggregated")
     fp8 = profiles.resolve(_spec(modelShape=model_shape), "aggregated")
-    assert fp8.decode.alpha_s - perf.STEP_OVERHEAD_S == pytest.approx((bf16.decode.alpha_s - perf.STEP_OVERHEAD_S) / 2)
+    assert fp8.decode.alpha_s - _FIXED_NON_WEIGHT_S == pytest.approx((bf16.decode.alpha_s - _FIXED_NON_WEIGHT_S) / 2)
     assert fp8.kv_capacity_tokens > bf16.kv_capacity_tokens
 
 
@@ -298,3 +319,46 @@ def test_fp8_kv_cache_halves_gamma(model_shape: dict[str, Any]) -> None:
 def test_model_shape_preset_wins_over_the_served_name() -> None:
     spec = _spec("meta-llama/Llama-3.1-70B-Instruct", modelShape={"preset": "Llama-3.1-8B"}, pool={"gpusPerReplica": 1})
     assert profiles.resolve(spec, "aggregated") == _roofline("H100", "Llama-3.1-8B", 1)
+
+
+# --- precision (issue 16) ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model_shape", "bytes_per_parameter", "kv_bytes_per_value", "precision"),
+    [
+        pytest.param({}, 2.0, 2.0, "bf16", id="default-bf16"),
+        pytest.param({"precision": "fp8"}, 1.0, 1.0, "fp8", id="fp8-sets-weights-and-kv"),
+        # vLLM serving an FP8 checkpoint without --kv-cache-dtype fp8 keeps a BF16 KV cache.
+        pytest.param({"precision": "fp8", "kvBytesPerValue": 2}, 1.0, 2.0, "fp8", id="fp8-with-bf16-kv"),
+        pytest.param({"preset": "Llama-3.1-70B", "precision": "fp8"}, 1.0, 1.0, "fp8", id="preset-fp8"),
+        # Byte counts alone (the fields before issue 16) keep BF16 math: weight-only FP8.
+        pytest.param({"bytesPerParameter": 1}, 1.0, 2.0, "bf16", id="bytes-only-is-weight-only"),
+    ],
+)
+def test_precision_sets_bytes_and_compute_peak(
+    model_shape: dict[str, Any], bytes_per_parameter: float, kv_bytes_per_value: float, precision: str
+) -> None:
+    spec = _spec(modelShape=model_shape)
+    shape = profiles.model_shape_of(spec)
+    assert shape is not None
+    assert (shape.bytes_per_parameter, shape.kv_bytes_per_value, shape.precision) == (
+        bytes_per_parameter,
+        kv_bytes_per_value,
+        precision,
+    )
+    resolved = profiles.resolve(spec, "aggregated")
+    gemm_s = 2 * 70.6e9 / (4 * presets.gpu_preset("H100").peak_tflops(shape.precision) * 1e12)
+    gemm_s /= perf.ACHIEVABLE_COMPUTE_FRACTION[shape.precision]
+    assert resolved.prefill.b_s_per_token == pytest.approx(gemm_s + _ALL_REDUCE_S_PER_TOKEN)
+
+
+def test_fp8_pool_prefills_faster_than_bf16() -> None:
+    bf16 = profiles.resolve(_spec(), "aggregated")
+    fp8 = profiles.resolve(_spec(modelShape={"precision": "fp8"}), "aggregated")
+    assert fp8.prefill.service_time_s(4096) < 0.7 * bf16.prefill.service_time_s(4096)
+
+
+def test_unknown_precision_is_rejected_by_the_schema() -> None:
+    with pytest.raises(ValueError, match="precision"):
+        _spec(modelShape={"precision": "int4"})

@@ -106,3 +106,32 @@ def test_decode_binding_constraint_at_one_replica(
     load = sizing.Load(rate_per_s=rate, isl_mean_tokens=isl, osl_mean_tokens=osl)
     s = sizing.decode_sizing(np.array([1]), load, PERF, 0.9, target)
     assert str(s.binding[0]) == binding and not s.feasible[0]
+
+
+# --- aggregated: a prompt is charged the steps it rides in (issue 16) -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("isl_tokens", "room_tokens", "prompt_share", "steps"),
+    [
+        pytest.param(500.0, 2000.0, 0.0, 1, id="short-prompt-one-whole-step"),
+        pytest.param(2000.0, 2000.0, 0.0, 1, id="exactly-one-step"),
+        pytest.param(2001.0, 2000.0, 0.0, 2, id="one-token-over-two-steps"),
+        pytest.param(4500.0, 1900.0, 0.0, 3, id="long-prompt-three-steps"),
+        pytest.param(500.0, 2000.0, 0.5, 1, id="half-busy-shares-the-step"),
+    ],
+)
+def test_aggregated_prompt_is_charged_every_step_it_rides_in(
+    isl_tokens: float, room_tokens: float, prompt_share: float, steps: int
+) -> None:
+    step_s, b, c = 0.012, 6e-5, 1e-9
+    perf = ReplicaPerformance(PrefillModel(0.01, b, c), DecodeModel(0.008, 5e-5, 1e-8), 400_000, 131_072, 256)
+    got = float(sizing.aggregated_prompt_service_s(np.array([isl_tokens]), perf, step_s, room_tokens, prompt_share)[0])
+    # Written out: whole steps, the prompt's own GEMMs and attention, and the rest of its steps'
+    # room filled by other prompts' chunks in the share of time prompts take.
+    expected = (
+        steps * step_s + b * isl_tokens + c * isl_tokens**2 + b * (steps * room_tokens - isl_tokens) * prompt_share
+    )
+    assert got == pytest.approx(expected)
+    # Never less than the fractional charge the model used before (ISL/room of a step).
+    assert got >= isl_tokens / room_tokens * step_s + b * isl_tokens + c * isl_tokens**2

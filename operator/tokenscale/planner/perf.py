@@ -11,19 +11,24 @@ Decode step time of a batch of n sequences, mean context L tokens:
                                                         τ(n, L) = α + β·n + γ·n·L      [seconds]
 (DistServe, Zhong et al., OSDI 2024, §3 latency model; the γ·n·L term is the KV read per step.)
 
-Three sources of coefficients: `roofline_performance` (a prior from datasheet figures and the
-model's shape), `fit_prefill` / `fit_decode` (non-negative least squares over measured points),
+Three sources of coefficients: `roofline_performance` (a prior from datasheet figures, the model's
+shape and precision, and the tensor-parallel all-reduces, with defaults fitted to published
+measurements), `fit_prefill` / `fit_decode` (non-negative least squares over measured points),
 and `planner.calibration` (online correction of either from observed latencies).
+`saturated_output_tokens_per_s` is the prior's offline throughput, the figure the engines' own
+throughput benchmarks publish (checked against them in tests/planner/test_published.py).
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
+from tokenscale.api import Precision
 from tokenscale.planner.presets import GPUSpec, ModelShape
 
 FloatArray = npt.NDArray[np.float64]
@@ -76,12 +81,63 @@ class ReplicaPerformance:
 
 # --- roofline prior ------------------------------------------------------------------------------
 
+# Defaults fitted to the published-measurements table (tests/planner/published.py, issue 16): the
+# geometric-mean ratio of prediction to published figure is within 0.9–1.1 per kind (prefill,
+# decode, throughput) with these values. Each names the rows that decide it.
+#
+# Achievable share of the tensor-core peak in the GEMMs (MFU), per precision. BF16: TensorRT-LLM
+# v0.5's batch-1 first-token latencies on A100 in FP16 (LLaMA-2 7B and 70B TP4 at 128 and 2,048
+# tokens: 16, 133, 47 and 377 ms) imply about 0.7 of 312 TFLOPS once the weight read and the
+# all-reduces are taken out; 0.65 keeps them within +15%. FP8: current engines reach about 0.6 of
+# the 1,979-TFLOPS FP8 peak — NVIDIA NIM 1.8.0's Llama-3.3-70B FP8 TP2 first token (48 ms at 500
+# tokens, 407 ms at 5,000) and TensorRT-LLM 1.0's offline FP8 throughputs of Llama-3.1-8B and
+# Llama-3.3-70B on H100 and H200 (the prompts' share of their time). TensorRT-LLM v0.5's FP8
+# figures (2023) were slower, about 0.45 (see the table's notes).
+ACHIEVABLE_COMPUTE_FRACTION: Mapping[Precision, float] = {"bf16": 0.65, "fp8": 0.6}
+# Achievable share of HBM bandwidth in a decode step. vLLM's latency benchmark (batch 8, 32 in,
+# 128 out, BF16; Llama-3.1-8B on one H100 and one H200, Llama-3-70B at TP4), NIM 1.8.0's
+# single-stream ITL of Llama-3.3-70B FP8 TP2 (18.6–18.9 ms) and TensorRT-LLM 1.0's offline
+# throughputs (bound by the KV read at their batches of 100–1,000) put it at 0.8 with the fixed
+# step cost below.
+ACHIEVABLE_BANDWIDTH_FRACTION = 0.8
 # Fixed cost per engine step that is neither FLOPs nor bytes (scheduling, sampling, kernel launches
-# with CUDA graphs); a few hundred microseconds in vLLM's V1 engine.
-STEP_OVERHEAD_S = 0.0005
+# with CUDA graphs, detokenization and streaming). The same vLLM latency runs: 8B decodes 128
+# tokens in 998 ms on H100 and 833 ms on H200; the bandwidth terms differ by 4800/3350 and leave
+# about 1.5 ms per step that does not scale with bandwidth.
+STEP_OVERHEAD_S = 0.0015
+# Latency of one tensor-parallel all-reduce of a small message (NCCL or the engines' one-shot
+# custom all-reduce kernels within an NVLink domain, which barely grow with the GPU count). vLLM's
+# latency benchmark of Llama-3-70B at TP4 (2,444 ms on H100, 2,077 ms on H200) leaves 3.5–5 ms per
+# step beyond the weight read and the fixed cost: 160 all-reduces of 22–31 µs.
+ALL_REDUCE_LATENCY_S = 25e-6
+# Bytes per activation value moved by the all-reduces: engines reduce in BF16 even for FP8 models.
+ACTIVATION_BYTES = 2.0
 # Memory held back from the KV cache for activations, CUDA graphs and the sampler: a share of the
 # memory the engine may use (vLLM profiles it at start-up; a few percent for these models).
 ACTIVATION_RESERVE_FRACTION = 0.05
+
+
+def tensor_parallel_cost(
+    gpu: GPUSpec, model: ModelShape, tensor_parallel: int, all_reduce_latency_s: float = ALL_REDUCE_LATENCY_S
+) -> tuple[float, float]:
+    """(seconds per forward pass, seconds per token) of the tensor-parallel all-reduces; (0, 0) at TP 1.
+
+    Megatron-style tensor parallelism (Shoeybi et al. 2019, "Megatron-LM", §3) all-reduces the
+    residual stream twice per layer, after attention and after the MLP. A ring all-reduce of N bytes
+    over p GPUs costs 2(p − 1)·t_step + 2(p − 1)/p · N/B (Thakur, Rabenseifner & Gropp, "Optimization
+    of Collective Communication Operations in MPICH", IJHPCA 2005, §4; Patarasuk & Yuan, JPDC 2009,
+    bandwidth optimality), B the per-direction link bandwidth. The latency term is taken as one
+    fitted constant per all-reduce (`ALL_REDUCE_LATENCY_S`), and N = tokens · hidden · 2 bytes:
+
+        per pass   = 2·layers·latency
+        per token  = 2·layers · 2(p − 1)/p · hidden·ACTIVATION_BYTES / B
+    """
+    if tensor_parallel <= 1:
+        return 0.0, 0.0
+    all_reduces = 2.0 * model.layers
+    ring = 2.0 * (tensor_parallel - 1) / tensor_parallel
+    per_token_s = all_reduces * ring * model.hidden * ACTIVATION_BYTES / (gpu.interconnect_gb_per_s * 1e9)
+    return all_reduces * all_reduce_latency_s, per_token_s
 
 
 def roofline_performance(
@@ -89,21 +145,26 @@ def roofline_performance(
     model: ModelShape,
     tensor_parallel: int,
     *,
-    achievable_compute_fraction: float = 0.5,
-    achievable_bandwidth_fraction: float = 0.7,
+    achievable_compute_fraction: float | None = None,
+    achievable_bandwidth_fraction: float = ACHIEVABLE_BANDWIDTH_FRACTION,
     max_batch: int = 256,
     memory_utilization: float = 0.9,
+    all_reduce_latency_s: float = ALL_REDUCE_LATENCY_S,
 ) -> ReplicaPerformance:
     """A replica's performance from first principles (roofline: Williams et al., CACM 2009).
 
     Units: seconds, bytes, FLOPs. With P parameters of which A are active per token, weights
-    W = P·bytes (all held in memory) and W_A = A·bytes, on TP GPUs of dense peak F FLOP/s and HBM
-    bandwidth B, f_c = achievable_compute_fraction (MFU), f_b = achievable_bandwidth_fraction:
+    W = P·bytes (all held in memory) and W_A = A·bytes, on TP GPUs of dense peak F FLOP/s (the
+    BF16 or FP8 figure, by `model.precision`) and HBM bandwidth B, f_c = achievable_compute_fraction
+    (MFU; `ACHIEVABLE_COMPUTE_FRACTION` of the precision by default), f_b =
+    achievable_bandwidth_fraction, and (r_pass, r_token) the all-reduce cost of
+    `tensor_parallel_cost`:
 
     prefill  s(ISL) = a + b·ISL + c·ISL²
-      a = W/(TP·B·f_b) + overhead   the weights are read once per forward pass (a long prompt
+      a = W/(TP·B·f_b) + overhead + r_pass
+                                    the weights are read once per forward pass (a long prompt
                                     routes tokens to every expert of an MoE, so all of W)
-      b = 2A/(TP·F·f_c)             2 FLOPs per active parameter per token (Kaplan et al. 2020,
+      b = 2A/(TP·F·f_c) + r_token   2 FLOPs per active parameter per token (Kaplan et al. 2020,
                                     "Scaling Laws for Neural Language Models", §2.1: C ≈ 2N)
       c = 2·layers·d_attn/(TP·F·f_c)
                                     attention scores QKᵀ and the weighted sum AV each cost
@@ -113,7 +174,8 @@ def roofline_performance(
                                     prompt has ISL²/2 pairs: 4·layers·d_attn·ISL²/2 =
                                     2·layers·d_attn·ISL²; d_attn = query heads · head_dim.
     decode   τ(n, L) = α + β·n + γ·n·L
-      α = W/(TP·B·f_b) + overhead   every weight is read once per step. For an MoE this counts
+      α = W/(TP·B·f_b) + overhead + r_pass
+                                    every weight is read once per step. For an MoE this counts
                                     every expert: with uniform routing a step of n tokens touches
                                     a share 1 − (1 − k/E)ⁿ of each layer's E experts (top-k), which
                                     is ≥ 95% once n ≥ 3E/k (12 for Mixtral's 2 of 8, 48 for Qwen3's
@@ -121,8 +183,9 @@ def roofline_performance(
                                     one is exact at the batches a loaded decode pool runs, never
                                     optimistic, and pessimistic by up to W/W_A at batch 1 — which
                                     online calibration corrects when the fleet runs small batches.
-      β = 2A/(TP·F·f_c)             the per-sequence GEMM FLOPs (DistServe adds compute and memory
+      β = 2A/(TP·F·f_c) + r_token   the per-sequence GEMM FLOPs (DistServe adds compute and memory
                                     time rather than taking the max: conservative near the ridge)
+                                    and the sequence's share of the all-reduced activations
       γ = kv_bytes_per_token/(TP·B·f_b)
                                     each sequence reads its KV cache every step; the attention
                                     FLOPs on it (4·layers·d_attn per token) are 4–8 FLOPs per KV
@@ -131,14 +194,19 @@ def roofline_performance(
     KV capacity = (TP·memory·utilization·(1 − reserve) − W) / kv_bytes_per_token   [tokens]
     KV transfer = kv_bytes_per_token / (TP·kv_transfer)   each GPU ships its shard on its own NIC
 
-    Defaults: MFU 0.5 and 70% of HBM bandwidth are typical of vLLM/SGLang on Hopper. Raises
-    ValueError when the weights do not fit on `tensor_parallel` GPUs (the message says to raise
-    gpusPerReplica) or an argument is out of range.
+    The defaults are fitted to published measurements (see the constants above, and the table in
+    tests/planner/published.py). Raises ValueError when the weights do not fit on
+    `tensor_parallel` GPUs (the message says to raise gpusPerReplica) or an argument is out of range.
     """
+    compute_fraction = (
+        ACHIEVABLE_COMPUTE_FRACTION[model.precision]
+        if achievable_compute_fraction is None
+        else achievable_compute_fraction
+    )
     if tensor_parallel < 1:
         raise ValueError(f"tensor_parallel must be ≥ 1, got {tensor_parallel}")
     for label, fraction in (
-        ("achievable_compute_fraction", achievable_compute_fraction),
+        ("achievable_compute_fraction", compute_fraction),
         ("achievable_bandwidth_fraction", achievable_bandwidth_fraction),
         ("memory_utilization", memory_utilization),
     ):
@@ -146,7 +214,9 @@ def roofline_performance(
             raise ValueError(f"{label} must be in (0, 1], got {fraction}")
     if max_batch < 1:
         raise ValueError(f"max_batch must be ≥ 1, got {max_batch}")
-    flops_per_s = tensor_parallel * gpu.peak_dense_tflops * 1e12 * achievable_compute_fraction
+    if all_reduce_latency_s < 0.0:
+        raise ValueError(f"all_reduce_latency_s must be ≥ 0, got {all_reduce_latency_s}")
+    flops_per_s = tensor_parallel * gpu.peak_tflops(model.precision) * 1e12 * compute_fraction
     bytes_per_s = tensor_parallel * gpu.hbm_gb_per_s * 1e9 * achievable_bandwidth_fraction
     usable_b = tensor_parallel * gpu.memory_gib * 2**30 * memory_utilization * (1.0 - ACTIVATION_RESERVE_FRACTION)
     kv_free_b = usable_b - model.weight_bytes
@@ -158,16 +228,19 @@ def roofline_performance(
     weight_read_s = model.weight_bytes / bytes_per_s
     flops_per_token = 2.0 * model.active_parameters_b * 1e9
     attention_flops_per_token2 = 2.0 * model.layers * model.hidden
+    comm_pass_s, comm_token_s = tensor_parallel_cost(gpu, model, tensor_parallel, all_reduce_latency_s)
+    fixed_s = weight_read_s + STEP_OVERHEAD_S + comm_pass_s
+    per_token_s = flops_per_token / flops_per_s + comm_token_s
     kv_b = model.kv_bytes_per_token
     return ReplicaPerformance(
         prefill=PrefillModel(
-            a_s=weight_read_s + STEP_OVERHEAD_S,
-            b_s_per_token=flops_per_token / flops_per_s,
+            a_s=fixed_s,
+            b_s_per_token=per_token_s,
             c_s_per_token2=attention_flops_per_token2 / flops_per_s,
         ),
         decode=DecodeModel(
-            alpha_s=weight_read_s + STEP_OVERHEAD_S,
-            beta_s=flops_per_token / flops_per_s,
+            alpha_s=fixed_s,
+            beta_s=per_token_s,
             gamma_s_per_token=kv_b / bytes_per_s,
         ),
         kv_capacity_tokens=kv_free_b / kv_b,
@@ -175,6 +248,24 @@ def roofline_performance(
         max_batch=max_batch,
         kv_transfer_s_per_token=kv_b / (tensor_parallel * gpu.kv_transfer_gb_per_s * 1e9),
     )
+
+
+def saturated_output_tokens_per_s(perf: ReplicaPerformance, isl_tokens: float, osl_tokens: float) -> float:
+    """Output tokens per second of one aggregated replica kept full of requests of one shape.
+
+    The offline throughput benchmarks' setting (every request queued at once, TensorRT-LLM's
+    `trtllm-bench throughput`, vLLM's `benchmark_throughput`): the replica runs n = min(max_batch,
+    KV capacity / (ISL + OSL)) sequences (the KV of a whole request reserved at admission, as
+    TensorRT-LLM's default guaranteed-no-evict scheduler does), each of mean context
+    L = ISL + OSL/2. Serving n requests costs their prompts' compute, n·(b·ISL + c·ISL²) (chunked
+    into the decode steps, so no extra weight read), plus OSL decode steps of τ(n, L):
+
+        tokens/s = n·OSL / (n·(b·ISL + c·ISL²) + OSL·τ(n, L))
+    """
+    batch = max(1.0, min(float(perf.max_batch), perf.kv_capacity_tokens / (isl_tokens + osl_tokens)))
+    prompt_s = batch * (perf.prefill.b_s_per_token * isl_tokens + perf.prefill.c_s_per_token2 * isl_tokens**2)
+    decode_s = osl_tokens * float(perf.decode.step_time_s(batch, isl_tokens + osl_tokens / 2.0))
+    return batch * osl_tokens / (prompt_s + decode_s)
 
 
 # --- least-squares fit from measured points ----------------------------------------------------

@@ -4,16 +4,24 @@ Called by `planner.profiles` (a pool's `hardware.gpu` and `modelShape.preset`, o
 name appears in the served model name) when a pool has no measured profile. Pure data and lookups;
 nothing is read from disk or the network.
 
-GPU figures come from NVIDIA's datasheets. Tensor-core throughput is the DENSE BF16 figure: the
-datasheets' headline "with sparsity" numbers (2:4 structured sparsity) are twice these, and no
-serving engine runs dense checkpoints at the sparse rate. Model figures come from each model's
-published `config.json` on Hugging Face and its model card (total and activated parameters).
+GPU figures come from NVIDIA's datasheets. Tensor-core throughput is the DENSE figure (BF16 and
+FP8): the datasheets' headline "with sparsity" numbers (2:4 structured sparsity) are twice these,
+and no serving engine runs dense checkpoints at the sparse rate. Model figures come from each
+model's published `config.json` on Hugging Face and its model card (total and activated
+parameters). A model's precision (`bf16` or `fp8`, issue 16) sets its weight and KV bytes
+(`with_precision`) and which tensor-core peak the prior uses (`GPUSpec.peak_tflops`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from tokenscale.api import Precision
+
+# Bytes per weight and per KV-cache value of each precision: FP8 checkpoints (ModelOpt, llm-compressor)
+# quantize the linear layers' weights, and FP8 serving profiles keep the KV cache in FP8 too.
+PRECISION_BYTES: Mapping[Precision, float] = {"bf16": 2.0, "fp8": 1.0}
 
 
 @dataclass(frozen=True)
@@ -25,6 +33,11 @@ class GPUSpec:
     memory_gib            memory the engine can see, GiB (2³⁰ bytes)
     kv_transfer_gb_per_s  this GPU's share of the prefill→decode network, GB/s (one 400 Gb/s NIC
                           per GPU is 50 GB/s), used for the KV-cache hand-off between pools
+    peak_fp8_tflops       dense FP8 tensor-core throughput, TFLOP/s; a GPU without FP8 tensor cores
+                          (A100) runs FP8 checkpoints weight-only (FP8 weights, BF16 math), so its
+                          figure is its BF16 one
+    interconnect_gb_per_s GPU-to-GPU bandwidth for tensor-parallel all-reduces, GB/s in one
+                          direction (NVLink's headline figure counts both directions)
     """
 
     name: str
@@ -32,6 +45,12 @@ class GPUSpec:
     hbm_gb_per_s: float
     memory_gib: float
     kv_transfer_gb_per_s: float
+    peak_fp8_tflops: float
+    interconnect_gb_per_s: float
+
+    def peak_tflops(self, precision: Precision) -> float:
+        """Dense tensor-core TFLOP/s of the GEMMs of a model served in `precision`."""
+        return self.peak_fp8_tflops if precision == "fp8" else self.peak_dense_tflops
 
 
 @dataclass(frozen=True)
@@ -47,6 +66,8 @@ class ModelShape:
                          but not for Qwen3 MoE models (hidden_size 2048 vs 32 heads × 128).
     bytes_per_parameter  bytes per weight (2 for BF16, 1 for FP8)
     kv_bytes_per_value   bytes per KV-cache value (2 for BF16, 1 for an FP8 KV cache)
+    precision            the GEMMs' number format: `bf16`, or `fp8` (FP8 weights and activations,
+                         run at the GPU's FP8 peak). `with_precision` sets it with the two byte counts.
     """
 
     name: str
@@ -58,6 +79,7 @@ class ModelShape:
     hidden: int
     bytes_per_parameter: float = 2.0
     kv_bytes_per_value: float = 2.0
+    precision: Precision = "bf16"
 
     @property
     def kv_bytes_per_token(self) -> float:
@@ -77,23 +99,29 @@ class ModelShape:
 
 GPU_PRESETS: Mapping[str, GPUSpec] = {
     # "NVIDIA H100 Tensor Core GPU" datasheet, H100 SXM column: BF16 Tensor Core 1,979 TFLOPS with
-    # sparsity (989 dense), GPU memory 80 GB, bandwidth 3.35 TB/s. One ConnectX-7 400 Gb/s NIC per
-    # GPU in DGX/HGX H100 systems (50 GB/s).
-    "H100": GPUSpec("H100", 989.0, 3350.0, 80.0, 50.0),
+    # sparsity (989 dense), FP8 Tensor Core 3,958 with sparsity (1,979 dense), GPU memory 80 GB,
+    # bandwidth 3.35 TB/s, NVLink 900 GB/s (both directions: 450 each way). One ConnectX-7
+    # 400 Gb/s NIC per GPU in DGX/HGX H100 systems (50 GB/s).
+    "H100": GPUSpec("H100", 989.0, 3350.0, 80.0, 50.0, 1979.0, 450.0),
     # "NVIDIA H200 Tensor Core GPU" datasheet, H200 SXM column: same Hopper compute as H100 SXM
-    # (1,979 sparse, 989 dense), 141 GB of HBM3e at 4.8 TB/s; same 400 Gb/s NIC per GPU.
-    "H200": GPUSpec("H200", 989.0, 4800.0, 141.0, 50.0),
-    # "NVIDIA HGX B200" specifications (8 GPUs): FP16/BF16 Tensor Core 36 PFLOPS with sparsity,
-    # i.e. 4.5 sparse and 2.25 dense per GPU; 1.44 TB of HBM3e (180 GB per GPU) at 64 TB/s
-    # (8 TB/s per GPU). DGX B200 has one ConnectX-7 400 Gb/s port per GPU.
-    "B200": GPUSpec("B200", 2250.0, 8000.0, 180.0, 50.0),
+    # (BF16 989 dense, FP8 1,979 dense), 141 GB of HBM3e at 4.8 TB/s, NVLink 900 GB/s; same
+    # 400 Gb/s NIC per GPU.
+    "H200": GPUSpec("H200", 989.0, 4800.0, 141.0, 50.0, 1979.0, 450.0),
+    # "NVIDIA HGX B200" specifications (8 GPUs): FP16/BF16 Tensor Core 36 PFLOPS and FP8 72 PFLOPS
+    # with sparsity, i.e. 2.25 and 4.5 dense per GPU; 1.44 TB of HBM3e (180 GB per GPU) at 64 TB/s
+    # (8 TB/s per GPU); fifth-generation NVLink 1.8 TB/s per GPU (900 GB/s each way). DGX B200 has
+    # one ConnectX-7 400 Gb/s port per GPU.
+    "B200": GPUSpec("B200", 2250.0, 8000.0, 180.0, 50.0, 4500.0, 900.0),
     # "NVIDIA A100 Tensor Core GPU" datasheet, A100 80GB SXM column: BF16 Tensor Core 312 TFLOPS
-    # (624 with sparsity), 2,039 GB/s. DGX A100 has one ConnectX-6 200 Gb/s NIC per GPU (25 GB/s).
-    "A100": GPUSpec("A100", 312.0, 2039.0, 80.0, 25.0),
-    # "NVIDIA L40S GPU" datasheet: BF16 Tensor Core 362.05 TFLOPS (733 with sparsity), 48 GB GDDR6
-    # with ECC at 864 GB/s. ECC is on by default and reserves 1/16 of GDDR6 (nvidia-smi shows
-    # 46,068 MiB), hence 45 GiB. PCIe cards: assume one 200 Gb/s NIC per GPU (25 GB/s).
-    "L40S": GPUSpec("L40S", 362.0, 864.0, 45.0, 25.0),
+    # (624 with sparsity), 2,039 GB/s, NVLink 600 GB/s (300 each way); no FP8 tensor cores (FP8
+    # checkpoints run weight-only, at the BF16 rate). DGX A100 has one ConnectX-6 200 Gb/s NIC per
+    # GPU (25 GB/s).
+    "A100": GPUSpec("A100", 312.0, 2039.0, 80.0, 25.0, 312.0, 300.0),
+    # "NVIDIA L40S GPU" datasheet: BF16 Tensor Core 362.05 TFLOPS (733 with sparsity), FP8 733
+    # (1,466 with sparsity), 48 GB GDDR6 with ECC at 864 GB/s. ECC is on by default and reserves
+    # 1/16 of GDDR6 (nvidia-smi shows 46,068 MiB), hence 45 GiB. No NVLink: PCIe Gen4 x16,
+    # 64 GB/s both directions (32 each way). PCIe cards: assume one 200 Gb/s NIC per GPU (25 GB/s).
+    "L40S": GPUSpec("L40S", 362.0, 864.0, 45.0, 25.0, 733.0, 32.0),
 }
 
 MODEL_PRESETS: Mapping[str, ModelShape] = {
@@ -120,6 +148,12 @@ MODEL_PRESETS: Mapping[str, ModelShape] = {
     # 128 experts with 8 per token; model card: 235B total, 22B activated.
     "Qwen3-235B-A22B": ModelShape("Qwen3-235B-A22B", 235.0, 22.0, 94, 4, 128, 8192),
 }
+
+
+def with_precision(shape: ModelShape, precision: Precision) -> ModelShape:
+    """`shape` served in `precision`: its GEMMs' format and its weight and KV bytes (`PRECISION_BYTES`)."""
+    per_value = PRECISION_BYTES[precision]
+    return replace(shape, precision=precision, bytes_per_parameter=per_value, kv_bytes_per_value=per_value)
 
 
 class PresetError(ValueError):

@@ -32,12 +32,14 @@ def gpu_of(hardware: Hardware) -> presets.GPUSpec:
         hbm_gb_per_s=hardware.hbm_gb_per_s or base.hbm_gb_per_s,
         memory_gib=hardware.memory_gib or base.memory_gib,
         kv_transfer_gb_per_s=hardware.kv_transfer_gb_per_s or base.kv_transfer_gb_per_s,
+        peak_fp8_tflops=hardware.peak_fp8_tflops or base.peak_fp8_tflops,
+        interconnect_gb_per_s=hardware.interconnect_gb_per_s or base.interconnect_gb_per_s,
     )
 
 
 def model_shape_of(spec: InferencePoolSpec) -> presets.ModelShape | None:
     """The model shape: `spec.modelShape` (preset plus overrides, or every field), else the preset
-    whose name appears in `spec.model`, with any precision fields of `spec.modelShape` applied."""
+    whose name appears in `spec.model`, with `spec.modelShape.precision` and any byte counts applied."""
     shape: ModelShape | None = spec.model_shape
     base: presets.ModelShape | None
     if shape is not None and shape.preset is not None:
@@ -70,12 +72,14 @@ def model_shape_of(spec: InferencePoolSpec) -> presets.ModelShape | None:
             return None
     if shape is None:
         return base
+    # Precision first (it sets both byte counts), then any byte count given explicitly (issue 16).
+    served = presets.with_precision(base, shape.precision)
     return replace(
-        base,
+        served,
         parameters_b=shape.parameters_billions or base.parameters_b,
         active_parameters_b=shape.active_parameters_billions or base.active_parameters_b,
-        bytes_per_parameter=shape.bytes_per_parameter,
-        kv_bytes_per_value=shape.kv_bytes_per_value,
+        bytes_per_parameter=shape.bytes_per_parameter or served.bytes_per_parameter,
+        kv_bytes_per_value=shape.kv_bytes_per_value or served.kv_bytes_per_value,
     )
 
 

@@ -24,10 +24,11 @@ KV memory: the q-quantile batch holding ISL + OSL tokens each must fit in the KV
 
 Aggregated: each step carries the decode batch plus a chunk of prompt tokens (chunked prefill,
 `max_num_batched_tokens`). A fraction u_p = (λ/m)·(s(ISL) − a) of GPU time goes to prompts, so
-decode steps come (1 − u_p) as often: n̄ = (λ/m)·OSL·τ(n̄)/(1 − u_p). Prompts are served at the
-chunked rate (budget − n) tokens per step of τ(n) + b·(budget − n); TTFT waits in an M/G/c queue
-of those stretched prefill times. When more than (1 − q) of steps carry a chunk, the ITL quantile
-includes the chunk's time.
+decode steps come (1 − u_p) as often: n̄ = (λ/m)·OSL·τ(n̄)/(1 − u_p). The prompt queue drains at
+(budget − n̄) tokens per step of τ(n̄) + b·(budget − n̄), so a prompt's work in the M/G/c queue is
+its share of those steps; its own time to first token counts every whole step its chunks ride in
+(`aggregated_prompt_service_s`, issue 16). When more than (1 − q) of steps carry a chunk, the ITL
+quantile includes the chunk's time.
 """
 
 from __future__ import annotations
@@ -367,6 +368,26 @@ def _sojourn_quantile(
     )
 
 
+def aggregated_prompt_service_s(
+    isl_tokens: FloatArray, perf: ReplicaPerformance, step_s: float, room_tokens: float, prompt_share: float
+) -> FloatArray:
+    """Seconds from a prompt's first chunk to its first token on an aggregated replica (chunked prefill).
+
+    A prompt of ISL tokens advances at most `room_tokens` (the step budget less the decode batch)
+    per step, so it rides in k = ⌈ISL/room⌉ whole steps, and each costs the decode step τ(n̄) plus
+    its chunk's GEMMs (issue 16: charging only ISL/room of a step was 2–4× optimistic). The steps
+    it rides in also carry the other prompts' chunks that fill their room, in the share of GPU
+    time that prompts take (u_p): its last step is shared with the next prompt's head.
+
+        service(ISL) = k·τ(n̄) + b·ISL + c·ISL² + b·(k·room − ISL)·u_p
+    """
+    steps = np.maximum(np.ceil(isl_tokens / room_tokens), 1.0)
+    own_s = perf.prefill.b_s_per_token * isl_tokens + perf.prefill.c_s_per_token2 * isl_tokens * isl_tokens
+    shared_s = perf.prefill.b_s_per_token * (steps * room_tokens - isl_tokens) * min(max(prompt_share, 0.0), 1.0)
+    service: FloatArray = steps * step_s + own_s + shared_s
+    return service
+
+
 def aggregated_sizing(
     counts: IntArray,
     load: Load,
@@ -384,16 +405,20 @@ def aggregated_sizing(
     prompt_compute = np.asarray(perf.prefill.service_time_s(isl), dtype=np.float64) - perf.prefill.a_s
     u_p = lam * float(np.dot(weights, prompt_compute))
     decode = decode_sizing(counts, load, perf, tpot_quantile, tpot_target_s, u_p, chunk_tokens)
-    # Chunked prefill: a prompt advances (budget − n̄) tokens per step of τ(n̄) + b·(budget − n̄).
     n_mean = np.where(np.isfinite(decode.batch_mean), decode.batch_mean, np.nan)
     room = np.maximum(chunk_tokens - n_mean, 1.0)
     step = np.asarray(perf.decode.step_time_s(n_mean, load.isl_mean_tokens), dtype=np.float64)
-    seconds_per_prompt_token = (step + perf.prefill.b_s_per_token * room) / room
     ttft = np.full(m.shape, np.inf)
-    for i in np.flatnonzero(np.isfinite(seconds_per_prompt_token)):
-        service = isl * seconds_per_prompt_token[i] + perf.prefill.c_s_per_token2 * isl * isl
+    for i in np.flatnonzero(np.isfinite(step)):
+        # The queue holds prompt tokens, drained at `room` tokens per step: the work a prompt puts
+        # before later ones is its share of the steps (a prompt shares its first and last steps).
+        work = isl * (step[i] + perf.prefill.b_s_per_token * room[i]) / room[i] + perf.prefill.c_s_per_token2 * isl**2
+        # Its own time to first token counts every step it rides in, after the step in flight when
+        # it is admitted (a mean residual of half a step while the replica decodes).
+        own = aggregated_prompt_service_s(isl, perf, float(step[i]), float(room[i]), float(u_p[i]))
+        lead_in = 0.5 * float(step[i]) * min(1.0, float(n_mean[i]))
         one = counts[i : i + 1]
-        ttft[i] = _sojourn_quantile(one, load, service, service, weights, ttft_quantile)[0]
+        ttft[i] = _sojourn_quantile(one, load, work, own + lead_in, weights, ttft_quantile)[0]
     meets_ttft = ttft <= ttft_target_s
     feasible = decode.feasible & meets_ttft
     binding = np.where(decode.binding != "ok", decode.binding, np.where(meets_ttft, "ok", "ttft"))
