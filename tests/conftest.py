@@ -8,6 +8,8 @@
 - `prometheus_factory` (session): starts real Prometheus servers, `prometheus_factory([targets])`.
   A server started while a test runs is stopped when the test ends; one started by a session
   fixture when the session ends. Tests using it are marked `prometheus`.
+- `vllm_engine` (session): a real vLLM (CPU build) serving a tiny random-weight Llama on loopback,
+  started once (22–66 s) and stopped when the session ends; tests using it are marked `engine`.
 - `helm` (session): Helm 3.18 with private homes; `supervisor` (per test) owns processes a test starts.
 - `leak_check` (autouse): fails a test that leaves child processes, multiprocessing children or
   non-daemon threads behind (STYLE.md rule 31), after stopping the leftovers.
@@ -27,6 +29,7 @@ import kubernetes
 import pytest
 from harness import binaries
 from harness.cluster import Cluster, ClusterStartError, start_cluster
+from harness.engine import VllmServer, start_vllm
 from harness.leaks import Snapshot
 from harness.processes import Supervisor
 from harness.prometheus import PrometheusFactory
@@ -36,6 +39,7 @@ from harness.tools import Helm
 _CLUSTER = pytest.StashKey[Cluster]()
 _CLUSTER_FIXTURES = frozenset({"cluster", "api_client", "namespace"})
 _PROMETHEUS_FIXTURES = frozenset({"prometheus_factory"})
+_ENGINE_FIXTURES = frozenset({"vllm_engine"})
 
 
 def _require(name: str) -> Path:
@@ -55,6 +59,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.e2e)
         if names & _PROMETHEUS_FIXTURES:
             item.add_marker(pytest.mark.prometheus)
+        if names & _ENGINE_FIXTURES:
+            item.add_marker(pytest.mark.engine)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -182,3 +188,14 @@ def prometheus_factory(
     factory = PrometheusFactory(_require("prometheus"), session_supervisor, tmp_path_factory.mktemp("prometheus"))
     yield factory
     factory.stop_all()
+
+
+# --- a real inference engine -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(session_supervisor: Supervisor, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
+    """vLLM's OpenAI server on loopback (tests/harness/engine.py), one per session: it takes 22–66 s to start."""
+    server = start_vllm(session_supervisor, _require("vllm-python"), tmp_path_factory.mktemp("vllm"))
+    yield server
+    server.process.stop(grace_s=30.0)

@@ -256,11 +256,6 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     """Fit prefill and decode coefficients to the points of a CSV file; write a PerformanceProfile."""
     import csv
 
-    import yaml
-
-    from tokenscale.api import DecodeProfile, PerformanceProfile, PrefillProfile
-    from tokenscale.planner import perf
-
     path = Path(args.points)
     needs = {"prefill": ("isl_tokens", "seconds"), "decode": ("batch", "context_tokens", "seconds")}
     points: dict[str, list[list[float]]] = {"prefill": [], "decode": []}
@@ -307,6 +302,48 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         raise UsageError(f"{path}: not a CSV file: {err}") from None
     if not points["prefill"] and not points["decode"]:
         raise UsageError(f"{path}: no points (rows with phase prefill or decode under a header line)")
+    return _write_profile(points, str(path), f"fit {path.name}", args)
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    """Measure a live engine (`profiling.measure`), then fit and write its profile like `fit`."""
+    from tokenscale import profiling
+
+    if args.max_prompt_tokens < 16:
+        raise UsageError(f"--max-prompt-tokens must be ≥ 16, got {args.max_prompt_tokens}")
+    if args.max_batch < 2:
+        raise UsageError(f"--max-batch must be ≥ 2 (decode needs several batch sizes), got {args.max_batch}")
+    powers = (2**k for k in range(args.max_batch.bit_length()))
+    batches = tuple(sorted({*(n for n in powers if n <= args.max_batch), args.max_batch}))
+    plan = profiling.Plan(
+        max_prompt_tokens=args.max_prompt_tokens,
+        batches=batches,
+        decode_prompts=(64, max(64, min(512, args.max_prompt_tokens // 2))),
+    )
+    endpoint = profiling.Endpoint(args.url.rstrip("/"), args.model)
+    try:
+        points = profiling.measure(endpoint, plan, progress=lambda line: print(line, file=sys.stderr))
+    except profiling.ProfileError as err:
+        raise UsageError(str(err)) from None
+    if args.points:
+        try:
+            Path(args.points).write_text(points.csv(), encoding="utf-8")
+        except OSError as err:
+            raise UsageError(f"cannot write {args.points}: {err.strerror or err}") from None
+    measured = {
+        "prefill": [[float(isl), s] for isl, s in points.prefill],
+        "decode": [[float(n), ctx, s] for n, ctx, s in points.decode],
+    }
+    return _write_profile(measured, args.url, f"profile {args.url} ({args.model})", args)
+
+
+def _write_profile(points: dict[str, list[list[float]]], source: str, title: str, args: argparse.Namespace) -> int:
+    """Fit the measured points (`fit` reads them from a CSV, `profile` measures them) and write the profile."""
+    import yaml
+
+    from tokenscale.api import DecodeProfile, PerformanceProfile, PrefillProfile
+    from tokenscale.planner import perf
+
     if args.kv_capacity_tokens is not None and args.kv_capacity_tokens < 1:
         raise UsageError(f"--kv-capacity-tokens must be ≥ 1, got {args.kv_capacity_tokens}")
 
@@ -321,10 +358,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                 dm, quality = perf.fit_decode(inputs[0], inputs[1], seconds)
                 coefficients, predicted = [dm.alpha_s, dm.beta_s, dm.gamma_s_per_token], dm.step_time_s(*inputs)
         except ValueError as err:
-            raise UsageError(f"{path}: {phase}: {err}") from None
+            raise UsageError(f"{source}: {phase}: {err}") from None
         if coefficients[1] == 0 and coefficients[2] == 0:
             grows = "prompt length" if phase == "prefill" else "batch size or context"
-            raise UsageError(f"{path}: {phase}: the fitted time does not grow with {grows}; check the points")
+            raise UsageError(f"{source}: {phase}: the fitted time does not grow with {grows}; check the points")
         worst = float(np.max(np.abs(np.asarray(predicted) - seconds) / seconds))
         print(
             f"{phase}: {quality.points} points, R² {quality.r2:.4f}, max relative error {worst:.1%}, "
@@ -347,7 +384,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         block = "".join("    " + line for line in body.splitlines(keepends=True))
         text = yaml.safe_dump(manifest, sort_keys=False) + "data:\n  profile.yaml: |\n" + block
     else:
-        text = f"# tokenscale fit {path.name}: use under pools.<role>.performance.profile\n{body}"
+        text = f"# tokenscale {title}: use under pools.<role>.performance.profile\n{body}"
     if args.output:
         try:
             Path(args.output).write_text(text, encoding="utf-8")
@@ -473,6 +510,28 @@ Writes a PerformanceProfile (YAML) to put under pools.<role>.performance.profile
     )
     p.add_argument("--configmap", metavar="NAME", help="write a ConfigMap NAME holding the profile instead")
     p.set_defaults(func=_cmd_fit)
+
+    p = sub.add_parser(
+        "profile",
+        help="measure a live engine (OpenAI-compatible) and write its performance profile",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Measures one idle replica from outside, then fits and writes the profile as `tokenscale fit` does:
+  prefill  time to the first streamed token, one request at a time, prompts of 16 … --max-prompt-tokens
+  decode   gaps between streamed tokens with 1 … --max-batch streams decoding together, two prompt lengths
+Prompts are token ids with ignore_eos (no tokenizer needed). Progress and fit quality go to stderr.""",
+    )
+    p.add_argument("--url", required=True, help="the engine's base URL, e.g. http://127.0.0.1:8000")
+    p.add_argument("--model", required=True, help="the model name the engine serves (/v1/models)")
+    p.add_argument("--max-prompt-tokens", type=int, default=2048, metavar="N", help="longest prompt (default 2048)")
+    p.add_argument("--max-batch", type=int, default=16, metavar="N", help="most streams decoding at once (default 16)")
+    p.add_argument("--points", metavar="CSV", help="also write the measured points, in `fit`'s CSV format")
+    p.add_argument("-o", "--output", help="write the profile to this file (default: stdout)")
+    p.add_argument(
+        "--kv-capacity-tokens", type=int, metavar="TOKENS", help="KV-cache capacity of one replica, in tokens"
+    )
+    p.add_argument("--configmap", metavar="NAME", help="write a ConfigMap NAME holding the profile instead")
+    p.set_defaults(func=_cmd_profile)
 
     p = sub.add_parser("run", help="run the operator: plan and scale every InferencePool it can see")
     p.add_argument("--namespace", action="append", metavar="NS", help="watch this namespace (repeatable; default: all)")

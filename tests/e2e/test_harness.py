@@ -193,6 +193,7 @@ def test_helm_is_3_18_with_private_homes(helm: Helm, tmp_path: Path) -> None:
         pytest.param("kubectl", "TOKENSCALE_KUBECTL", id="kubectl"),
         pytest.param("kube-apiserver", "TOKENSCALE_K8S_BIN", id="kube-apiserver"),
         pytest.param("prometheus", "TOKENSCALE_PROMETHEUS", id="prometheus"),
+        pytest.param("vllm-python", "TOKENSCALE_VLLM_PYTHON", id="vllm"),
     ],
 )
 def test_missing_program_error_names_the_setup_script(

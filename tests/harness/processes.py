@@ -128,8 +128,9 @@ class Supervisor:
         return tuple(self._processes)
 
     def pids(self) -> frozenset[int]:
-        """PIDs of the started processes still running."""
-        return frozenset(p.pid for p in self._processes if p.alive())
+        """PIDs of the started processes still running, and of their descendants (vLLM's engine core)."""
+        started = frozenset(p.pid for p in self._processes if p.alive())
+        return started.union(*(descendant_pids(pid) for pid in started))
 
     def stop_all(self, grace_s: float = 5.0) -> None:
         for process in reversed(self._processes):

@@ -1,0 +1,187 @@
+"""Measure a live OpenAI-compatible engine for `tokenscale profile`: prefill and decode points.
+
+The points are what `tokenscale fit` reads from a CSV (`planner.perf.fit_prefill` / `fit_decode`),
+measured in minutes from outside the engine, one replica, nothing else running on it:
+
+- prefill: one request at a time with `max_tokens: 1`, for prompt lengths on a geometric grid up to
+  `max_prompt_tokens`; the time to the first streamed token, median of `repeats`, is s(ISL) plus the
+  round trip (a few ms on loopback, part of the TTFT the engine's users see, so it stays in).
+- decode: `batch` streams started together with the same prompt length, each generating
+  `output_tokens`; after every stream has its first token, the gaps between a stream's tokens are
+  decode steps of `batch` sequences. The point is (batch, mean context = prompt + half the output,
+  median gap, median of `repeats` runs). Two prompt lengths per batch size separate the
+  per-sequence cost β from the per-context-token cost γ (`perf.fit_decode` needs contexts that
+  vary independently of batch).
+
+Prompts are token ids (`"prompt": [ids]`) with `ignore_eos`, so no tokenizer is needed and every
+request generates exactly `max_tokens` tokens; engines that reject token-id prompts (or do not
+stream) are not supported. Not for a replica that serves traffic: the points would include it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import statistics
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class ProfileError(RuntimeError):
+    """The endpoint could not be measured (unreachable, an HTTP error, or an answer without tokens)."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where to send completions: `http://host:port` and the model name the server serves."""
+
+    url: str
+    model: str
+    timeout_s: float = 300.0
+
+    def _connection(self) -> http.client.HTTPConnection:
+        parts = urllib.parse.urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ProfileError(f"--url must be http(s)://host:port, got {self.url!r}")
+        cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        return cls(parts.hostname, parts.port, timeout=self.timeout_s)
+
+    def stream(self, prompt: Sequence[int], max_tokens: int) -> list[tuple[float, int]]:
+        """One streamed completion: (monotonic time, tokens) for each chunk that carried tokens.
+
+        The first entry's time is when the request was sent, with 0 tokens.
+        """
+        body = json.dumps(
+            {"model": self.model, "prompt": list(prompt), "max_tokens": max_tokens, "ignore_eos": True,
+             "stream": True, "temperature": 0.0, "return_token_ids": True}
+        ).encode()  # fmt: skip
+        conn = self._connection()
+        events: list[tuple[float, int]] = [(time.monotonic(), 0)]
+        try:
+            conn.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            if response.status != 200:
+                raise ProfileError(f"{self.url}/v1/completions answered {response.status}: {response.read()[:200]!r}")
+            for raw in response:
+                line = raw.strip()
+                if not line.startswith(b"data:") or line == b"data: [DONE]":
+                    continue
+                chunk = json.loads(line[5:])
+                n = sum(_tokens_in(choice) for choice in chunk.get("choices", ()))
+                if n:
+                    events.append((time.monotonic(), n))
+        except OSError as err:
+            raise ProfileError(f"cannot reach {self.url}: {err}") from None
+        finally:
+            conn.close()
+        if len(events) == 1:
+            raise ProfileError(f"{self.url} streamed no tokens for a {len(prompt)}-token prompt")
+        return events
+
+
+def _tokens_in(choice: dict[str, object]) -> int:
+    """Tokens in one streamed choice: its token ids when the server returns them (vLLM's
+    `return_token_ids`), else one per chunk that carries text (an engine without a tokenizer sends "")."""
+    ids = choice.get("token_ids")
+    if isinstance(ids, list):
+        return len(ids)
+    return 1 if isinstance(choice.get("text"), str) else 0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to measure. The defaults take about a minute on a small model."""
+
+    max_prompt_tokens: int = 2048
+    prefill_points: int = 9
+    repeats: int = 5
+    batches: tuple[int, ...] = (1, 2, 4, 8, 16)
+    decode_prompts: tuple[int, ...] = (64, 512)
+    output_tokens: int = 64
+
+    def prefill_lengths(self) -> list[int]:
+        grid = np.geomspace(16, self.max_prompt_tokens, self.prefill_points)
+        return sorted({int(round(x)) for x in grid})
+
+
+@dataclass
+class Points:
+    """Measured points, the columns of `tokenscale fit`'s CSV."""
+
+    prefill: list[tuple[int, float]] = field(default_factory=list)  # (isl tokens, seconds)
+    decode: list[tuple[int, float, float]] = field(default_factory=list)  # (batch, mean context, seconds)
+
+    def csv(self) -> str:
+        rows = ["phase,isl_tokens,batch,context_tokens,seconds"]
+        rows += [f"prefill,{isl},,,{s:.6g}" for isl, s in self.prefill]
+        rows += [f"decode,,{n},{ctx:g},{s:.6g}" for n, ctx, s in self.decode]
+        return "\n".join(rows) + "\n"
+
+
+def _prompt(rng: np.random.Generator, tokens: int) -> list[int]:
+    return [int(x) for x in rng.integers(100, 30_000, size=tokens)]
+
+
+def measure(endpoint: Endpoint, plan: Plan, progress: Callable[[str], None] | None = None) -> Points:
+    """Measure prefill and decode points on `endpoint` (see the module docstring)."""
+    say = progress or (lambda _: None)
+    rng = np.random.default_rng(0)
+    points = Points()
+    endpoint.stream(_prompt(rng, 16), 2)  # warm-up: the first request pays one-time costs
+    for isl in plan.prefill_lengths():
+        times = []
+        for _ in range(plan.repeats):
+            events = endpoint.stream(_prompt(rng, isl), 1)
+            times.append(events[1][0] - events[0][0])
+        points.prefill.append((isl, statistics.median(times)))
+        say(f"prefill {isl} tokens: {points.prefill[-1][1] * 1000:.1f} ms")
+    for prompt_tokens in plan.decode_prompts:
+        for batch in plan.batches:
+            step = statistics.median(
+                _decode_step(endpoint, rng, batch, prompt_tokens, plan.output_tokens) for _ in range(plan.repeats)
+            )
+            points.decode.append((batch, prompt_tokens + plan.output_tokens / 2.0, step))
+            say(f"decode batch {batch}, prompt {prompt_tokens}: {step * 1000:.2f} ms per step")
+    return points
+
+
+def _decode_step(endpoint: Endpoint, rng: np.random.Generator, batch: int, prompt_tokens: int, out: int) -> float:
+    """Median gap between a stream's tokens while all `batch` streams are decoding."""
+    results: list[list[tuple[float, int]] | None] = [None] * batch
+    errors: list[ProfileError] = []
+
+    def run(i: int, prompt: list[int]) -> None:
+        try:
+            results[i] = endpoint.stream(prompt, out)
+        except ProfileError as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=run, args=(i, _prompt(rng, prompt_tokens)), daemon=True) for i in range(batch)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=endpoint.timeout_s)
+    if errors:
+        raise errors[0]
+    streams = [r for r in results if r is not None]
+    if len(streams) != batch:
+        raise ProfileError(f"{batch - len(streams)} of {batch} decode streams did not finish")
+    # All streams decode together from the last first token to the first stream's end.
+    start = max(s[1][0] for s in streams)
+    end = min(s[-1][0] for s in streams)
+    gaps = [
+        (t1 - t0) / n
+        for s in streams
+        for (t0, _), (t1, n) in zip(s[1:], s[2:], strict=False)
+        if t0 >= start and t1 <= end
+    ]
+    if not gaps:  # too few tokens to overlap: every gap after the first token
+        gaps = [(t1 - t0) / n for s in streams for (t0, _), (t1, n) in zip(s[1:], s[2:], strict=False)]
+    if not gaps:
+        raise ProfileError(f"decode at batch {batch}: streams carried fewer than two tokens each")
+    return statistics.median(gaps)

@@ -1,0 +1,104 @@
+"""`tokenscale profile` against a real vLLM: the profile it writes predicts the engine's own TTFT and
+decode step at points it did not measure, within 15%; and bad endpoints are one-line errors.
+
+The check measurements go through the test harness's own client (tests/harness/engine.py), not the
+profiler's, at a prompt length and a batch size off the profiler's grids.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from harness.engine import VllmServer, replay
+from harness.processes import free_port
+
+from tokenscale.api import PerformanceProfile
+
+CHECK_ISL = 700  # between the profiler's 558- and 1024-token prompts
+CHECK_BATCH = 12  # between its 8 and 16 streams
+CHECK_PROMPT = 256
+
+
+def _profile(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tokenscale.cli", "profile", *args], capture_output=True, text=True, timeout=900
+    )
+
+
+@pytest.fixture(scope="module")
+def profiled(vllm_engine: VllmServer, tmp_path_factory: pytest.TempPathFactory) -> tuple[PerformanceProfile, Path]:
+    out = tmp_path_factory.mktemp("profile")
+    run = _profile(
+        "--url", vllm_engine.url, "--model", vllm_engine.model, "--max-prompt-tokens", "2048", "--max-batch", "16",
+        "--points", str(out / "points.csv"), "-o", str(out / "profile.yaml"),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    print("\n" + run.stderr)
+    profile = PerformanceProfile.model_validate(yaml.safe_load((out / "profile.yaml").read_text()))
+    return profile, out / "points.csv"
+
+
+def test_the_profile_predicts_ttft_off_the_grid(
+    vllm_engine: VllmServer, profiled: tuple[PerformanceProfile, Path]
+) -> None:
+    profile, _ = profiled
+    assert profile.prefill is not None
+    seen = replay(vllm_engine, [0.5 * i for i in range(9)], [CHECK_ISL] * 9, [1] * 9)
+    measured = float(np.median(seen.ttft_s))
+    p = profile.prefill
+    predicted = p.a_seconds + p.b_seconds_per_token * CHECK_ISL + p.c_seconds_per_token2 * CHECK_ISL**2
+    print(f"TTFT at {CHECK_ISL} tokens: measured {measured * 1000:.1f} ms, profile {predicted * 1000:.1f} ms")
+    assert predicted == pytest.approx(measured, rel=0.15)
+
+
+def test_the_profile_predicts_the_decode_step_off_the_grid(
+    vllm_engine: VllmServer, profiled: tuple[PerformanceProfile, Path]
+) -> None:
+    profile, _ = profiled
+    assert profile.decode is not None
+    out = 192  # long enough that the steps with the whole batch dominate each request's TPOT
+    seen = replay(vllm_engine, [0.0] * CHECK_BATCH, [CHECK_PROMPT] * CHECK_BATCH, [out] * CHECK_BATCH)
+    measured = float(np.median(seen.tpot_s))
+    d = profile.decode
+    context = CHECK_PROMPT + out / 2.0
+    predicted = d.alpha_seconds + d.beta_seconds * CHECK_BATCH + d.gamma_seconds_per_token * CHECK_BATCH * context
+    print(f"decode step at batch {CHECK_BATCH}: measured {measured * 1000:.2f} ms, profile {predicted * 1000:.2f} ms")
+    assert predicted == pytest.approx(measured, rel=0.15)
+
+
+def test_the_points_are_fits_csv(profiled: tuple[PerformanceProfile, Path], tmp_path: Path) -> None:
+    # The CSV the profiler wrote is `tokenscale fit`'s input and refits to the same profile.
+    profile, points = profiled
+    run = subprocess.run(
+        [sys.executable, "-m", "tokenscale.cli", "fit", str(points), "-o", str(tmp_path / "refit.yaml")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    refit = PerformanceProfile.model_validate(yaml.safe_load((tmp_path / "refit.yaml").read_text()))
+    # Equal up to the points' six significant digits.
+    assert refit.prefill is not None and profile.prefill is not None
+    assert refit.decode is not None and profile.decode is not None
+    for ours, again in ((profile.prefill, refit.prefill), (profile.decode, refit.decode)):
+        for name, value in ours.model_dump().items():
+            assert getattr(again, name) == pytest.approx(value, rel=1e-3, abs=1e-12), name
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(["--url", "http://127.0.0.1:{port}"], "cannot reach http://127.0.0.1:", id="nothing-listening"),
+        pytest.param(["--url", "ftp://example"], "must be http(s)://host:port", id="not-http"),
+        pytest.param(["--url", "http://127.0.0.1:{port}", "--max-batch", "1"], "--max-batch must be ≥ 2", id="batch"),
+    ],
+)
+def test_a_bad_endpoint_is_one_line(args: list[str], message: str) -> None:
+    port = str(free_port())
+    run = _profile("--model", "m", *[a.format(port=port) for a in args])
+    assert run.returncode == 2
+    assert message in run.stderr and "Traceback" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
