@@ -148,6 +148,7 @@ class Replayed:
     end_s: npt.NDArray[np.float64]
     prompt_tokens: npt.NDArray[np.int64]
     output_tokens: npt.NDArray[np.int64]
+    itl_s: npt.NDArray[np.float64]  # every gap between two streamed tokens of a request, all requests
     duration_s: float
 
     @property
@@ -162,8 +163,11 @@ class Replayed:
             return np.where(steps > 0, (self.end_s - self.first_token_s) / steps, np.nan)
 
 
-def _stream(server: VllmServer, prompt: list[int], max_tokens: int, t0: float) -> tuple[float, float, float, int]:
-    """One streamed completion: (sent, first token, end) relative to `t0`, and tokens received."""
+def _stream(
+    server: VllmServer, prompt: list[int], max_tokens: int, t0: float
+) -> tuple[float, float, float, int, list[float]]:
+    """One streamed completion: (sent, first token, end) relative to `t0`, tokens received, and the
+    gaps between successive tokens."""
     body = json.dumps(
         {
             "model": server.model,
@@ -179,6 +183,8 @@ def _stream(server: VllmServer, prompt: list[int], max_tokens: int, t0: float) -
     sent = time.monotonic() - t0
     first = float("nan")
     tokens = 0
+    gaps: list[float] = []
+    last = 0.0
     try:
         conn.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"})
         response = conn.getresponse()
@@ -192,12 +198,18 @@ def _stream(server: VllmServer, prompt: list[int], max_tokens: int, t0: float) -
             # Without a tokenizer the text is empty; `return_token_ids` makes each chunk carry its ids.
             for choice in chunk.get("choices", ()):
                 n = len(choice.get("token_ids") or ())
-                if n and tokens == 0:
-                    first = time.monotonic() - t0
+                if not n:
+                    continue
+                now = time.monotonic() - t0
+                if tokens == 0:
+                    first = now
+                else:
+                    gaps += [(now - last) / n] * n
+                last = now
                 tokens += n
     finally:
         conn.close()
-    return sent, first, time.monotonic() - t0, tokens
+    return sent, first, time.monotonic() - t0, tokens, gaps
 
 
 def replay(
@@ -210,7 +222,7 @@ def replay(
     """Send each request at its arrival time (from now) and wait for all of them to finish."""
     rng = np.random.default_rng(seed)
     n = len(arrival_s)
-    results: list[tuple[float, float, float, int] | None] = [None] * n
+    results: list[tuple[float, float, float, int, list[float]] | None] = [None] * n
     errors: list[BaseException] = []
     t0 = time.monotonic()
 
@@ -236,12 +248,13 @@ def replay(
     done = [r for r in results if r is not None]
     if len(done) != n:
         raise RuntimeError(f"{n - len(done)} of {n} requests did not finish")
-    sent, first, end, tokens = (np.array(x) for x in zip(*done, strict=True))
+    sent, first, end, tokens = (np.array([r[k] for r in done]) for k in range(4))
     return Replayed(
         sent_s=sent.astype(np.float64),
         first_token_s=first.astype(np.float64),
         end_s=end.astype(np.float64),
         prompt_tokens=np.asarray(isl_tokens, dtype=np.int64),
         output_tokens=tokens.astype(np.int64),
+        itl_s=np.array([g for r in done for g in r[4]], dtype=np.float64),
         duration_s=time.monotonic() - t0,
     )
