@@ -20,12 +20,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
 import kubernetes
+import yaml
 from prometheus_client import start_http_server
 
 from tokenscale import heap
@@ -55,10 +57,7 @@ async def configure(
     settings.posting.level = logging.WARNING  # our own Events say what happened; kopf adds only its errors
     settings.watching.server_timeout = 270  # re-list before an apiserver's 5-minute watch limit
     settings.watching.client_timeout = 300
-    try:
-        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
-    except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+    load_credentials()
     # The kubernetes client is synchronous: its calls run on worker threads (asyncio.to_thread).
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=KUBE_THREADS, thread_name_prefix="kube")
@@ -79,6 +78,31 @@ async def configure(
     )
     memo["heap_release"] = asyncio.create_task(_release_heap_periodically(), name="tokenscale heap release")
     logger.info("tokenscale operator started: dry_run=%s", memo["ctx"].config.dry_run)
+
+
+class CredentialsError(Exception):
+    """No usable Kubernetes credentials: neither in a cluster nor a readable kubeconfig."""
+
+
+def load_credentials() -> None:
+    """Configure the kubernetes client: in-cluster (a ServiceAccount), else the kubeconfig.
+
+    Called by `tokenscale run` before kopf starts, so a machine without credentials gets one line
+    and a non-zero exit instead of kopf retrying the startup handler every minute (issue 13).
+    """
+    try:
+        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+        return
+    except kubernetes.config.ConfigException:
+        pass
+    try:
+        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+    except (kubernetes.config.ConfigException, OSError, yaml.YAMLError) as err:
+        where = os.environ.get("KUBECONFIG") or "~/.kube/config"
+        detail = " ".join(str(err).split())
+        raise CredentialsError(
+            f"no Kubernetes credentials: not in a cluster, and the kubeconfig ({where}) is unusable: {detail}"
+        ) from None
 
 
 async def _release_heap_periodically() -> None:

@@ -157,7 +157,12 @@ async def cycle(
         state = replace(state, recommendations=(seeded,))
     cold_starts, timing = _cold_start(previous, scales, now_s)
     cold_start_s = max(cold_starts.values()) if cold_starts else None
-    performance = profiles.resolve_all(spec, loaded_profiles)
+    try:
+        performance = profiles.resolve_all(spec, loaded_profiles)
+    except profiles.ProfileError as err:  # an unknown GPU or model preset: the spec's, not a bug (issue 13)
+        ctx.metrics.cycle_errors.labels(namespace, name, reasons.INVALID_SPEC).inc()
+        update = ConditionUpdate(reasons.READY, "False", reasons.INVALID_SPEC, str(err))
+        return await _conditions_only(ctx, seen, [update], now_s, INVALID_SPEC_RETRY_S)
     plan_started = time.perf_counter()
     free_gpus = {
         role: cap.free_gpus - cap.pending_gpus

@@ -174,6 +174,11 @@ def plan(
         cur = current[role]
         value, why, msg = policy.survivors_check(value, cur, slack, spec.behavior.tolerance)
         _note(trail, why, msg)
+        # A scale-down never goes below minReplicas, so it is never proposed below it either: the
+        # stabilization message would otherwise announce "scale-down to 1" under minReplicas 2.
+        # (Only downwards: a pool below its minimum is lifted by the clamp below, as before.)
+        if value < cur:
+            value = max(value, min(pool.min_replicas, cur))
         recommended[role] = value
         # Only recommendations inside a stabilization window count; the history holds an hour.
         window_s = max(spec.behavior.scale_up_window_s, spec.behavior.scale_down_window_s)
@@ -265,7 +270,8 @@ def _hold(
     missing: list[str],
 ) -> Decision:
     names = ", ".join(missing)
-    details = "; ".join(n.message for n in observation.notes if n.signal in missing) or "no samples"
+    # One failure (Prometheus down) notes every signal with the same message: say it once.
+    details = "; ".join(dict.fromkeys(n.message for n in observation.notes if n.signal in missing)) or "no samples"
     message = f"holding replicas: cannot read {names} ({details})"
     pools = {
         r: PoolDecision(
