@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -359,3 +360,35 @@ def test_plan_with_prometheus_unreachable_fails_once_with_exit_3(output: str) ->
     assert line.startswith(f"error: --prometheus: cannot read {url}: cannot connect"), line
     assert result.stdout == "", "no decision, and no minimum shown as the current replicas"
     assert "3 --prometheus answered no query" in " ".join(run("plan", "--help").stdout.split())
+
+
+def test_plan_with_an_html_error_page_for_prometheus_exits_3_after_the_held_decision() -> None:
+    import http.server
+    import threading
+
+    class Broken(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            body = b"<html>\n<body>\n<h1>502 Bad Gateway</h1>\n</body>\n</html>\n"
+            self.send_response(502)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Broken)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        result = run("plan", "-f", EXAMPLE, "--prometheus", url, "--replicas", "prefill=3,decode=5")
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+    line = one_line_error(result, code=3)
+    assert line.startswith(f"error: --prometheus: cannot read {url}:") and "HTTP 502" in line, line
+    assert "<h1>502 Bad Gateway</h1> </body>" in line  # the page on one line
+    assert "MetricsMissing" in result.stdout and re.search(r"prefill\s*│\s*3\s", result.stdout), result.stdout
+    assert result.stdout.count("502 Bad Gateway") == 1, "the failure said once"

@@ -158,8 +158,9 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         observation = manifests.load_observation(Path(args.observation))
         if replicas is not None:
             observation = replace(observation, replicas=replicas)
-    else:
-        observation = _observe_prometheus(spec, args, replicas)
+    unreadable = None
+    if args.prometheus is not None:
+        observation, unreadable = _observe_prometheus(spec, args, replicas)
         unknown = [role for role in spec.active_pools() if role not in observation.replicas]
         if unknown:  # said, so a minimum is never mistaken for what runs
             print(
@@ -180,9 +181,11 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2))
     else:
         console = Console(width=max(100, Console().width))
-        if args.prometheus is not None:
+        if args.prometheus is not None and unreadable is None:
             console.print(report.observation_table(f"observed at {args.prometheus}", observation))
         console.print(report.decision_table(loaded.name, spec, decision))
+    if unreadable is not None:
+        raise unreadable  # after the held decision: said once, and the exit status tells scripts
     return EXIT_OK
 
 
@@ -200,7 +203,8 @@ def _parse_replicas(text: str, spec: InferencePoolSpec) -> dict[Role, ReplicaCou
 
 def _observe_prometheus(
     spec: InferencePoolSpec, args: argparse.Namespace, replicas: dict[Role, ReplicaCounts] | None
-) -> Observation:
+) -> tuple[Observation, PrometheusUnreadable | None]:
+    """The observation read now, and the failure when Prometheus answered no query (exit status 3)."""
     import asyncio
     import time
 
@@ -226,11 +230,17 @@ def _observe_prometheus(
     finally:
         client.close()
     if result.queries and len(result.errors) == len(result.queries):
-        # Not one query answered: there is no observation to plan on, and no replica count to show.
+        # Not one query answered. With --replicas the held decision is still worth printing; without,
+        # there is not even a replica count to show (a minimum is not what runs).
         first = next((n for n in result.observation.notes if n.kind in result.errors.values()), None)
         kinds = ", ".join(sorted(set(result.errors.values())))
-        raise PrometheusUnreadable(f"--prometheus: cannot read {args.prometheus}: {first.message if first else kinds}")
-    return result.observation
+        failure = PrometheusUnreadable(
+            f"--prometheus: cannot read {args.prometheus}: {first.message if first else kinds}"
+        )
+        if replicas is None:
+            raise failure
+        return result.observation, failure
+    return result.observation, None
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -566,7 +576,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="dry-run one planning decision for a pool, over a live Prometheus or a recorded observation",
         epilog=f"exit status: {EXIT_OK} a decision was printed (held ones too, with their reasons); "
         f"{EXIT_INVALID} bad input; {EXIT_PROMETHEUS_UNREADABLE} --prometheus answered no query at all "
-        "(unreachable, timeout, HTTP error, not Prometheus JSON): one line on stderr, no decision",
+        "(unreachable, timeout, HTTP error, not Prometheus JSON): one line on stderr, after the held "
+        "decision when --replicas gives the current replicas, else no decision",
     )
     p.add_argument("-f", "--file", required=True, help="InferencePool manifest")
     p.add_argument("--observation", help="recorded observation (YAML; the shape README.md documents)")
