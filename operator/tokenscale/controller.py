@@ -154,6 +154,7 @@ async def plan_pool(
 async def forget_pool(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
     ctx: OperatorContext = memo["ctx"]
     ctx.metrics.forget(namespace or "", name)
+    ctx.forget(namespace or "", name)
 
 
 class _JsonFormatter(logging.Formatter):
