@@ -119,7 +119,7 @@ def _cycles_by_pool(text: str) -> dict[str, float]:
             continue
         for sample in family.samples:
             if sample.name.endswith("_count"):
-                found[sample.labels.get("name", "")] = sample.value
+                found[sample.labels.get("pool", "")] = sample.value
     return found
 
 
@@ -252,7 +252,8 @@ def main() -> None:
             f"writes, {sum(v for k, v in writes.items() if k.endswith(' events')) * per_interval:.0f} Events"
         )
         for what, n in sorted(writes.items(), key=lambda kv: -kv[1]):
-            print(f"  {what:40s} {n:6.0f}")
+            if n > 0:
+                print(f"  {what:40s} {n:6.0f}")
         op.stop()
         fleet.close()
     finally:

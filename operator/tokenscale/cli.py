@@ -547,7 +547,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except controller.CredentialsError as err:
         raise UsageError(str(err)) from None
     controller.run(
-        OperatorConfig(dry_run=args.dry_run),
+        OperatorConfig(dry_run=args.dry_run, namespaces=tuple(args.namespace or ())),
         namespaces=args.namespace or (),
         health_port=args.health_port,
         metrics_port=args.metrics_port,

@@ -44,6 +44,7 @@ class OperatorConfig:
     """`tokenscale run` options the cycle honours."""
 
     dry_run: bool = False  # advisory mode for every pool
+    namespaces: tuple[str, ...] = ()  # the watched namespaces (empty: all); GPUs in use are counted from their pods
 
 
 @dataclass(frozen=True)
@@ -349,7 +350,10 @@ async def _read_scales(ctx: OperatorContext, namespace: str, spec: api.Inference
 
 async def _read_capacities(ctx: OperatorContext, spec: api.InferencePoolSpec) -> dict[Role, Any]:
     groups = [(role, p.node_group) for role, p in spec.active_pools().items() if p.node_group is not None]
-    found = await asyncio.gather(*(capacity.node_group_capacity(ctx.api, g) for _, g in groups if g is not None))
+    namespaces = ctx.config.namespaces
+    found = await asyncio.gather(
+        *(capacity.node_group_capacity(ctx.api, g, namespaces=namespaces) for _, g in groups if g is not None)
+    )
     return {role: c for (role, _), c in zip(groups, found, strict=True)}
 
 

@@ -347,12 +347,15 @@ NAMESPACED_GRANTS = _grants(
     ("leaderworkerset.x-k8s.io", ("leaderworkersets",), ("get",)),
     ("", ("events",), ("create", "patch")),
     ("events.k8s.io", ("events",), ("create", "patch")),
-    ("", ("secrets", "configmaps"), ("get",)),
+    ("", ("configmaps",), ("get",)),
 )
+# Prometheus credentials: in the watched namespaces, or in rbac.secretNamespaces; never cluster-wide.
+SECRETS = _grants(("", ("secrets",), ("get",)))
+# GPUs in use: pods of the watched namespaces, or of the cluster in cluster-wide mode.
+PODS = _grants(("", ("pods",), ("list", "watch")))
 # What it reads cluster-wide in either mode.
 CLUSTER_READS = _grants(
     ("", ("nodes",), ("get", "list", "watch")),
-    ("", ("pods",), ("list", "watch")),
     ("apiextensions.k8s.io", ("customresourcedefinitions",), ("list", "watch")),
 )
 # What kopf needs to serve every namespace.
@@ -399,17 +402,29 @@ def _bound_grants(rendered: Rendered, service_account: str) -> dict[str, frozens
 @pytest.mark.parametrize(
     ("values", "service_account", "expected"),
     [
-        pytest.param({}, FULLNAME, {CLUSTER: NAMESPACED_GRANTS | CLUSTER_READS | NAMESPACE_WATCH}, id="cluster-wide"),
+        pytest.param(
+            {}, FULLNAME, {CLUSTER: NAMESPACED_GRANTS | PODS | CLUSTER_READS | NAMESPACE_WATCH}, id="cluster-wide"
+        ),
+        pytest.param(
+            {"rbac": {"secretNamespaces": ["llm"]}},
+            FULLNAME,
+            {CLUSTER: NAMESPACED_GRANTS | PODS | CLUSTER_READS | NAMESPACE_WATCH, "llm": SECRETS},
+            id="cluster-wide-secrets-in-one-namespace",
+        ),
         pytest.param(
             NAMESPACED,
             FULLNAME,
-            {CLUSTER: CLUSTER_READS, "team-a": NAMESPACED_GRANTS, "team-b": NAMESPACED_GRANTS},
+            {
+                CLUSTER: CLUSTER_READS,
+                "team-a": NAMESPACED_GRANTS | SECRETS | PODS,
+                "team-b": NAMESPACED_GRANTS | SECRETS | PODS,
+            },
             id="namespaced",
         ),
         pytest.param(
             {"scaleTargets": EVERYTHING["scaleTargets"]},
             FULLNAME,
-            {CLUSTER: NAMESPACED_GRANTS | EXTRA_SCALE | CLUSTER_READS | NAMESPACE_WATCH},
+            {CLUSTER: NAMESPACED_GRANTS | PODS | EXTRA_SCALE | CLUSTER_READS | NAMESPACE_WATCH},
             id="cluster-wide-extra-scale-target",
         ),
         pytest.param(
@@ -417,15 +432,15 @@ def _bound_grants(rendered: Rendered, service_account: str) -> dict[str, frozens
             "autoscaler",
             {
                 CLUSTER: CLUSTER_READS,
-                "team-a": NAMESPACED_GRANTS | EXTRA_SCALE,
-                "team-b": NAMESPACED_GRANTS | EXTRA_SCALE,
+                "team-a": NAMESPACED_GRANTS | SECRETS | PODS | EXTRA_SCALE,
+                "team-b": NAMESPACED_GRANTS | SECRETS | PODS | EXTRA_SCALE,
             },
             id="namespaced-extra-scale-target-named-account",
         ),
         pytest.param(
             {"serviceAccount": {"create": False, "name": "preexisting"}},
             "preexisting",
-            {CLUSTER: NAMESPACED_GRANTS | CLUSTER_READS | NAMESPACE_WATCH},
+            {CLUSTER: NAMESPACED_GRANTS | PODS | CLUSTER_READS | NAMESPACE_WATCH},
             id="existing-service-account",
         ),
     ],
@@ -448,9 +463,15 @@ def test_namespaced_mode_grants_nothing_namespaced_cluster_wide(render: Render) 
     resources = {r for rule in cluster_role["rules"] for r in rule["resources"]}
     assert "tokenscale.dev" not in groups
     assert not any(r.endswith("/scale") or r.startswith("inferencepools") for r in resources)
-    assert not resources & {"secrets", "configmaps", "events", "namespaces"}
+    assert not resources & {"secrets", "configmaps", "events", "namespaces", "pods"}
     verbs = {v for rule in cluster_role["rules"] for v in rule["verbs"]}
     assert verbs <= {"get", "list", "watch"}
+
+
+def test_secrets_are_never_readable_cluster_wide(render: Render) -> None:
+    for values in [*(v for v, _ in VALUE_SETS.values()), {"rbac": {"secretNamespaces": ["llm"]}}]:
+        for role in render(values).of_kind("ClusterRole"):
+            assert not any("secrets" in rule["resources"] for rule in role["rules"]), (values, role)
 
 
 def test_no_wildcards_and_no_write_to_workloads(render: Render) -> None:

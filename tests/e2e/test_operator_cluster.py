@@ -136,7 +136,7 @@ def test_fifty_pools_are_each_reconciled_every_interval(
             """Cycles run per pool, from the operator's own metrics: a settled pool's status is no
             longer written every cycle (only when something changed), so it cannot tell."""
             found = {
-                s.labels["name"]: s.value
+                s.labels["pool"]: s.value
                 for family in text_string_to_metric_families(op.metrics())
                 if family.name == "tokenscale_reconcile_duration_seconds"
                 for s in family.samples
