@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import socket
 import sys
 import tempfile
 import warnings
@@ -546,8 +548,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         controller.load_credentials()
     except controller.CredentialsError as err:
         raise UsageError(str(err)) from None
+    election = None
+    if args.leader_election_namespace:
+        identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+        election = controller.LeaderElection(args.leader_election_namespace, args.leader_election_lease, identity)
     controller.run(
         OperatorConfig(dry_run=args.dry_run, namespaces=tuple(args.namespace or ())),
+        election=election,
         namespaces=args.namespace or (),
         health_port=args.health_port,
         metrics_port=args.metrics_port,
@@ -655,6 +662,12 @@ Writes a PerformanceProfile (YAML) to put under pools.<role>.performance.profile
     p.add_argument("--log-format", choices=("text", "json"), default="text", help="log line format")
     p.add_argument("--health-port", type=int, default=8080, help="liveness endpoint port (GET /healthz); 0: off")
     p.add_argument("--metrics-port", type=int, default=9090, help="operator metrics port (GET /metrics); 0: off")
+    p.add_argument(
+        "--leader-election-namespace",
+        metavar="NS",
+        help="hold a coordination.k8s.io Lease in NS before acting: of several replicas one plans and scales",
+    )
+    p.add_argument("--leader-election-lease", default="tokenscale", metavar="NAME", help="the Lease's name")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=_cmd_run)
     return parser
