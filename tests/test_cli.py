@@ -301,6 +301,8 @@ def line_of(path: Path, needle: str) -> int:
         pytest.param("      minReplicas: 2\n", "      minReplicas: 2\n      minReplicas: 3\n", "minReplicas: 3",
                      "duplicate key 'minReplicas'", id="duplicate-nested-key"),
         pytest.param("maxReplicas: 16", "maxReplicas: -16", "maxReplicas: -16", "maxReplicas", id="field-line"),
+        pytest.param("maxReplicas: 16", "maxReplicas: 100000000000000000000", "maxReplicas: 1000",
+                     "spec.pools.decode.maxReplicas: Input should be less than or equal to 10000", id="absurd-max"),
     ],
 )  # fmt: skip
 def test_validate_runs_what_the_operator_runs(tmp_path: Path, old: str, new: str, needle: str, message: str) -> None:
@@ -392,3 +394,25 @@ def test_plan_with_an_html_error_page_for_prometheus_exits_3_after_the_held_deci
     assert "<h1>502 Bad Gateway</h1> </body>" in line  # the page on one line
     assert "MetricsMissing" in result.stdout and re.search(r"prefill\s*│\s*3\s", result.stdout), result.stdout
     assert result.stdout.count("502 Bad Gateway") == 1, "the failure said once"
+
+
+def test_a_bad_observation_field_names_its_line(tmp_path: Path) -> None:
+    obs = tmp_path / "obs.yaml"
+    obs.write_text(OBSERVATION.replace("oslMeanTokens: 300", "oslMeanTokens: lots"))
+    line = one_line_error(run("plan", "-f", EXAMPLE, "--observation", str(obs)))
+    assert line.startswith(f"error: {obs}:3: oslMeanTokens:"), line
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(["--prometheus", "notaurl"], "--prometheus: 'notaurl' is not an http:// or https:// URL",
+                     id="no-scheme"),
+        pytest.param(["--prometheus", "http://[::1"], "--prometheus: 'http://[::1' is not a URL", id="broken-ipv6"),
+        pytest.param(["--prometheus", "http://h:99999"], "is not a URL: Port out of range", id="port-out-of-range"),
+        pytest.param(["--prometheus", "http://h:9090", "--bearer-token-file", "/nonexistent/token"],
+                     "--bearer-token-file: cannot read /nonexistent/token", id="token-file-missing"),
+    ],
+)  # fmt: skip
+def test_plan_refuses_a_bad_prometheus_flag_in_one_line(args: list[str], message: str) -> None:
+    assert message in one_line_error(run("plan", "-f", EXAMPLE, *args))

@@ -13,6 +13,7 @@ import os
 import socket
 import sys
 import tempfile
+import urllib.parse
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -213,17 +214,26 @@ def _observe_prometheus(
     from tokenscale.metrics.observe import observe
     from tokenscale.metrics.prometheus import Credentials, PrometheusClient
 
-    def read(path: str | None) -> str | None:
+    def read(flag: str, path: str | None) -> str | None:
         if path is None:
             return None
         try:
             return Path(path).read_text(encoding="utf-8").strip()
         except OSError as err:
-            raise UsageError(f"cannot read {path}: {err.strerror}") from None
+            raise UsageError(f"{flag}: cannot read {path}: {err.strerror}") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"{flag}: {path} is not a UTF-8 text file") from None
 
+    try:
+        url = urllib.parse.urlsplit(args.prometheus)
+        url.port  # noqa: B018 (parsing the port is the check)
+    except ValueError as err:
+        raise UsageError(f"--prometheus: {args.prometheus!r} is not a URL: {err}") from None
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise UsageError(f"--prometheus: {args.prometheus!r} is not an http:// or https:// URL")
     credentials = Credentials(
-        bearer_token=read(args.bearer_token_file),
-        ca_pem=read(args.ca_file),
+        bearer_token=read("--bearer-token-file", args.bearer_token_file),
+        ca_pem=read("--ca-file", args.ca_file),
         insecure_skip_verify=args.insecure_skip_verify,
     )
     client = PrometheusClient(args.prometheus, spec.metrics.prometheus.timeout.seconds, credentials)
@@ -443,7 +453,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                     if "phase" not in header:
                         raise UsageError(f"{path}: missing column phase (the header is {','.join(header)})")
                     continue
-                where = f"{path} line {reader.line_num}"
+                where = f"{path}:{reader.line_num}"
                 record = dict(zip(header, cells, strict=False))
                 phase = record.get("phase", "").lower()
                 if phase not in needs:

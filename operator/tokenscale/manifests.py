@@ -358,10 +358,12 @@ def _normalized(weights: list[float]) -> npt.NDArray[np.float64]:
 
 def load_observation(path: Path) -> Observation:
     """A recorded observation from a YAML file; ManifestError naming the field when it is wrong."""
-    docs = [d for _, d, _ in _documents(path)]
-    if len(docs) != 1 or not isinstance(docs[0], dict):
+    docs = list(_documents(path))
+    if len(docs) != 1 or not isinstance(docs[0][1], dict):
         raise ManifestError(f"{path}: expected one YAML mapping with the observation")
+    _, doc, node = docs[0]
     try:
-        return RecordedObservation.model_validate(docs[0]).to_observation()
+        return RecordedObservation.model_validate(doc).to_observation()
     except ValidationError as err:
-        raise ManifestError(f"{path}: " + "; ".join(format_validation_error(err))) from None
+        first = err.errors(include_url=False)[0]["loc"] if err.error_count() else ()
+        raise ManifestError(f"{_where(str(path), node, first)}: " + "; ".join(format_validation_error(err))) from None
