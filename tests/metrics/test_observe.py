@@ -297,6 +297,8 @@ def test_garbage_from_prometheus_is_a_data_quality_note_never_an_exception(
     if held:
         assert obs.request_rate_per_s is None
         assert "implausible" in _kinds(obs)["finished"]
+        # The load signal says why: garbage, not "no series" or "no samples" (issue 13).
+        assert "implausible" in _kinds(obs)["request_rate"]
         _held_plan(spec, obs)
     else:  # the mean is known (sum / count), the spread is not; the planner plans on the rest
         assert obs.isl_mean_tokens == pytest.approx(1.0) and obs.isl_cv2 is None

@@ -200,6 +200,7 @@ class _Reader:
         self.answers = answers
         self.notes: list[DataNote] = []
         self.errors: dict[str, NoteKind] = {}
+        self.implausible: dict[str, str] = {}  # query name -> why its answer was refused
 
     def samples(self, name: str) -> list[Sample] | None:
         """The samples of a query, or None when it failed (the failure is noted once)."""
@@ -258,6 +259,8 @@ class _Reader:
 
     def note(self, signal: str, kind: NoteKind, message: str) -> None:
         self.notes.append(DataNote(signal, kind, message))
+        if kind == "implausible":
+            self.implausible.setdefault(signal, message)
 
 
 async def _diagnose(
@@ -403,6 +406,8 @@ async def _explain(
     answer = r.answers.get(query_name)
     if isinstance(answer, PrometheusError):
         return answer.kind, f"{metric}: {answer}"
+    if query_name in r.implausible:  # it answered, with garbage: say so, not "no series" (issue 13)
+        return "implausible", f"{metric}: {r.implausible[query_name]}"
     return await _diagnose(client, metric, labels, window_s, now_s)
 
 

@@ -47,14 +47,17 @@ class RecommendationRecord:
     replicas: Mapping[Role, int]
 
 
-def standing_until(history: Sequence[RecommendationRecord], now_s: float) -> list[RecommendationRecord]:
-    """Each record re-timed to the end of the time it stood (the next record's time; `now_s` for the last).
+def standing_until(
+    history: Sequence[RecommendationRecord], now_s: float, interval_s: float
+) -> list[RecommendationRecord]:
+    """Each record re-timed to the last cycle that recommended it: one interval before the next
+    record (never before its own time), or the previous cycle for the last one.
 
-    A window (now − w, now] holds a record's counts when that end falls inside it, which is what
-    `policy.stabilize` asks of a record's time.
+    A window (now − w, now] holds a record's counts when that time falls inside it, which is what
+    `policy.stabilize` asks of a record's time: the same as if every cycle had been recorded (HPA).
     """
-    ends = [r.time_s for r in history[1:]] + [now_s]
-    return [RecommendationRecord(end, r.replicas) for r, end in zip(history, ends, strict=True)]
+    ends = [r.time_s - interval_s for r in history[1:]] + [now_s - interval_s]
+    return [RecommendationRecord(max(end, r.time_s), r.replicas) for r, end in zip(history, ends, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -165,7 +168,7 @@ def plan(
     sized = size_pools(spec, load, performance)
     partial = [n for n in observation.notes if n.unavailable]
     history = _history_or_seed(state, current, now_s)
-    standing = standing_until(history, now_s)
+    standing = standing_until(history, now_s, spec.interval.seconds)
 
     proposals: dict[Role, int] = {}
     recommended: dict[Role, int] = {}
