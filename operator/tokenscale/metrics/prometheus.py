@@ -169,11 +169,11 @@ def _parse(result: Any) -> list[Sample]:
     out = []
     for item in result:
         try:
-            labels = item.get("metric", {})
+            labels = {str(k): str(v) for k, v in dict(item.get("metric") or {}).items()}
             value = item["value"][1]
-        except (AttributeError, KeyError, IndexError, TypeError):
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError):
             raise PrometheusError("bad-response", f"unexpected sample {str(item)[:120]}") from None
-        out.append(Sample(dict(labels), _number(value)))
+        out.append(Sample(labels, _number(value)))
     return out
 
 
