@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -171,3 +173,253 @@ def test_simulate_bad_input_one_line(tmp_path: Path, content: str, args: list[st
     assert result.returncode == 2, result.stdout
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+# --- every input checked (issue 13): one line naming the file or flag, exit 2, no traceback ------
+
+EXAMPLE = str(ROOT / "examples" / "vllm-disaggregated-70b.yaml")
+TWO_REQUESTS = "t_s,isl,osl\n0.0,100,10\n1.0,100,10\n"
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], code: int = 2) -> str:
+    """The single stderr line of a refused command (asserting the exit code and no traceback)."""
+    assert result.returncode == code, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr and "Warning" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("trace", "args", "message"),
+    [
+        pytest.param(TWO_REQUESTS, ["--rate-scale", "1e308"], "--rate-scale: 1e+308 × 2 requests would replay",
+                     id="rate-scale-huge"),
+        pytest.param(TWO_REQUESTS, ["--rate-scale", "nan"], "--rate-scale: must be a finite number > 0",
+                     id="rate-scale-nan"),
+        pytest.param(TWO_REQUESTS, ["--rate-scale", "0"], "--rate-scale: must be a finite number > 0, got 0",
+                     id="rate-scale-zero"),
+        pytest.param(TWO_REQUESTS, ["--rate-scale", "fast"], "argument --rate-scale: invalid float value",
+                     id="rate-scale-not-a-number"),
+        pytest.param(TWO_REQUESTS, ["--perf-error", "-2"], "--perf-error: must be a finite number in [-0.9, 9]",
+                     id="perf-error-nonsense"),
+        pytest.param(TWO_REQUESTS, ["--speedup", "inf"], "--speedup: must be a finite number", id="speedup-inf"),
+        pytest.param(TWO_REQUESTS, ["--cold-start", "5"], "--cold-start: '5' is not a duration", id="cold-start"),
+        pytest.param(TWO_REQUESTS, ["--seed", "-1"], "--seed: must be ≥ 0", id="negative-seed"),
+        pytest.param(TWO_REQUESTS, ["--serve-metrics", "70000", "--rate", "1"],
+                     "--serve-metrics: a TCP port is 0-65535, got 70000", id="port-too-large"),
+        pytest.param(TWO_REQUESTS, ["--serve-metrics", "0", "--rate", "inf"], "--rate: must be a finite number",
+                     id="serve-rate-inf"),
+        pytest.param("t_s,isl,osl\n0.0,100,10\n", [], "trace.csv: 1 request(s) over 0 s", id="one-request"),
+        pytest.param("t_s,isl,osl\n", [], "trace.csv: no requests", id="empty-trace"),
+        pytest.param(TWO_REQUESTS, ["--rate-scale", "0.0001"], "--rate-scale: 0.0001 leaves 0 request(s)",
+                     id="thinned-to-nothing"),
+    ],
+)  # fmt: skip
+def test_simulate_refuses_bad_flags_before_the_run(tmp_path: Path, trace: str, args: list[str], message: str) -> None:
+    path = tmp_path / "trace.csv"
+    path.write_text(trace)
+    out = tmp_path / "out"
+    result = run("simulate", "-f", EXAMPLE, "--trace", str(path), "--out", str(out), *args)
+    assert message in one_line_error(result)
+    assert not out.exists(), "a refused run leaves no output directory behind"
+
+
+def test_simulate_refuses_an_out_that_is_a_file_before_the_run(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.csv"
+    trace.write_text(TWO_REQUESTS)
+    taken = tmp_path / "taken"
+    taken.write_text("mine")
+    result = run("simulate", "-f", EXAMPLE, "--trace", str(trace), "--out", str(taken))
+    assert one_line_error(result) == f"error: --out: {taken} exists and is not a directory"
+    assert taken.read_text() == "mine"
+    assert "simulat" not in result.stdout  # refused before any policy ran
+
+
+def test_simulate_refuses_an_unwritable_out_and_removes_what_it_created(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.csv"
+    trace.write_text(TWO_REQUESTS)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = run("simulate", "-f", EXAMPLE, "--trace", str(trace), "--out", str(blocker / "sub" / "out"))
+    assert one_line_error(result).startswith(f"error: --out: cannot write to {blocker}/sub/out:")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    result = run("simulate", "-f", EXAMPLE, "--trace", str(trace), "--out", "/proc/tokenscale/out")
+    assert one_line_error(result).startswith("error: --out: cannot write to /proc/tokenscale/out:")
+
+
+def test_serve_metrics_port_in_use_is_one_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("simulate", "-f", EXAMPLE, "--serve-metrics", str(port), "--rate", "1")
+    line = one_line_error(result)
+    assert line.startswith(f"error: --serve-metrics: cannot listen on 127.0.0.1:{port}:"), line
+    assert "in use" in line
+
+
+def test_run_without_credentials_is_one_line_not_a_retry_loop(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")}
+    env["HOME"] = str(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "tokenscale.cli", "run", "--health-port", "0", "--metrics-port", "0"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60, env=env,
+    )  # fmt: skip
+    line = one_line_error(result)
+    assert "no Kubernetes credentials" in line and "~/.kube/config" in line
+    (tmp_path / "kubeconfig").write_text("clusters: [\n")
+    env["KUBECONFIG"] = str(tmp_path / "kubeconfig")
+    result = subprocess.run(
+        [sys.executable, "-m", "tokenscale.cli", "run"], capture_output=True, text=True, cwd=ROOT, timeout=60, env=env
+    )
+    assert str(tmp_path / "kubeconfig") in one_line_error(result)
+
+
+def test_run_refuses_a_port_out_of_range() -> None:
+    assert "--health-port: a TCP port is 0-65535" in one_line_error(run("run", "--health-port", "99999"))
+
+
+def pool_variant(tmp_path: Path, old: str, new: str) -> Path:
+    text = Path(EXAMPLE).read_text()
+    assert old in text
+    path = tmp_path / "pool.yaml"
+    path.write_text(text.replace(old, new, 1))
+    return path
+
+
+def line_of(path: Path, needle: str) -> int:
+    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if needle in line)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "needle", "message"),
+    [
+        pytest.param("gpu: H100", "gpu: H900", "H900", "pools.prefill: unknown GPU 'H900'", id="unknown-gpu"),
+        pytest.param("preset: Llama-3.1-70B", "preset: Llama-9-900B", "Llama-9-900B",
+                     "spec.modelShape.preset: unknown model preset 'Llama-9-900B'", id="unknown-preset"),
+        pytest.param("  name: llama-70b\n", "  labels: {a: b}\n", "metadata:", "metadata.name is required",
+                     id="no-name"),
+        pytest.param("  mode: Disaggregated\n", "  mode: Disaggregated\n  mode: Aggregated\n", "mode: Aggregated",
+                     "not valid YAML: duplicate key 'mode'", id="duplicate-key"),
+        pytest.param("      minReplicas: 2\n", "      minReplicas: 2\n      minReplicas: 3\n", "minReplicas: 3",
+                     "duplicate key 'minReplicas'", id="duplicate-nested-key"),
+        pytest.param("maxReplicas: 16", "maxReplicas: -16", "maxReplicas: -16", "maxReplicas", id="field-line"),
+        pytest.param("maxReplicas: 16", "maxReplicas: 100000000000000000000", "maxReplicas: 1000",
+                     "spec.pools.decode.maxReplicas: Input should be less than or equal to 10000", id="absurd-max"),
+    ],
+)  # fmt: skip
+def test_validate_runs_what_the_operator_runs(tmp_path: Path, old: str, new: str, needle: str, message: str) -> None:
+    path = pool_variant(tmp_path, old, new)
+    for command in (["validate", "-f", str(path)], ["plan", "-f", str(path), "--observation", str(path)]):
+        line = one_line_error(run(*command))
+        assert line.startswith(f"error: {path}:{line_of(path, needle)}:"), line
+        assert message in line, line
+
+
+def test_a_binary_manifest_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "pool.yaml"
+    path.write_bytes(b"apiVersion: v1\n\x00\xff\xfe\xd0binary")
+    for command in ("validate", "plan", "simulate"):
+        line = one_line_error(run(command, "-f", str(path)))
+        assert line.startswith(f"error: {path}:2: not a UTF-8 text file"), line
+
+
+def test_huge_observation_values_are_implausible_data_without_warnings(tmp_path: Path) -> None:
+    obs = tmp_path / "obs.yaml"
+    obs.write_text(OBSERVATION.replace("requestRatePerSecond: 12", "requestRatePerSecond: 1e300"))
+    result = run("plan", "-f", EXAMPLE, "--observation", str(obs), "-o", "json")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    out = json.loads(result.stdout)
+    assert out["held"] is True and out["prefill"]["replicas"] == 1 and out["decode"]["replicas"] == 2
+    assert "requestRatePerSecond 1e+300 is above 1e+06" in out["reason"]
+
+
+def test_an_infinite_rate_is_implausible_not_no_samples(tmp_path: Path) -> None:
+    obs = tmp_path / "obs.yaml"
+    obs.write_text(OBSERVATION.replace("requestRatePerSecond: 12", "requestRatePerSecond: .inf"))
+    out = json.loads(run("plan", "-f", EXAMPLE, "--observation", str(obs), "-o", "json").stdout)
+    assert out["held"] is True and "no samples" not in out["reason"]
+    assert "requestRatePerSecond inf is not a finite non-negative number" in out["reason"]
+    obs.write_text(OBSERVATION + "arrivalCv2: .inf\n")
+    assert "arrivalCv2 must be a finite number" in one_line_error(run("plan", "-f", EXAMPLE, "--observation", str(obs)))
+
+
+def test_a_zero_rate_scale_down_respects_min_replicas_in_its_message(tmp_path: Path) -> None:
+    obs = tmp_path / "obs.yaml"
+    obs.write_text(OBSERVATION.replace("requestRatePerSecond: 12", "requestRatePerSecond: 0").replace(
+        "decode: {current: 2}", "decode: {current: 5}"))  # fmt: skip
+    out = json.loads(run("plan", "-f", EXAMPLE, "--observation", str(obs), "-o", "json").stdout)
+    assert "scale-down to 2 waits" in out["decode"]["message"]  # decode minReplicas is 2
+    assert "scale-down to 1" not in out["decode"]["message"]
+
+
+@pytest.mark.parametrize("output", ["table", "json"])
+def test_plan_with_prometheus_unreachable_fails_once_with_exit_3(output: str) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    result = run("plan", "-f", EXAMPLE, "--prometheus", url, "-o", output)
+    line = one_line_error(result, code=3)
+    assert line.startswith(f"error: --prometheus: cannot read {url}: cannot connect"), line
+    assert result.stdout == "", "no decision, and no minimum shown as the current replicas"
+    assert "3 --prometheus answered no query" in " ".join(run("plan", "--help").stdout.split())
+
+
+def test_plan_with_an_html_error_page_for_prometheus_exits_3_after_the_held_decision() -> None:
+    import http.server
+    import threading
+
+    class Broken(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            body = b"<html>\n<body>\n<h1>502 Bad Gateway</h1>\n</body>\n</html>\n"
+            self.send_response(502)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Broken)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        result = run("plan", "-f", EXAMPLE, "--prometheus", url, "--replicas", "prefill=3,decode=5")
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+    line = one_line_error(result, code=3)
+    assert line.startswith(f"error: --prometheus: cannot read {url}:") and "HTTP 502" in line, line
+    assert "<h1>502 Bad Gateway</h1> </body>" in line  # the page on one line
+    assert "MetricsMissing" in result.stdout and re.search(r"prefill\s*│\s*3\s", result.stdout), result.stdout
+    assert result.stdout.count("502 Bad Gateway") == 1, "the failure said once"
+
+
+def test_a_bad_observation_field_names_its_line(tmp_path: Path) -> None:
+    obs = tmp_path / "obs.yaml"
+    obs.write_text(OBSERVATION.replace("oslMeanTokens: 300", "oslMeanTokens: lots"))
+    line = one_line_error(run("plan", "-f", EXAMPLE, "--observation", str(obs)))
+    assert line.startswith(f"error: {obs}:3: oslMeanTokens:"), line
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(["--prometheus", "notaurl"], "--prometheus: 'notaurl' is not an http:// or https:// URL",
+                     id="no-scheme"),
+        pytest.param(["--prometheus", "http://[::1"], "--prometheus: 'http://[::1' is not a URL", id="broken-ipv6"),
+        pytest.param(["--prometheus", "http://h:99999"], "is not a URL: Port out of range", id="port-out-of-range"),
+        pytest.param(["--prometheus", "http://h:9090", "--bearer-token-file", "/nonexistent/token"],
+                     "--bearer-token-file: cannot read /nonexistent/token", id="token-file-missing"),
+    ],
+)  # fmt: skip
+def test_plan_refuses_a_bad_prometheus_flag_in_one_line(args: list[str], message: str) -> None:
+    assert message in one_line_error(run("plan", "-f", EXAMPLE, *args))

@@ -179,8 +179,10 @@ PREFILL_ROWS = "prefill,128,,,0.03\nprefill,1024,,,0.15\nprefill,4096,,,0.6\n"
         pytest.param("isl_tokens,seconds\n128,0.03\n", [], "missing column phase", id="no-phase-column"),
         pytest.param("phase,isl_tokens,seconds\ndecode,,0.02\n", [], "missing column batch", id="decode-without-batch"),
         pytest.param(HEADER + "prefill,128,,,0.03\nprefill,1024,,,0.15\n", [], "at least 3 points", id="2-points"),
-        pytest.param(HEADER + "prefill,-128,,,0.03\n" + PREFILL_ROWS, [], "line 2: isl_tokens", id="negative-isl"),
-        pytest.param(HEADER + PREFILL_ROWS + "prefill,512,,,-0.1\n", [], "line 5: seconds", id="negative-time"),
+        pytest.param(
+            HEADER + "prefill,-128,,,0.03\n" + PREFILL_ROWS, [], "points.csv:2: isl_tokens", id="negative-isl"
+        ),
+        pytest.param(HEADER + PREFILL_ROWS + "prefill,512,,,-0.1\n", [], "points.csv:5: seconds", id="negative-time"),
         pytest.param(HEADER + PREFILL_ROWS + "prefill,512,,,0\n", [], "seconds must be > 0", id="zero-time"),
         pytest.param(HEADER + "prefill,lots,,,0.03\n", [], "isl_tokens 'lots' is not a number", id="not-a-number"),
         pytest.param(HEADER + "prefill,128\n", [], "seconds is empty", id="short-row"),

@@ -102,3 +102,88 @@ def test_the_clock_alone_does_not_make_a_status_different() -> None:
     changed = {"lastDecision": {"time": "b"}, "observation": {"time": "b", "requestRatePerSecond": 2.0}}
     assert st.comparable(doc) == st.comparable(later)
     assert st.comparable(doc) != st.comparable(changed)
+
+
+def _cycles(rates: list[float], start_s: float = T0, interval_s: float = 30.0) -> list[dict[str, Any]]:
+    """Status documents of consecutive cycles of one pool that follows its own decisions."""
+    spec = _spec()
+    perf = profiles.resolve_all(spec)
+    state, previous = planner.PlannerState(), None
+    counts = {"prefill": 2, "decode": 4}
+    documents = []
+    for i, rate in enumerate(rates):
+        t = start_s + interval_s * i
+        obs = _obs(t, rate * (1 + 1e-3 * (i % 3)), counts["prefill"], counts["decode"])  # measured: never equal
+        decision = planner.plan(spec, obs, state, t, perf)
+        facts = {r: st.PoolFacts(counts[r], counts[r]) for r in decision.pools}
+        previous = st.decided_status(spec, previous, 1, obs, decision, facts, [], False, t)
+        documents.append(st.status_document(previous))
+        state = decision.state
+        counts = {r: d.desired_replicas for r, d in decision.pools.items()}
+    return documents
+
+
+def _changed(documents: list[dict[str, Any]]) -> list[int]:
+    """Cycles whose replica counts or recommendations differ from the cycle before (and the first)."""
+
+    def material(document: dict[str, Any]) -> tuple[object, ...]:
+        pools = {r: (p["currentReplicas"], p["desiredReplicas"]) for r, p in document["pools"].items()}
+        return pools, document["recommendations"]
+
+    return [i for i in range(len(documents)) if i == 0 or material(documents[i]) != material(documents[i - 1])]
+
+
+def _writes(documents: list[dict[str, Any]]) -> list[int]:
+    """Which cycles write, the stored status being the last one written."""
+    stored: dict[str, Any] | None = None
+    written = []
+    for i, document in enumerate(documents):
+        if st.needs_write(document, stored, st.epoch_s(document["lastDecision"]["time"])):
+            stored = document
+            written.append(i)
+    return written
+
+
+def test_a_settled_pool_writes_its_status_once_per_refresh_not_every_cycle() -> None:
+    # 22 minutes at 30 s, the load measured a little differently each time: the pool scales prefill
+    # up at once and decode down after the 5-minute window, then settles (from cycle 12 on).
+    documents = _cycles([6.0] * 45)
+    # Every cycle that decided a change, or saw the replicas a change made, is written.
+    changed = _changed(documents)
+    assert len(changed) >= 3 and set(changed) <= set(_writes(documents))
+    settled = documents[15:]
+    # The first cycle seen; then only the refreshes of the measured values every STATUS_REFRESH_S
+    # (300 s = 10 cycles): 3 writes in 30 cycles instead of 30.
+    assert _writes(settled) == [0, 10, 20]
+    assert all(document["recommendations"] == settled[0]["recommendations"] for document in settled)
+    assert len({document["observation"]["requestRatePerSecond"] for document in settled}) > 1
+
+
+def test_a_change_a_user_or_the_next_cycle_needs_is_written_the_cycle_it_happens() -> None:
+    documents = _cycles([6.0] * 15 + [60.0] * 4)[12:]  # settled, then ten times the load
+    # The scale-up (a new recommendation, new desired replicas), then the replicas it made ready:
+    # written in the cycles they happen, and nothing else within the refresh period.
+    assert documents[3]["recommendations"] != documents[2]["recommendations"]
+    assert _writes(documents) == _changed(documents) and 3 in _changed(documents)
+
+
+@pytest.mark.parametrize(
+    ("change", "material"),
+    [
+        pytest.param(lambda d: d["observation"].update(requestRatePerSecond=99.0), False, id="measured-rate"),
+        pytest.param(lambda d: d["forecast"].update(state=[1.0, 2.0]), False, id="forecaster-state"),
+        pytest.param(lambda d: d["conditions"][0].update(message="other figures"), False, id="condition-message"),
+        pytest.param(lambda d: d["summary"].update(ttft="1ms/600ms"), False, id="observed-ttft-column"),
+        pytest.param(lambda d: d["conditions"][0].update(reason="Other"), True, id="condition-reason"),
+        pytest.param(lambda d: d["pools"]["decode"].update(desiredReplicas=9), True, id="desired-replicas"),
+        pytest.param(lambda d: d["recommendations"].append({"time": T0 + 1, "decode": 9}), True, id="recommendation"),
+        pytest.param(lambda d: d["observation"].update(notes=["request_rate stale: old"]), True, id="data-note-kind"),
+        pytest.param(lambda d: d["lastDecision"].update(dryRun=True), True, id="dry-run"),
+    ],
+)
+def test_what_is_material_in_a_status(change: Any, material: bool) -> None:
+    (document,) = _cycles([6.0])
+    edited = copy.deepcopy(document)
+    change(edited)
+    assert (st.material(edited) != st.material(document)) is material
+    assert st.needs_write(edited, document, st.epoch_s(document["lastDecision"]["time"])) is material

@@ -364,6 +364,13 @@ class ModelShape(ApiModel):
     )
 
 
+# Bounds far above any deployment, far below where the planner's arrays (one entry per replica
+# count) or int64 would overflow: a typo such as maxReplicas 1e20 is refused at admission (issue 13).
+MAX_REPLICAS = 10_000
+MAX_GPUS_PER_REPLICA = 1_024
+MAX_BATCH_SIZE = 65_536
+
+
 class WorkloadPool(ApiModel):
     """One pool of serving replicas (prefill, decode or aggregated) and its scaling bounds."""
 
@@ -378,10 +385,14 @@ class WorkloadPool(ApiModel):
         }
     )
     scale_target_ref: ScaleTargetRef = Field(description="The workload to scale.")
-    gpus_per_replica: int = Field(1, ge=1, description="GPUs per replica (the tensor-parallel degree).")
-    min_replicas: int = Field(1, ge=0, description="Fewest replicas.")
-    max_replicas: int = Field(ge=1, description="Most replicas.")
-    max_batch_size: int = Field(256, ge=1, description="Most sequences a replica decodes at once (max_num_seqs).")
+    gpus_per_replica: int = Field(
+        1, ge=1, le=MAX_GPUS_PER_REPLICA, description="GPUs per replica (the tensor-parallel degree)."
+    )
+    min_replicas: int = Field(1, ge=0, le=MAX_REPLICAS, description="Fewest replicas.")
+    max_replicas: int = Field(ge=1, le=MAX_REPLICAS, description="Most replicas.")
+    max_batch_size: int = Field(
+        256, ge=1, le=MAX_BATCH_SIZE, description="Most sequences a replica decodes at once (max_num_seqs)."
+    )
     max_num_batched_tokens: int = Field(
         2048, ge=64, description="Tokens per engine step (chunked-prefill budget; aggregated mode)."
     )

@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import socket
 import sys
+import tempfile
+import urllib.parse
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 from rich.console import Console
@@ -24,18 +31,102 @@ from tokenscale.planner.observation import Observation, ReplicaCounts
 from tokenscale.planner.perf import DecodeModel, ReplicaPerformance
 from tokenscale.sim import report as sim_report
 from tokenscale.sim.policies import POLICY_NAMES
+from tokenscale.sim.workload import Workload
 
 EXIT_OK = 0
 EXIT_INVALID = 2
+EXIT_PROMETHEUS_UNREADABLE = 3  # `plan --prometheus`: no query answered (unreachable, timeout, HTTP error, garbage)
 
 
 class UsageError(Exception):
     """Bad input from the user: printed as one line, exit status 2."""
 
 
+class PrometheusUnreadable(Exception):
+    """`plan --prometheus` could not read Prometheus at all: printed as one line, exit status 3."""
+
+
+# Bounds on the numeric flags: outside them a run is nonsense (a negative speed) or cannot finish
+# (10^308 copies of a trace), so they are refused before any work starts (issue 13).
+MAX_REPLAYED_REQUESTS = 20_000_000
+SPEEDUP_RANGE = (1e-3, 1e4)
+PERF_ERROR_RANGE = (-0.9, 9.0)  # the simulated decode step is (1 + x) × the prior's: 0.1× to 10×
+MAX_COLD_START_S = 86_400.0
+MAX_SERVE_RATE_PER_S = 1e5
+
+
+def _number_in(flag: str, value: float, low: float, high: float, *, low_open: bool = False) -> float:
+    """`value` if finite and within [low, high] (or (low, high] when `low_open`), else a UsageError naming the flag."""
+    below = value <= low if low_open else value < low
+    if not math.isfinite(value) or below or value > high:
+        bracket = "(" if low_open else "["
+        where = f"{'>' if low_open else '≥'} {low:g}" if math.isinf(high) else f"in {bracket}{low:g}, {high:g}]"
+        raise UsageError(f"{flag}: must be a finite number {where}, got {value:g}")
+    return value
+
+
+def _duration_flag(flag: str, text: str | None, default_s: float) -> float:
+    """Seconds in a duration flag such as `--cold-start 180s`; the default when it is not given."""
+    if text is None:
+        return default_s
+    try:
+        seconds = parse_duration_s(text)
+    except ValueError as err:
+        raise UsageError(f"{flag}: {err}") from None
+    return _number_in(flag, seconds, 0.0, MAX_COLD_START_S)
+
+
+def _port_flag(flag: str, port: int) -> int:
+    if not 0 <= port <= 65535:
+        raise UsageError(f"{flag}: a TCP port is 0-65535, got {port}")
+    return port
+
+
+def _prepare_out_dir(flag: str, out: Path) -> list[Path]:
+    """Create `out` (and missing parents) and prove it writable, before a long run rather than after it.
+
+    Returns the directories created, deepest first, so a run that fails can remove them again.
+    """
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{flag}: {out} exists and is not a directory")
+    created = [p for p in (out, *out.parents) if not p.exists()]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        _remove_empty(created)
+        raise UsageError(f"{flag}: cannot write to {out}: {err.strerror or err}") from None
+    return created
+
+
+def _remove_empty(dirs: Sequence[Path]) -> None:
+    """Remove the directories a failed run created, deepest first, while they are empty."""
+    for d in dirs:
+        try:
+            d.rmdir()
+        except OSError:
+            return
+
+
 def _cmd_crds(args: argparse.Namespace) -> int:
     sys.stdout.write(crd.crd_yaml())
     return EXIT_OK
+
+
+def _lookups(loaded: manifests.LoadedPool) -> None:
+    """What the operator looks up before planning (GPU and model presets, the replica model): a
+    ManifestError naming the line of the first problem."""
+    found = profiles.problems(loaded.pool.spec)
+    if found:
+        where = loaded.where(found[0][0])
+        raise manifests.ManifestError(f"{where}: InferencePool {loaded.name}: {'; '.join(m for _, m in found)}")
+
+
+def _load_one_pool(path: str) -> manifests.LoadedPool:
+    loaded = manifests.load_one_pool(Path(path))
+    _lookups(loaded)
+    return loaded
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -49,13 +140,19 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             continue
         for loaded in pools:
             spec = loaded.pool.spec
+            try:
+                _lookups(loaded)
+            except manifests.ManifestError as err:
+                print(f"error: {err}", file=sys.stderr)
+                failed = True
+                continue
             roles = ", ".join(spec.active_pools())
             print(f"{loaded.source}: InferencePool {loaded.name} is valid ({spec.mode}: {roles})")
     return EXIT_INVALID if failed else EXIT_OK
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    loaded = manifests.load_one_pool(Path(args.file))
+    loaded = _load_one_pool(args.file)
     spec = loaded.pool.spec
     if (args.observation is None) == (args.prometheus is None):
         raise UsageError("give exactly one of --observation FILE and --prometheus URL")
@@ -64,8 +161,16 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         observation = manifests.load_observation(Path(args.observation))
         if replicas is not None:
             observation = replace(observation, replicas=replicas)
-    else:
-        observation = _observe_prometheus(spec, args, replicas)
+    unreadable = None
+    if args.prometheus is not None:
+        observation, unreadable = _observe_prometheus(spec, args, replicas)
+        unknown = [role for role in spec.active_pools() if role not in observation.replicas]
+        if unknown:  # said, so a minimum is never mistaken for what runs
+            print(
+                f"note: current replicas of {', '.join(unknown)} unknown (no series in the metrics; give --replicas): "
+                "planned from minReplicas",
+                file=sys.stderr,
+            )
     performance = profiles.resolve_all(spec)
     decision = plan_mod.plan(spec, observation, plan_mod.PlannerState(), observation.time_s, performance)
     if args.output == "json":
@@ -79,9 +184,11 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2))
     else:
         console = Console(width=max(100, Console().width))
-        if args.prometheus is not None:
+        if args.prometheus is not None and unreadable is None:
             console.print(report.observation_table(f"observed at {args.prometheus}", observation))
         console.print(report.decision_table(loaded.name, spec, decision))
+    if unreadable is not None:
+        raise unreadable  # after the held decision: said once, and the exit status tells scripts
     return EXIT_OK
 
 
@@ -99,24 +206,34 @@ def _parse_replicas(text: str, spec: InferencePoolSpec) -> dict[Role, ReplicaCou
 
 def _observe_prometheus(
     spec: InferencePoolSpec, args: argparse.Namespace, replicas: dict[Role, ReplicaCounts] | None
-) -> Observation:
+) -> tuple[Observation, PrometheusUnreadable | None]:
+    """The observation read now, and the failure when Prometheus answered no query (exit status 3)."""
     import asyncio
     import time
 
     from tokenscale.metrics.observe import observe
     from tokenscale.metrics.prometheus import Credentials, PrometheusClient
 
-    def read(path: str | None) -> str | None:
+    def read(flag: str, path: str | None) -> str | None:
         if path is None:
             return None
         try:
             return Path(path).read_text(encoding="utf-8").strip()
         except OSError as err:
-            raise UsageError(f"cannot read {path}: {err.strerror}") from None
+            raise UsageError(f"{flag}: cannot read {path}: {err.strerror}") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"{flag}: {path} is not a UTF-8 text file") from None
 
+    try:
+        url = urllib.parse.urlsplit(args.prometheus)
+        url.port  # noqa: B018 (parsing the port is the check)
+    except ValueError as err:
+        raise UsageError(f"--prometheus: {args.prometheus!r} is not a URL: {err}") from None
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise UsageError(f"--prometheus: {args.prometheus!r} is not an http:// or https:// URL")
     credentials = Credentials(
-        bearer_token=read(args.bearer_token_file),
-        ca_pem=read(args.ca_file),
+        bearer_token=read("--bearer-token-file", args.bearer_token_file),
+        ca_pem=read("--ca-file", args.ca_file),
         insecure_skip_verify=args.insecure_skip_verify,
     )
     client = PrometheusClient(args.prometheus, spec.metrics.prometheus.timeout.seconds, credentials)
@@ -124,40 +241,92 @@ def _observe_prometheus(
         result = asyncio.run(observe(spec, client, time.time(), replicas))
     finally:
         client.close()
-    return result.observation
+    if result.queries and len(result.errors) == len(result.queries):
+        # Not one query answered. With --replicas the held decision is still worth printing; without,
+        # there is not even a replica count to show (a minimum is not what runs).
+        first = next((n for n in result.observation.notes if n.kind in result.errors.values()), None)
+        kinds = ", ".join(sorted(set(result.errors.values())))
+        failure = PrometheusUnreadable(
+            f"--prometheus: cannot read {args.prometheus}: {first.message if first else kinds}"
+        )
+        if replicas is None:
+            raise failure
+        return result.observation, failure
+    return result.observation, None
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
-    from rich.table import Table
+    from tokenscale.sim import traces, workload
 
-    from tokenscale.sim import fidelity, loop, references, traces, workload
-
-    loaded = manifests.load_one_pool(Path(args.file))
+    loaded = _load_one_pool(args.file)
     spec = loaded.pool.spec
+    _number_in("--perf-error", args.perf_error, *PERF_ERROR_RANGE)
+    _number_in("--speedup", args.speedup, *SPEEDUP_RANGE)
+    if args.seed < 0:
+        raise UsageError(f"--seed: must be ≥ 0, got {args.seed}")
+    cold_start_s = _duration_flag("--cold-start", args.cold_start, spec.forecast.cold_start.seconds)
     prior = profiles.resolve_all(spec)
     truth = simulated_truth(prior, args.perf_error)
     if args.serve_metrics is not None:
-        return _serve_metrics(args, spec, prior, truth)
+        return _serve_metrics(args, spec, prior, truth, cold_start_s)
+    names = [n.strip() for n in args.policy.split(",") if n.strip()]
+    unknown = [n for n in names if n not in POLICY_NAMES]
+    if unknown or not names:
+        raise UsageError(
+            f"--policy: unknown policy {', '.join(unknown) or '(none)'}; choose from {', '.join(POLICY_NAMES)}"
+        )
+    _number_in("--rate-scale", args.rate_scale, 0.0, math.inf, low_open=True)
     rng = np.random.default_rng(args.seed)
     if args.trace:
         try:
             w = traces.read_trace(Path(args.trace))
-        except (traces.TraceError, OSError) as err:
+        except traces.TraceError as err:
             raise UsageError(str(err)) from None
     else:
         w = workload.default_synthetic_workload(args.seed)
+    source = args.trace or "the synthetic workload"
+    if w.n_requests * args.rate_scale > MAX_REPLAYED_REQUESTS:
+        raise UsageError(
+            f"--rate-scale: {args.rate_scale:g} × {w.n_requests} requests would replay more than "
+            f"{MAX_REPLAYED_REQUESTS:,} requests"
+        )
+    if w.n_requests < 2 or w.duration_s <= 0:
+        raise UsageError(
+            f"{source}: {w.n_requests} request(s) over {w.duration_s:g} s; a replay needs at least two "
+            "requests at different times"
+        )
     if args.speedup != 1.0:
         w = workload.speedup(w, args.speedup)
     if args.rate_scale != 1.0:
         w = workload.rate_scale(w, args.rate_scale, rng)
-    if w.n_requests == 0:
-        raise UsageError("the workload has no requests")
-    names = [n.strip() for n in args.policy.split(",") if n.strip()]
-    unknown = [n for n in names if n not in POLICY_NAMES]
-    if unknown or not names:
-        raise UsageError(f"unknown policy {', '.join(unknown) or '(none)'}; choose from {', '.join(POLICY_NAMES)}")
-    cold_start_s = spec.forecast.cold_start.seconds if args.cold_start is None else parse_duration_s(args.cold_start)
+        if w.n_requests < 2:
+            raise UsageError(f"--rate-scale: {args.rate_scale:g} leaves {w.n_requests} request(s) of {source}")
+    out = Path(args.out)
+    created = _prepare_out_dir("--out", out)
+    try:
+        return _simulate_and_report(args, loaded, spec, prior, truth, w, names, cold_start_s, out)
+    except BaseException:
+        _remove_empty(created)
+        raise
+
+
+def _simulate_and_report(
+    args: argparse.Namespace,
+    loaded: manifests.LoadedPool,
+    spec: InferencePoolSpec,
+    prior: dict[Role, ReplicaPerformance],
+    truth: dict[Role, ReplicaPerformance],
+    w: Workload,
+    names: list[str],
+    cold_start_s: float,
+    out: Path,
+) -> int:
+    """Replay `w` under each policy and the references, write the report into `out` and print the table."""
+    from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+    from rich.table import Table
+
+    from tokenscale.sim import fidelity, loop, references
+
     setup = loop.SimSetup(spec, w, prior, truth, cold_start_s, cold_start_s * 0.1, args.seed)
     setup = replace(setup, initial=references.warm_start(setup))
     runs = []
@@ -191,7 +360,6 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         "seed": args.seed,
     }
     title = f"{loaded.name}: {w.name}"
-    out = Path(args.out)
     summary = sim_report.write_all(
         out, described, spec.objectives, runs, title, refs, model_check, requests_csv=args.requests_csv
     )
@@ -213,6 +381,7 @@ def _serve_metrics(
     spec: InferencePoolSpec,
     prior: dict[Role, ReplicaPerformance],
     truth: dict[Role, ReplicaPerformance],
+    cold_start_s: float,
 ) -> int:
     """Run one simulated fleet in wall-clock time and serve its engines' metrics until interrupted."""
     import signal
@@ -221,13 +390,14 @@ def _serve_metrics(
     from tokenscale.planner.sizing import Load
     from tokenscale.sim import exporter, loop, policies, workload
 
-    if args.rate is None or args.rate < 0:
+    _port_flag("--serve-metrics", args.serve_metrics)
+    if args.rate is None:
         raise UsageError("--serve-metrics needs --rate REQ_PER_S (≥ 0): the arrival rate to simulate")
+    _number_in("--rate", args.rate, 0.0, MAX_SERVE_RATE_PER_S)
     rng = np.random.default_rng(args.seed)
     isl = float(exporter.DEFAULT_ISL.sample(rng, 20_000).mean())
     osl = float(exporter.DEFAULT_OSL.sample(rng, 20_000).mean())
     counts = policies.size_for(spec, Load(max(args.rate, 1e-3), isl, osl), truth)
-    cold_start_s = spec.forecast.cold_start.seconds if args.cold_start is None else parse_duration_s(args.cold_start)
     empty = workload.make_workload("live", [], [], [])
     setup = loop.SimSetup(spec, empty, prior, truth, cold_start_s, cold_start_s * 0.1, args.seed)
     config = loop.fleet_config(setup, counts, cold_start=True)
@@ -235,20 +405,26 @@ def _serve_metrics(
     engine = workers.get(spec.metrics.engine, "vllm")  # a Dynamo frontend in front of vLLM workers, or custom
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with (
-        exporter.LiveFleet(config, args.rate, speedup=args.speedup, seed=args.seed) as live,
-        exporter.MetricsServer(live, model=spec.model, engine=engine, host=args.host, port=args.serve_metrics) as srv,
-    ):
-        print(f"simulated {spec.mode} fleet of {spec.model}: {args.rate:g} req/s, {args.speedup:g}× speed, "
-              f"replicas {counts}", flush=True)  # fmt: skip
-        for role in (*live.roles, "frontend"):
-            print(f"  {srv.url}/metrics/{role}", flush=True)
-        print(f"  POST {srv.url}/control {{\"rate_per_s\": R, \"replicas\": {{ROLE: N}}}}; GET {srv.url}/truth",
-              flush=True)  # fmt: skip
-        try:
-            stop.wait()
-        except KeyboardInterrupt:
-            pass
+    with exporter.LiveFleet(config, args.rate, speedup=args.speedup, seed=args.seed) as live:
+        try:  # the socket is bound here: a port in use is the user's to change, not a traceback
+            server = exporter.MetricsServer(
+                live, model=spec.model, engine=engine, host=args.host, port=args.serve_metrics
+            )
+        except OSError as err:
+            raise UsageError(
+                f"--serve-metrics: cannot listen on {args.host}:{args.serve_metrics}: {err.strerror or err}"
+            ) from None
+        with server as srv:
+            print(f"simulated {spec.mode} fleet of {spec.model}: {args.rate:g} req/s, {args.speedup:g}× speed, "
+                  f"replicas {counts}", flush=True)  # fmt: skip
+            for role in (*live.roles, "frontend"):
+                print(f"  {srv.url}/metrics/{role}", flush=True)
+            print(f"  POST {srv.url}/control {{\"rate_per_s\": R, \"replicas\": {{ROLE: N}}}}; GET {srv.url}/truth",
+                  flush=True)  # fmt: skip
+            try:
+                stop.wait()
+            except KeyboardInterrupt:
+                pass
     return EXIT_OK
 
 
@@ -272,7 +448,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                     if "phase" not in header:
                         raise UsageError(f"{path}: missing column phase (the header is {','.join(header)})")
                     continue
-                where = f"{path} line {reader.line_num}"
+                where = f"{path}:{reader.line_num}"
                 record = dict(zip(header, cells, strict=False))
                 phase = record.get("phase", "").lower()
                 if phase not in needs:
@@ -413,8 +589,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from tokenscale import controller
     from tokenscale.reconcile import OperatorConfig
 
+    _port_flag("--health-port", args.health_port)
+    _port_flag("--metrics-port", args.metrics_port)
+    try:
+        controller.load_credentials()
+    except controller.CredentialsError as err:
+        raise UsageError(str(err)) from None
+    election = None
+    if args.leader_election_namespace:
+        identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+        election = controller.LeaderElection(args.leader_election_namespace, args.leader_election_lease, identity)
     controller.run(
-        OperatorConfig(dry_run=args.dry_run),
+        OperatorConfig(dry_run=args.dry_run, namespaces=tuple(args.namespace or ())),
+        election=election,
         namespaces=args.namespace or (),
         health_port=args.health_port,
         metrics_port=args.metrics_port,
@@ -425,11 +612,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tokenscale",
         description="SLO-aware autoscaler for LLM inference: size prefill and decode pools to TTFT/TPOT objectives.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("crds", help="print the InferencePool CRD (YAML) generated from the API models")
     p.set_defaults(func=_cmd_crds)
@@ -439,7 +626,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser(
-        "plan", help="dry-run one planning decision for a pool, over a live Prometheus or a recorded observation"
+        "plan",
+        help="dry-run one planning decision for a pool, over a live Prometheus or a recorded observation",
+        epilog=f"exit status: {EXIT_OK} a decision was printed (held ones too, with their reasons); "
+        f"{EXIT_INVALID} bad input; {EXIT_PROMETHEUS_UNREADABLE} --prometheus answered no query at all "
+        "(unreachable, timeout, HTTP error, not Prometheus JSON): one line on stderr, after the held "
+        "decision when --replicas gives the current replicas, else no decision",
     )
     p.add_argument("-f", "--file", required=True, help="InferencePool manifest")
     p.add_argument("--observation", help="recorded observation (YAML; the shape README.md documents)")
@@ -539,20 +731,41 @@ Prompts are token ids with ignore_eos (no tokenizer needed). Progress and fit qu
     p.add_argument("--log-format", choices=("text", "json"), default="text", help="log line format")
     p.add_argument("--health-port", type=int, default=8080, help="liveness endpoint port (GET /healthz); 0: off")
     p.add_argument("--metrics-port", type=int, default=9090, help="operator metrics port (GET /metrics); 0: off")
+    p.add_argument(
+        "--leader-election-namespace",
+        metavar="NS",
+        help="hold a coordination.k8s.io Lease in NS before acting: of several replicas one plans and scales",
+    )
+    p.add_argument("--leader-election-lease", default="tokenscale", metavar="NAME", help="the Lease's name")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=_cmd_run)
     return parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (`tokenscale simulate: error: ...`), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_INVALID, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    # Huge inputs overflow to inf inside numpy, which the planner reads as "unreachable"; numpy's
+    # RuntimeWarnings (with our source paths) would only bury the answer (issue 13).
+    warnings.simplefilter("ignore", RuntimeWarning)
     try:
-        return func(args)
-    except (UsageError, manifests.ManifestError, profiles.ProfileError, ValueError) as err:
+        with np.errstate(all="ignore"):
+            return func(args)
+    except (UsageError, manifests.ManifestError, profiles.ProfileError) as err:
+        # Only the user's mistakes end here; any other exception is a bug and keeps its traceback.
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INVALID
+    except PrometheusUnreadable as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_PROMETHEUS_UNREADABLE
     except KeyboardInterrupt:
         return 130
 

@@ -7,8 +7,8 @@ examples carry the Deployments a pool scales); only `tokenscale.dev` InferencePo
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from tokenscale import api
 from tokenscale.planner.lengths import LengthDistribution
-from tokenscale.planner.observation import DataNote, LatencyHistogram, Observation, ReplicaCounts
+from tokenscale.planner.observation import DataNote, LatencyHistogram, Observation, ReplicaCounts, implausible
 
 
 class ManifestError(ValueError):
@@ -32,6 +32,11 @@ class LoadedPool:
 
     source: str
     pool: api.InferencePool
+    node: yaml.Node | None = field(default=None, compare=False, repr=False)  # the document, for line numbers
+
+    def where(self, loc: Sequence[int | str]) -> str:
+        """`file:line` of a field given by its location from the document's root."""
+        return _where(self.source, self.node, loc)
 
     @property
     def name(self) -> str:
@@ -55,44 +60,112 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> list[str]
     return lines
 
 
-def parse_pool(doc: dict[str, Any], source: str) -> api.InferencePool:
-    """Validate one InferencePool document, raising ManifestError with every problem listed."""
+def parse_pool(doc: dict[str, Any], source: str, node: yaml.Node | None = None) -> api.InferencePool:
+    """Validate one InferencePool document, raising ManifestError with every problem listed.
+
+    With the document's YAML `node`, the message opens with `file:line:` of the first problem.
+    """
     try:
-        return api.InferencePool.model_validate(doc)
+        pool = api.InferencePool.model_validate(doc)
     except ValidationError as err:
-        name = (doc.get("metadata") or {}).get("name", "<unnamed>")
+        name = (
+            (doc.get("metadata") or {}).get("name", "<unnamed>")
+            if isinstance(doc.get("metadata"), dict)
+            else ("<unnamed>")
+        )
         problems = "; ".join(format_validation_error(err))
-        raise ManifestError(f"{source}: InferencePool {name}: {problems}") from None
+        first = err.errors(include_url=False)[0]["loc"] if err.error_count() else ()
+        raise ManifestError(f"{_where(source, node, first)}: InferencePool {name}: {problems}") from None
+    name = pool.metadata.get("name")
+    if not isinstance(name, str) or not name:
+        # The API server refuses an object without a name; so does everything that keys on it.
+        raise ManifestError(f"{_where(source, node, ('metadata',))}: InferencePool: metadata.name is required")
+    return pool
 
 
-def _documents(path: Path) -> Iterable[tuple[int, Any]]:
+def _where(source: str, node: yaml.Node | None, loc: Sequence[int | str]) -> str:
+    """`file:line` of the deepest node along `loc` (a pydantic error location), or `file` alone."""
+    if node is None:
+        return source
+    line = node.start_mark.line + 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            found = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == str(part)), None)
+            if found is None:
+                break
+            key = next(k for k, v in node.value if v is found)
+            line = key.start_mark.line + 1
+            node = found
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return f"{source}:{line}"
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing duplicate keys (PyYAML keeps the last; the API server refuses them)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: the base class reports it
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (the last one would silently win)", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _documents(path: Path) -> Iterable[tuple[int, Any, yaml.Node | None]]:
+    """(index, document, its YAML node) for every non-empty document of a YAML file."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ManifestError(f"{path}: cannot read: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise ManifestError(
+            f"{path}:{line}: not a UTF-8 text file (byte {err.start} is {err.object[err.start]:#04x})"
+        ) from None
+    loader = _StrictLoader(text)
+    out: list[tuple[int, Any, yaml.Node | None]] = []
     try:
-        docs = list(yaml.safe_load_all(text))
+        while loader.check_node():
+            node = loader.get_node()
+            doc = loader.construct_document(node)
+            if doc is not None:
+                out.append((len(out), doc, node))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         problem = getattr(err, "problem", None) or str(err)
-        raise ManifestError(f"{path}:{where}: not valid YAML: {problem}") from None
-    return ((i, d) for i, d in enumerate(docs) if d is not None)
+        raise ManifestError(f"{where}: not valid YAML: {problem}") from None
+    finally:
+        loader.dispose()
+    return out
 
 
 def load_pools(path: Path) -> list[LoadedPool]:
     """Every InferencePool in a YAML file; ManifestError when one is invalid or there is none."""
     pools = []
-    for index, doc in _documents(path):
+    for index, doc, node in _documents(path):
         if not isinstance(doc, dict):
-            raise ManifestError(f"{path}: document {index + 1} is not a mapping")
+            raise ManifestError(f"{_where(str(path), node, ())}: document {index + 1} is not a mapping")
         if doc.get("kind") != api.KIND or not str(doc.get("apiVersion", "")).startswith(api.GROUP + "/"):
             continue
         if doc.get("apiVersion") != f"{api.GROUP}/{api.VERSION}":
             raise ManifestError(
-                f"{path}: apiVersion {doc.get('apiVersion')!r} is not served; use {api.GROUP}/{api.VERSION}"
+                f"{_where(str(path), node, ('apiVersion',))}: apiVersion {doc.get('apiVersion')!r} is not served; "
+                f"use {api.GROUP}/{api.VERSION}"
             )
-        pools.append(LoadedPool(source=str(path), pool=parse_pool(doc, str(path))))
+        pools.append(LoadedPool(str(path), parse_pool(doc, str(path), node), node))
     if not pools:
         raise ManifestError(f"{path}: no {api.GROUP}/{api.VERSION} InferencePool found in the file")
     return pools
@@ -179,21 +252,40 @@ class RecordedObservation(api.ApiModel):
     replicas: dict[api.Role, RecordedReplicas] = Field(default_factory=dict, description="Replicas per role.")
     running_requests: dict[api.Role, float] = Field(default_factory=dict, description="Running requests per role.")
 
+    @model_validator(mode="after")
+    def _finite(self) -> RecordedObservation:
+        # The load signals may be written as .inf (read as implausible data, like a broken exporter's);
+        # anything else must be a finite number, or the planner would compute on infinities.
+        load = {"request_rate_per_second", "isl_mean_tokens", "osl_mean_tokens"}
+        for name, value in self:
+            if name not in load and isinstance(value, float) and not math.isfinite(value):
+                alias = type(self).model_fields[name].alias or name
+                raise ValueError(f"{alias} must be a finite number, got {value}")
+        for role, running in self.running_requests.items():
+            if not math.isfinite(running):
+                raise ValueError(f"runningRequests.{role} must be a finite number, got {running}")
+        return self
+
     def to_observation(self) -> Observation:
-        notes = tuple(
-            DataNote(signal, "missing", f"{field} not in the observation file")
-            for signal, field, value in (
-                ("request_rate", "requestRatePerSecond", self.request_rate_per_second),
-                ("isl_mean", "islMeanTokens", self.isl_mean_tokens),
-                ("osl_mean", "oslMeanTokens", self.osl_mean_tokens),
-            )
-            if value is None
-        )
+        notes: list[DataNote] = []
+        load: dict[str, float | None] = {}
+        for signal, name, value in (
+            ("request_rate", "requestRatePerSecond", self.request_rate_per_second),
+            ("isl_mean", "islMeanTokens", self.isl_mean_tokens),
+            ("osl_mean", "oslMeanTokens", self.osl_mean_tokens),
+        ):
+            why = None if value is None else implausible(signal, value)
+            if value is None:
+                notes.append(DataNote(signal, "missing", f"{name} not in the observation file"))
+            elif why is not None:  # `.inf` or 1e300 is bad data, held on like Prometheus garbage
+                notes.append(DataNote(signal, "implausible", f"{name} {why}"))
+                value = None
+            load[signal] = value
         return Observation(
             time_s=self.time_seconds,
-            request_rate_per_s=self.request_rate_per_second,
-            isl_mean_tokens=self.isl_mean_tokens,
-            osl_mean_tokens=self.osl_mean_tokens,
+            request_rate_per_s=load["request_rate"],
+            isl_mean_tokens=load["isl_mean"],
+            osl_mean_tokens=load["osl_mean"],
             replicas={
                 role: ReplicaCounts(r.current, r.current if r.ready is None else r.ready)
                 for role, r in self.replicas.items()
@@ -219,7 +311,7 @@ class RecordedObservation(api.ApiModel):
             waiting_requests=self.waiting_requests,
             running_requests=dict(self.running_requests),
             kv_usage_fraction=self.kv_usage_fraction,
-            notes=notes,
+            notes=tuple(notes),
         )
 
     @classmethod
@@ -266,10 +358,12 @@ def _normalized(weights: list[float]) -> npt.NDArray[np.float64]:
 
 def load_observation(path: Path) -> Observation:
     """A recorded observation from a YAML file; ManifestError naming the field when it is wrong."""
-    docs = [d for _, d in _documents(path)]
-    if len(docs) != 1 or not isinstance(docs[0], dict):
+    docs = list(_documents(path))
+    if len(docs) != 1 or not isinstance(docs[0][1], dict):
         raise ManifestError(f"{path}: expected one YAML mapping with the observation")
+    _, doc, node = docs[0]
     try:
-        return RecordedObservation.model_validate(docs[0]).to_observation()
+        return RecordedObservation.model_validate(doc).to_observation()
     except ValidationError as err:
-        raise ManifestError(f"{path}: " + "; ".join(format_validation_error(err))) from None
+        first = err.errors(include_url=False)[0]["loc"] if err.error_count() else ()
+        raise ManifestError(f"{_where(str(path), node, first)}: " + "; ".join(format_validation_error(err))) from None

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from tokenscale import api, manifests
 from tokenscale import status as st
-from tokenscale.api import Role
+from tokenscale.api import InferencePoolStatus, Role
 from tokenscale.kube import capacity, pools, scale
 from tokenscale.metrics.observe import ObservationResult, observe
 from tokenscale.metrics.prometheus import Credentials, PrometheusClient
@@ -44,6 +44,7 @@ class OperatorConfig:
     """`tokenscale run` options the cycle honours."""
 
     dry_run: bool = False  # advisory mode for every pool
+    namespaces: tuple[str, ...] = ()  # the watched namespaces (empty: all); GPUs in use are counted from their pods
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,15 @@ class OperatorContext:
     config: OperatorConfig
     prometheus: PrometheusClients
     metrics: OperatorMetrics
+    # The last status each pool's cycle computed, with the stored status document it extends. Only a
+    # cache (STYLE.md §21): a settled pool's forecasters and calibration move every cycle, but are
+    # written only every `status.STATUS_REFRESH_S`; the next cycle continues from here when the
+    # stored status is still the one this cache extends, and from the stored status otherwise.
+    statuses: dict[tuple[str, str], tuple[Mapping[str, Any], InferencePoolStatus]] = field(default_factory=dict)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop a deleted pool's cached status."""
+        self.statuses.pop((namespace, name), None)
 
 
 @dataclass(frozen=True)
@@ -104,7 +114,8 @@ async def cycle(
     started = time.monotonic()
     now_s = time.time()
     seen = _Seen.of(namespace, name, body)
-    previous = seen.status
+    cached = ctx.statuses.get((namespace, name))
+    previous = cached[1] if cached is not None and cached[0] == seen.status_document else seen.status
     try:
         spec = api.InferencePoolSpec.model_validate(body.get("spec") or {})
     except ValidationError as err:
@@ -157,7 +168,12 @@ async def cycle(
         state = replace(state, recommendations=(seeded,))
     cold_starts, timing = _cold_start(previous, scales, now_s)
     cold_start_s = max(cold_starts.values()) if cold_starts else None
-    performance = profiles.resolve_all(spec, loaded_profiles)
+    try:
+        performance = profiles.resolve_all(spec, loaded_profiles)
+    except profiles.ProfileError as err:  # an unknown GPU or model preset: the spec's, not a bug (issue 13)
+        ctx.metrics.cycle_errors.labels(namespace, name, reasons.INVALID_SPEC).inc()
+        update = ConditionUpdate(reasons.READY, "False", reasons.INVALID_SPEC, str(err))
+        return await _conditions_only(ctx, seen, [update], now_s, INVALID_SPEC_RETRY_S)
     plan_started = time.perf_counter()
     free_gpus = {
         role: cap.free_gpus - cap.pending_gpus
@@ -303,16 +319,27 @@ async def _conditions_only(
 
 
 async def _write_if_changed(ctx: OperatorContext, seen: _Seen, new: api.InferencePoolStatus) -> bool:
+    """Write the status when something a user or the next cycle needs changed (`status.needs_write`)."""
     document = st.status_document(new)
-    if st.comparable(document) == st.comparable(seen.status_document):
+    key = (seen.namespace, seen.name)
+    ctx.statuses[key] = (seen.status_document, new)  # unwritten: the next cycle extends the stored one
+    if not st.needs_write(document, seen.status_document, new_time_s(new)):
         return False
     try:
-        return await pools.write_status(ctx.api, seen.namespace, seen.name, document, seen.resource_version)
+        wrote = await pools.write_status(ctx.api, seen.namespace, seen.name, document, seen.resource_version)
     except scale.KubeError as err:
         # The decision stands (and was acted on); the status is rewritten next cycle, as it still differs.
         ctx.metrics.cycle_errors.labels(seen.namespace, seen.name, err.reason).inc()
         logging.getLogger(__name__).warning("status write failed for %s/%s: %s", seen.namespace, seen.name, err)
         return False
+    if wrote:
+        ctx.statuses[key] = (document, new)
+    return wrote
+
+
+def new_time_s(status: api.InferencePoolStatus) -> float | None:
+    """When a status was decided (its lastDecision time), None for one that never planned."""
+    return st.epoch_s(status.last_decision.time) if status.last_decision else None
 
 
 async def _read_scales(ctx: OperatorContext, namespace: str, spec: api.InferencePoolSpec) -> dict[Role, Any]:
@@ -323,7 +350,10 @@ async def _read_scales(ctx: OperatorContext, namespace: str, spec: api.Inference
 
 async def _read_capacities(ctx: OperatorContext, spec: api.InferencePoolSpec) -> dict[Role, Any]:
     groups = [(role, p.node_group) for role, p in spec.active_pools().items() if p.node_group is not None]
-    found = await asyncio.gather(*(capacity.node_group_capacity(ctx.api, g) for _, g in groups if g is not None))
+    namespaces = ctx.config.namespaces
+    found = await asyncio.gather(
+        *(capacity.node_group_capacity(ctx.api, g, namespaces=namespaces) for _, g in groups if g is not None)
+    )
     return {role: c for (role, _), c in zip(groups, found, strict=True)}
 
 

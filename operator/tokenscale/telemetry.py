@@ -24,6 +24,9 @@ class OperatorMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         ProcessCollector(registry=r)  # process_resident_memory_bytes, process_cpu_seconds_total, ...
+        self.leader = Gauge(
+            "tokenscale_leader", "1 when this replica acts (holds the Lease, or runs alone), 0 on standby.", registry=r
+        )
         self.desired = Gauge("tokenscale_desired_replicas", "Replicas the planner wants.", _ROLE, registry=r)
         self.current = Gauge("tokenscale_current_replicas", "Replicas /scale reports.", _ROLE, registry=r)
         self.ready = Gauge("tokenscale_ready_replicas", "Ready replicas.", _ROLE, registry=r)

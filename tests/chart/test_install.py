@@ -59,10 +59,12 @@ NEEDED_IN_WATCHED: list[Check] = [
     ("watch", "inferencepools.tokenscale.dev", "", WATCHED, True),
     ("patch", "inferencepools.tokenscale.dev", "", WATCHED, True),
     ("create", "events", "", WATCHED, True),
-    ("get", "secrets", "", WATCHED, True),
     ("get", "configmaps", "", WATCHED, True),
     ("list", "nodes", "", "", True),
-    ("watch", "pods", "", "", True),
+    # leader election: the Lease lives in the release namespace
+    ("get", "leases.coordination.k8s.io", "", RELEASE_NS, True),
+    ("create", "leases.coordination.k8s.io", "", RELEASE_NS, True),
+    ("update", "leases.coordination.k8s.io", "", RELEASE_NS, True),
 ]
 FORBIDDEN_EVERYWHERE: list[Check] = [
     ("delete", "deployments.apps", "", WATCHED, False),
@@ -74,17 +76,23 @@ FORBIDDEN_EVERYWHERE: list[Check] = [
     ("create", "pods", "", WATCHED, False),
     ("patch", "nodes", "", "", False),
     ("create", "clusterrolebindings.rbac.authorization.k8s.io", "", "", False),
+    ("update", "leases.coordination.k8s.io", "", WATCHED, False),
+    ("delete", "leases.coordination.k8s.io", "", RELEASE_NS, False),
+    ("get", "secrets", "", OTHER, False),  # never cluster-wide, in either mode
 ]
 NAMESPACED_ONLY: list[Check] = [
+    ("get", "secrets", "", WATCHED, True),
+    ("list", "pods", "", WATCHED, True),  # GPUs in use, from the watched namespaces' pods
+    ("watch", "pods", "", "", False),  # and no others
+    ("list", "pods", "", OTHER, False),
     ("get", "secrets", "", RELEASE_NS, False),
-    ("get", "secrets", "", OTHER, False),
     ("patch", "deployments.apps", "scale", OTHER, False),
     ("patch", "inferencepools.tokenscale.dev", "status", OTHER, False),
     ("list", "inferencepools.tokenscale.dev", "", "", False),  # no cluster-wide list in namespaced mode
     ("watch", "namespaces", "", "", False),
 ]
 CLUSTER_WIDE_ONLY: list[Check] = [
-    ("get", "secrets", "", OTHER, True),
+    ("watch", "pods", "", "", True),
     ("patch", "deployments.apps", "scale", OTHER, True),
     ("list", "inferencepools.tokenscale.dev", "", "", True),
     ("watch", "namespaces", "", "", True),
@@ -112,17 +120,34 @@ def _describe(check: Check, allowed: bool) -> str:
     return f"{'may' if allowed else 'may not'} {verb} {what} in {namespace or 'the cluster'}"
 
 
+# Cluster-wide mode reads Secrets only in rbac.secretNamespaces (none by default).
+NO_SECRETS: list[Check] = [("get", "secrets", "", WATCHED, False)]
+SECRETS_IN_WATCHED: list[Check] = [("get", "secrets", "", WATCHED, True)]
+
+
 @pytest.mark.parametrize(
-    ("namespaced", "checks"),
+    ("mode", "checks"),
     [
-        pytest.param(True, NEEDED_IN_WATCHED + FORBIDDEN_EVERYWHERE + NAMESPACED_ONLY, id="namespaced"),
-        pytest.param(False, NEEDED_IN_WATCHED + FORBIDDEN_EVERYWHERE + CLUSTER_WIDE_ONLY, id="cluster-wide"),
+        pytest.param("namespaced", NEEDED_IN_WATCHED + FORBIDDEN_EVERYWHERE + NAMESPACED_ONLY, id="namespaced"),
+        pytest.param(
+            "cluster-wide", NEEDED_IN_WATCHED + FORBIDDEN_EVERYWHERE + CLUSTER_WIDE_ONLY + NO_SECRETS, id="cluster-wide"
+        ),
+        pytest.param(
+            "cluster-wide-secrets",
+            NEEDED_IN_WATCHED + FORBIDDEN_EVERYWHERE + CLUSTER_WIDE_ONLY + SECRETS_IN_WATCHED,
+            id="cluster-wide-secrets-in-one-namespace",
+        ),
     ],
 )
 def test_installed_service_account_can_do_what_the_operator_needs_and_no_more(
-    helm: Helm, cluster: Cluster, namespaces: Namespaces, namespaced: bool, checks: list[Check]
+    helm: Helm, cluster: Cluster, namespaces: Namespaces, mode: str, checks: list[Check]
 ) -> None:
-    settings = ["--set", f"watchNamespaces={{{namespaces.watched}}}"] if namespaced else []
+    namespaced = mode == "namespaced"
+    settings = {
+        "namespaced": ["--set", f"watchNamespaces={{{namespaces.watched}}}"],
+        "cluster-wide": [],
+        "cluster-wide-secrets": ["--set", f"rbac.secretNamespaces={{{namespaces.watched}}}"],
+    }[mode]
     installed = helm.run(
         "install", RELEASE, str(CHART), "--namespace", namespaces.release, *settings, kubeconfig=cluster.kubeconfig_path
     )

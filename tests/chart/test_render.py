@@ -50,9 +50,11 @@ EVERYTHING: dict[str, Any] = {
     "priorityClassName": "system-cluster-critical",
 }
 
-BASE_KINDS = {"CustomResourceDefinition": 1, "ServiceAccount": 1, "Deployment": 1, "Service": 1}
-CLUSTER_RBAC = {"ClusterRole": 1, "ClusterRoleBinding": 1}
-NAMESPACED_RBAC = {"Role": 2, "RoleBinding": 2, **CLUSTER_RBAC}
+BASE_KINDS = {
+    "CustomResourceDefinition": 1, "ServiceAccount": 1, "Deployment": 1, "Service": 1, "PodDisruptionBudget": 1
+}  # fmt: skip
+CLUSTER_RBAC = {"ClusterRole": 1, "ClusterRoleBinding": 1, "Role": 1, "RoleBinding": 1}  # + the Lease's Role
+NAMESPACED_RBAC = {**CLUSTER_RBAC, "Role": 3, "RoleBinding": 3}
 OBSERVABILITY_KINDS = {"ServiceMonitor": 1, "PodMonitor": 1, "PrometheusRule": 1, "ConfigMap": 1}
 
 # (values, kinds rendered)
@@ -109,7 +111,10 @@ def test_every_object_is_labelled_and_placed(render: Render, values: dict[str, A
         assert labels["app.kubernetes.io/name"] == "tokenscale", name
         assert labels["app.kubernetes.io/managed-by"] == "Helm", name
         if document["kind"] in ("Role", "RoleBinding"):
-            assert document["metadata"]["namespace"] in values["watchNamespaces"], name
+            # The watched namespaces; the Lease's Role in the release namespace.
+            leases = document["metadata"]["name"].endswith("-leader-election")
+            allowed = [RELEASE_NAMESPACE] if leases else values["watchNamespaces"]
+            assert document["metadata"]["namespace"] in allowed, name
         elif document["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
             assert document["metadata"]["namespace"] == RELEASE_NAMESPACE, name
 
@@ -133,10 +138,24 @@ def _container(rendered: Rendered) -> dict[str, Any]:
     return container
 
 
-def test_deployment_is_one_replica_recreated(render: Render) -> None:
-    spec = render({}).one("Deployment")["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+def test_deployment_is_two_replicas_electing_a_leader_with_a_disruption_budget(render: Render) -> None:
+    rendered = render({})
+    spec = rendered.one("Deployment")["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    container = _container(rendered)
+    assert f"--leader-election-namespace={RELEASE_NAMESPACE}" in container["args"]
+    assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container["env"]
+    pdb = rendered.one("PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == spec["selector"]["matchLabels"]
+
+
+def test_one_replica_is_recreated_without_a_disruption_budget(render: Render) -> None:
+    rendered = render({"replicaCount": 1})
+    spec = rendered.one("Deployment")["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    assert rendered.of_kind("PodDisruptionBudget") == []
 
 
 @pytest.mark.parametrize(
@@ -187,7 +206,8 @@ def test_probes_check_healthz_on_the_health_port(render: Render, values: dict[st
     assert f"--health-port={port}" in container["args"]
 
 
-BASE_ARGS = ["run", "--log-format=json", "--health-port=8080", "--metrics-port=9090"]
+ELECTION_ARGS = [f"--leader-election-namespace={RELEASE_NAMESPACE}", f"--leader-election-lease={FULLNAME}"]
+BASE_ARGS = ["run", "--log-format=json", "--health-port=8080", "--metrics-port=9090", *ELECTION_ARGS]
 
 
 @pytest.mark.parametrize(
@@ -198,7 +218,7 @@ BASE_ARGS = ["run", "--log-format=json", "--health-port=8080", "--metrics-port=9
         pytest.param({"dryRun": True}, [*BASE_ARGS, "--dry-run"], id="dry-run"),
         pytest.param(
             {"logFormat": "text", "metrics": {"port": 19090}},
-            ["run", "--log-format=text", "--health-port=8080", "--metrics-port=19090"],
+            ["run", "--log-format=text", "--health-port=8080", "--metrics-port=19090", *ELECTION_ARGS],
             id="text-logs-metrics-port",
         ),
         pytest.param(
@@ -347,14 +367,20 @@ NAMESPACED_GRANTS = _grants(
     ("leaderworkerset.x-k8s.io", ("leaderworkersets",), ("get",)),
     ("", ("events",), ("create", "patch")),
     ("events.k8s.io", ("events",), ("create", "patch")),
-    ("", ("secrets", "configmaps"), ("get",)),
+    ("", ("configmaps",), ("get",)),
 )
+# Prometheus credentials: in the watched namespaces, or in rbac.secretNamespaces; never cluster-wide.
+SECRETS = _grants(("", ("secrets",), ("get",)))
+# GPUs in use: pods of the watched namespaces, or of the cluster in cluster-wide mode.
+PODS = _grants(("", ("pods",), ("list", "watch")))
 # What it reads cluster-wide in either mode.
 CLUSTER_READS = _grants(
     ("", ("nodes",), ("get", "list", "watch")),
-    ("", ("pods",), ("list", "watch")),
     ("apiextensions.k8s.io", ("customresourcedefinitions",), ("list", "watch")),
 )
+# Leader election, in the release namespace.
+LEASES = _grants(("coordination.k8s.io", ("leases",), ("get", "create", "update")))
+ELECTION = {RELEASE_NAMESPACE: LEASES}
 # What kopf needs to serve every namespace.
 NAMESPACE_WATCH = _grants(("", ("namespaces",), ("list", "watch")))
 EXTRA_SCALE = _grants(
@@ -381,8 +407,7 @@ def _bound_grants(rendered: Rendered, service_account: str) -> dict[str, frozens
             assert set(rule) == {"apiGroups", "resources", "verbs"}, rule  # no resourceNames, no nonResourceURLs
             grants |= {(g, r, v) for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
         key = namespace or CLUSTER
-        assert key not in out, f"two bindings for {key}"
-        out[key] = frozenset(grants)
+        out[key] = out.get(key, frozenset()) | frozenset(grants)
     # Every role is bound (and bound once): no role lies around granting nobody anything.
     bound = [
         (
@@ -399,17 +424,40 @@ def _bound_grants(rendered: Rendered, service_account: str) -> dict[str, frozens
 @pytest.mark.parametrize(
     ("values", "service_account", "expected"),
     [
-        pytest.param({}, FULLNAME, {CLUSTER: NAMESPACED_GRANTS | CLUSTER_READS | NAMESPACE_WATCH}, id="cluster-wide"),
+        pytest.param(
+            {},
+            FULLNAME,
+            {CLUSTER: NAMESPACED_GRANTS | PODS | CLUSTER_READS | NAMESPACE_WATCH, **ELECTION},
+            id="cluster-wide",
+        ),
+        pytest.param(
+            {"rbac": {"secretNamespaces": ["llm"]}},
+            FULLNAME,
+            {
+                CLUSTER: NAMESPACED_GRANTS | PODS | CLUSTER_READS | NAMESPACE_WATCH,
+                "llm": SECRETS,
+                RELEASE_NAMESPACE: LEASES,
+            },
+            id="cluster-wide-secrets-in-one-namespace",
+        ),
         pytest.param(
             NAMESPACED,
             FULLNAME,
-            {CLUSTER: CLUSTER_READS, "team-a": NAMESPACED_GRANTS, "team-b": NAMESPACED_GRANTS},
+            {
+                CLUSTER: CLUSTER_READS,
+                RELEASE_NAMESPACE: LEASES,
+                "team-a": NAMESPACED_GRANTS | SECRETS | PODS,
+                "team-b": NAMESPACED_GRANTS | SECRETS | PODS,
+            },
             id="namespaced",
         ),
         pytest.param(
             {"scaleTargets": EVERYTHING["scaleTargets"]},
             FULLNAME,
-            {CLUSTER: NAMESPACED_GRANTS | EXTRA_SCALE | CLUSTER_READS | NAMESPACE_WATCH},
+            {
+                CLUSTER: NAMESPACED_GRANTS | PODS | EXTRA_SCALE | CLUSTER_READS | NAMESPACE_WATCH,
+                RELEASE_NAMESPACE: LEASES,
+            },
             id="cluster-wide-extra-scale-target",
         ),
         pytest.param(
@@ -417,15 +465,16 @@ def _bound_grants(rendered: Rendered, service_account: str) -> dict[str, frozens
             "autoscaler",
             {
                 CLUSTER: CLUSTER_READS,
-                "team-a": NAMESPACED_GRANTS | EXTRA_SCALE,
-                "team-b": NAMESPACED_GRANTS | EXTRA_SCALE,
+                RELEASE_NAMESPACE: LEASES,
+                "team-a": NAMESPACED_GRANTS | SECRETS | PODS | EXTRA_SCALE,
+                "team-b": NAMESPACED_GRANTS | SECRETS | PODS | EXTRA_SCALE,
             },
             id="namespaced-extra-scale-target-named-account",
         ),
         pytest.param(
             {"serviceAccount": {"create": False, "name": "preexisting"}},
             "preexisting",
-            {CLUSTER: NAMESPACED_GRANTS | CLUSTER_READS | NAMESPACE_WATCH},
+            {CLUSTER: NAMESPACED_GRANTS | PODS | CLUSTER_READS | NAMESPACE_WATCH, **ELECTION},
             id="existing-service-account",
         ),
     ],
@@ -448,9 +497,15 @@ def test_namespaced_mode_grants_nothing_namespaced_cluster_wide(render: Render) 
     resources = {r for rule in cluster_role["rules"] for r in rule["resources"]}
     assert "tokenscale.dev" not in groups
     assert not any(r.endswith("/scale") or r.startswith("inferencepools") for r in resources)
-    assert not resources & {"secrets", "configmaps", "events", "namespaces"}
+    assert not resources & {"secrets", "configmaps", "events", "namespaces", "pods"}
     verbs = {v for rule in cluster_role["rules"] for v in rule["verbs"]}
     assert verbs <= {"get", "list", "watch"}
+
+
+def test_secrets_are_never_readable_cluster_wide(render: Render) -> None:
+    for values in [*(v for v, _ in VALUE_SETS.values()), {"rbac": {"secretNamespaces": ["llm"]}}]:
+        for role in render(values).of_kind("ClusterRole"):
+            assert not any("secrets" in rule["resources"] for rule in role["rules"]), (values, role)
 
 
 def test_no_wildcards_and_no_write_to_workloads(render: Render) -> None:
@@ -459,7 +514,7 @@ def test_no_wildcards_and_no_write_to_workloads(render: Render) -> None:
             for rule in role["rules"]:
                 assert "*" not in rule["apiGroups"] + rule["resources"] + rule["verbs"], rule
                 if rule["apiGroups"] != ["tokenscale.dev"] and set(rule["verbs"]) & {"patch", "update"}:
-                    assert all(r.endswith("/scale") or r == "events" for r in rule["resources"]), rule
+                    assert all(r.endswith("/scale") or r in ("events", "leases") for r in rule["resources"]), rule
                 assert "delete" not in rule["verbs"] and "deletecollection" not in rule["verbs"], rule
 
 

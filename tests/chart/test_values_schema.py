@@ -25,7 +25,7 @@ BAD_VALUES = [
     pytest.param(
         {"image": {"tag": 5}}, "image.tag: Invalid type. Expected: string, given: integer", id="image-tag-integer"
     ),
-    pytest.param({"replicaCount": 2}, "Additional property replicaCount is not allowed", id="unknown-top-level-key"),
+    pytest.param({"replicas": 2}, "Additional property replicas is not allowed", id="unknown-top-level-key"),
     pytest.param({"dryRun": "yes"}, "dryRun: Invalid type. Expected: boolean, given: string", id="dry-run-string"),
     pytest.param(
         {"metrics": {"port": 70000}}, "metrics.port: Must be less than or equal to 65535", id="port-out-of-range"

@@ -297,3 +297,41 @@ def test_kubectl_describe_shows_the_last_decision(
         cluster.kubectl("get", "tspool", "-n", namespace)
     except subprocess.CalledProcessError as err:  # pragma: no cover - the failure message is the point
         raise AssertionError(err.stderr) from None
+
+
+def _cycles_run(op: OperatorProcess, name: str) -> float:
+    """Cycles the operator has run for pool `name` (its reconcile-duration histogram's count)."""
+    for line in op.metrics().splitlines():
+        if line.startswith("tokenscale_reconcile_duration_seconds_count{") and f'pool="{name}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_settled_pool_is_not_written_every_cycle(
+    fleet: SimulatedFleet, operator: OperatorProcess, apis: tuple[Any, Any, Any], namespace: str
+) -> None:
+    """STYLE.md §14 on the real apiserver: cycles that change nothing a user or the next cycle needs
+    leave the pool's resourceVersion alone (before issue 13 every cycle rewrote the status)."""
+    apps, custom, _ = apis
+    fleet.set_rate(LOW_RATE)
+    _deployments(apps, namespace)
+    time.sleep(11)  # one full metrics window of the low load
+    create_pool(custom, namespace, pool_manifest("llama", fleet.prometheus.url))
+    operator.start()
+    wait_until(lambda: get_pool(custom, namespace, "llama").get("status", {}).get("lastDecision"),
+               what="a first decision", timeout_s=30, interval_s=0.5)  # fmt: skip
+
+    def settled() -> tuple[str, float] | None:
+        """The resourceVersion, once it has not moved over four cycles (3 s apart)."""
+        version = get_pool(custom, namespace, "llama")["metadata"]["resourceVersion"]
+        cycles = _cycles_run(operator, "llama")
+        wait_until(lambda: _cycles_run(operator, "llama") >= cycles + 4 or None,
+                   what="four more cycles", timeout_s=30, interval_s=0.5)  # fmt: skip
+        now = get_pool(custom, namespace, "llama")["metadata"]["resourceVersion"]
+        return (now, cycles) if now == version else None
+
+    version, cycles = wait_until(settled, what="four cycles without a status write", timeout_s=90, interval_s=0.1)
+    pool = get_pool(custom, namespace, "llama")
+    assert (condition(pool, "Ready") or {}).get("status") == "True"
+    assert pool["status"]["observation"]["requestRatePerSecond"] > 0  # planned on data, not held
+    assert _cycles_run(operator, "llama") >= cycles + 4

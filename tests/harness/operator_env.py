@@ -123,7 +123,7 @@ class OperatorProcess:
     def start(self) -> OperatorProcess:
         ports = ["--health-port", str(self.health_port), "--metrics-port", str(self.metrics_port)]
         argv = [sys.executable, "-m", "tokenscale.cli", "run", "--namespace", self.namespace, *ports, *self.extra_args]
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "POD_NAME": self.identity()}
         self.process = self.supervisor.start("tokenscale-operator", argv, self.log_path, env=env)
         wait_until(self._healthy, what="the operator's /healthz", timeout_s=60, interval_s=0.25)
         return self
@@ -137,6 +137,10 @@ class OperatorProcess:
                 return bool(r.status == 200)
         except (urllib.error.URLError, ConnectionError):
             return False
+
+    def identity(self) -> str:
+        """The name it gives itself as a Lease holder (POD_NAME in a pod): its log file's stem."""
+        return self.log_path.stem
 
     def stop(self) -> int:
         assert self.process is not None

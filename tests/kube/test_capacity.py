@@ -348,3 +348,23 @@ def test_capacity_is_forbidden_without_the_cluster_role(
     assert raised.value.reason == "Forbidden"
     assert message.startswith(f"the operator may not list nodes matching '{capacity.label_selector(labels)}' (")
     assert message.endswith("grant it in its Role or ClusterRole (the Helm chart's rbac values)")
+
+
+def test_namespaced_mode_counts_only_the_watched_namespaces_pods(
+    api_client: kubernetes.client.ApiClient, namespace: str, make_node: NodeFactory, make_pod: PodFactory
+) -> None:
+    """With the watched namespaces given (the chart's namespaced mode grants pods only there), pods are
+    listed per namespace: a watched namespace's pod counts, one of an unwatched namespace does not."""
+    labels = group_of(namespace)
+    node = make_node("a", {GPU: "8"}, labels)
+    make_pod("engine", {"nodeName": node, "containers": [container("a", limits={GPU: "3"})]}, phase="Running")
+    group = NodeGroup(match_labels=labels)
+
+    def used(namespaces: tuple[str, ...]) -> int:
+        found = asyncio.run(capacity.node_group_capacity(api_client, group, namespaces=namespaces, max_age_s=0.0))
+        return found.used_gpus
+
+    assert used(()) == 3  # cluster-wide
+    assert used((namespace,)) == 3
+    assert used(("default",)) == 0  # the pod's namespace is not watched: its GPUs are not seen
+    assert used(("default", namespace)) == 3

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import math
 import re
 import threading
 import time
@@ -25,6 +26,8 @@ import pytest
 from harness.prometheus import Prometheus, PrometheusFactory
 from harness.textserver import TextServer
 from harness.wait import wait_until
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
@@ -297,6 +300,8 @@ def test_garbage_from_prometheus_is_a_data_quality_note_never_an_exception(
     if held:
         assert obs.request_rate_per_s is None
         assert "implausible" in _kinds(obs)["finished"]
+        # The load signal says why: garbage, not "no series" or "no samples" (issue 13).
+        assert "implausible" in _kinds(obs)["request_rate"]
         _held_plan(spec, obs)
     else:  # the mean is known (sum / count), the spread is not; the planner plans on the rest
         assert obs.isl_mean_tokens == pytest.approx(1.0) and obs.isl_cv2 is None
@@ -377,3 +382,40 @@ def test_queries_carry_the_pool_labels_and_the_spec_labels() -> None:
     assert q["in_system_delta"] == (
         f"sum(delta(vllm:num_requests_running{both}[120000ms])) + sum(delta(vllm:num_requests_waiting{both}[120000ms]))"
     )
+
+
+# --- fuzzing: any JSON Prometheus might answer (issue 13) -----------------------------------------
+
+JSON_SCALAR = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**64), 2**64), st.floats(allow_nan=False),
+    st.sampled_from(["1", "NaN", "+Inf", "-Inf", "-3", "1e400", "x", "", "0x10"]),
+)  # fmt: skip
+JSON_VALUE = st.recursive(
+    JSON_SCALAR, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=10,
+)  # fmt: skip
+SAMPLE = st.fixed_dictionaries(
+    {"metric": st.one_of(st.dictionaries(st.sampled_from(["le", "tokenscale_signal", "job"]), JSON_SCALAR,
+                                         max_size=3), JSON_VALUE),
+     "value": st.one_of(st.tuples(st.floats(0, 2e9), JSON_SCALAR).map(list), JSON_VALUE)}
+)  # fmt: skip
+ANSWER = st.one_of(
+    st.lists(SAMPLE, max_size=4).map(lambda r: {"status": "success", "data": {"resultType": "vector", "result": r}}),
+    st.fixed_dictionaries({"status": JSON_SCALAR, "data": JSON_VALUE}),
+    JSON_VALUE,
+)
+
+
+@settings(max_examples=30, deadline=None)
+@given(answer=ANSWER, status=st.sampled_from([200, 200, 200, 400, 500]))
+def test_any_json_from_prometheus_is_notes_and_a_held_or_planned_decision(answer: Any, status: int) -> None:
+    body = json.dumps(answer, allow_nan=True).encode()
+    with TextServer(lambda path: (status, "application/json", body)) as server:
+        spec = _spec(MODEL, server.url, timeout="2s")
+        obs = _observe(spec).observation
+    for value in (obs.request_rate_per_s, obs.isl_mean_tokens, obs.osl_mean_tokens, obs.ttft_quantile_s):
+        assert value is None or (math.isfinite(value) and value >= 0), obs
+    decision = plan_mod.plan(spec, obs, plan_mod.PlannerState(), obs.time_s, profiles.resolve_all(spec))
+    if obs.request_rate_per_s is None:
+        assert decision.held and decision.pools["aggregated"].desired_replicas == 3
+    manifests.RecordedObservation.from_observation(obs).to_observation()  # what -o json prints round-trips

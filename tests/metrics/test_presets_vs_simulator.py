@@ -186,7 +186,10 @@ def test_plan_cli_against_a_stopped_prometheus_holds_and_says_why(tmp_path: Path
          "--replicas", "prefill=3,decode=5", "-o", "json"],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
-    assert run.returncode == 0, run.stderr
+    # Prometheus could not be read at all: the held decision, the failure once on stderr, exit 3.
+    assert run.returncode == 3, run.stderr
+    assert run.stderr.strip() == "error: --prometheus: cannot read http://127.0.0.1:9: cannot connect to " \
+        "http://127.0.0.1:9: [Errno 111] Connection refused"  # fmt: skip
     printed = json.loads(run.stdout)
     assert printed["held"] is True
     assert (printed["prefill"]["replicas"], printed["decode"]["replicas"]) == (3, 5)

@@ -245,3 +245,24 @@ def test_budget_never_exceeded(rate: float, budget: int, prefill: int, decode: i
 def test_deterministic(rate: float, prefill: int, decode: int) -> None:
     obs = _obs(rate, prefill=prefill, decode=decode)
     assert _plan(SPEC, obs) == _plan(SPEC, obs)
+
+
+def test_an_unchanged_recommendation_is_recorded_once_and_stands_until_the_next() -> None:
+    state, counts = planner.PlannerState(), {"prefill": 1, "decode": 1}
+    for step in range(6):
+        d = _plan(SPEC, _obs(25.0, prefill=counts["prefill"], decode=counts["decode"], t=30.0 * step), state)
+        state, counts = d.state, {r: p.desired_replicas for r, p in d.pools.items()}
+    times = [r.time_s for r in state.recommendations]
+    assert len(times) <= 2 and times[0] == 0.0, times  # the seed, and the scale-up's recommendation
+    # The high count recommended at t=0..150 (recorded once) holds a scale-down for the whole window
+    # after the last cycle that recommended it, as if every cycle had been recorded: t=150 + 300 s.
+    n = counts["prefill"]
+    released = None
+    for step in range(6, 30):
+        t = 30.0 * step
+        d = _plan(SPEC, _obs(2.0, prefill=n, decode=counts["decode"], t=t), state)
+        state = d.state
+        if d.pools["prefill"].desired_replicas < n:
+            released = t
+            break
+    assert released is not None and 150.0 + 300.0 <= released <= 150.0 + 300.0 + 30.0, released

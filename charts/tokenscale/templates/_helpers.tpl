@@ -129,10 +129,6 @@ cluster-wide mode: in the ClusterRole). Each verb is commented with why the oper
   {{- end }}
   verbs: ["get"]
 {{- end }}
-# application: a pool's Prometheus credentials (its bearer-token, basic-auth and CA *SecretRef fields).
-- apiGroups: [""]
-  resources: ["secrets"]
-  verbs: ["get"]
 # application: performance profiles a pool references (its configMapRef).
 - apiGroups: [""]
   resources: ["configmaps"]
@@ -147,6 +143,27 @@ cluster-wide mode: in the ClusterRole). Each verb is commented with why the oper
 {{- end }}
 
 {{/*
+Secrets, for Prometheus credentials: never cluster-wide.
+*/}}
+{{- define "tokenscale.secretRules" -}}
+# application: a pool's Prometheus credentials (its bearer-token, basic-auth and CA *SecretRef
+# fields): only in the watched namespaces, or in rbac.secretNamespaces in cluster-wide mode.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+{{- end }}
+
+{{/*
+Pods, for the GPUs in use per node group: in each watched namespace, or cluster-wide in that mode.
+*/}}
+{{- define "tokenscale.podRules" -}}
+# application: GPUs in use per node group (requests of scheduled pods).
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "watch"]
+{{- end }}
+
+{{/*
 The cluster-scoped reads, granted by a ClusterRole in both modes.
 */}}
 {{- define "tokenscale.clusterRules" -}}
@@ -154,10 +171,6 @@ The cluster-scoped reads, granted by a ClusterRole in both modes.
 - apiGroups: [""]
   resources: ["nodes"]
   verbs: ["get", "list", "watch"]
-# application: GPUs in use per node group (requests of scheduled pods).
-- apiGroups: [""]
-  resources: ["pods"]
-  verbs: ["list", "watch"]
 # framework: kopf scans CRDs to find the resources it serves.
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]

@@ -26,6 +26,7 @@ containers with `restartPolicy: Always` (Kubernetes 1.28+).
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -171,7 +172,7 @@ def _count(nodes: Sequence[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]]
 
 
 _nodes: SharedReads[str, list[dict[str, Any]]] = SharedReads()  # by label selector
-_pods: SharedReads[str, list[dict[str, Any]]] = SharedReads()  # one key: the cluster's non-terminal pods
+_pods: SharedReads[str, list[dict[str, Any]]] = SharedReads()  # by namespaces ("" the cluster): non-terminal pods
 
 
 def _list(
@@ -184,18 +185,36 @@ def _list(
         raise translate(err, what) from None
 
 
+def _list_pods(core: kubernetes.client.CoreV1Api, namespaces: Sequence[str]) -> list[dict[str, Any]]:
+    """Blocking: the non-terminal pods of the cluster, or of `namespaces` when given."""
+    if not namespaces:
+        return _list("list pods in all namespaces", core.list_pod_for_all_namespaces, field_selector=NON_TERMINAL_PODS)
+    pods: list[dict[str, Any]] = []
+    for namespace in namespaces:
+        call = functools.partial(core.list_namespaced_pod, namespace)
+        pods += _list(f"list pods in namespace {namespace}", call, field_selector=NON_TERMINAL_PODS)
+    return pods
+
+
 async def node_group_capacity(
-    api: kubernetes.client.ApiClient, group: NodeGroup, *, max_age_s: float = SNAPSHOT_MAX_AGE_S
+    api: kubernetes.client.ApiClient,
+    group: NodeGroup,
+    *,
+    namespaces: Sequence[str] = (),
+    max_age_s: float = SNAPSHOT_MAX_AGE_S,
 ) -> GpuCapacity:
     """Allocatable, used, free and pending GPUs of the nodes matching `group.match_labels`.
 
-    The node list (per selector) and the cluster's pod list (one for all groups) are reused for
-    `max_age_s` seconds and shared by concurrent callers: many pools, one read per few seconds.
+    The node list (per selector) and the pod list (one for all groups) are reused for `max_age_s`
+    seconds and shared by concurrent callers: many pools, one read per few seconds. The pods are
+    the cluster's, or only those of `namespaces` (the operator's watched namespaces, where its RBAC
+    may list pods: GPUs other namespaces' pods use are then not seen, and read as free).
     Raises `InvalidNodeGroup` for a malformed label, `Forbidden` when the operator may not list
-    nodes or pods cluster-wide, `ApiError` otherwise.
+    nodes or pods, `ApiError` otherwise.
     """
     selector = label_selector(group.match_labels)
     core = kubernetes.client.CoreV1Api(api)
+    pods_key = ",".join(sorted(namespaces))
     listed = await asyncio.gather(
         _nodes.get(
             api,
@@ -204,13 +223,7 @@ async def node_group_capacity(
                           label_selector=selector),
             max_age_s,
         ),
-        _pods.get(
-            api,
-            "",
-            lambda: _list("list pods in all namespaces", core.list_pod_for_all_namespaces,
-                          field_selector=NON_TERMINAL_PODS),
-            max_age_s,
-        ),
+        _pods.get(api, pods_key, lambda: _list_pods(core, namespaces), max_age_s),
         return_exceptions=True,
     )  # fmt: skip
     # Both lists run at once; when both fail, the nodes' error is the one reported, every time.

@@ -200,6 +200,7 @@ class _Reader:
         self.answers = answers
         self.notes: list[DataNote] = []
         self.errors: dict[str, NoteKind] = {}
+        self.implausible: dict[str, str] = {}  # query name -> why its answer was refused
 
     def samples(self, name: str) -> list[Sample] | None:
         """The samples of a query, or None when it failed (the failure is noted once)."""
@@ -258,6 +259,8 @@ class _Reader:
 
     def note(self, signal: str, kind: NoteKind, message: str) -> None:
         self.notes.append(DataNote(signal, kind, message))
+        if kind == "implausible":
+            self.implausible.setdefault(signal, message)
 
 
 async def _diagnose(
@@ -286,8 +289,9 @@ async def _assemble(
 ) -> ObservationResult:
     r = _Reader(answers)
     w = plan.window_s
-    unreachable = {a.kind for a in answers.values() if isinstance(a, PrometheusError)} & {"unreachable", "timeout"}
-    if unreachable and all(isinstance(a, PrometheusError) for a in answers.values()):
+    if answers and all(isinstance(a, PrometheusError) for a in answers.values()):
+        # Not one query answered (down, timing out, an HTTP error page, garbage): one failure, said
+        # once per load signal, and no replica count read from the metrics (0 would be a lie).
         first = next(a for a in answers.values() if isinstance(a, PrometheusError))
         for signal in ("request_rate", "isl_mean", "osl_mean"):
             r.note(signal, first.kind, str(first))
@@ -359,8 +363,8 @@ async def _assemble(
         count = r.scalar(f"replicas_{role}")
         if count is not None and math.isfinite(count):
             seen[role] = int(count)
-    if replicas is None:
-        replicas = {role: ReplicaCounts(seen.get(role, 0), seen.get(role, 0)) for role in plan.roles}
+    if replicas is None:  # a pool whose count could not be read is left out, never counted as 0
+        replicas = {role: ReplicaCounts(n, n) for role, n in seen.items()}
     for name, kind in r.errors.items():
         if not any(n.kind == kind for n in r.notes):
             r.note(name, kind, f"query {name} failed: {kind}")
@@ -402,6 +406,8 @@ async def _explain(
     answer = r.answers.get(query_name)
     if isinstance(answer, PrometheusError):
         return answer.kind, f"{metric}: {answer}"
+    if query_name in r.implausible:  # it answered, with garbage: say so, not "no series" (issue 13)
+        return "implausible", f"{metric}: {r.implausible[query_name]}"
     return await _diagnose(client, metric, labels, window_s, now_s)
 
 

@@ -147,7 +147,8 @@ class PrometheusClient:
 
 
 def _status_error(status: int, content: bytes) -> PrometheusError:
-    text = content.decode("utf-8", errors="replace")[:300]
+    # One line, and short: an HTML error page would otherwise fill the status and the terminal.
+    text = " ".join(content.decode("utf-8", errors="replace").split())[:200]
     if status in (400, 422):  # bad_data / execution error: the answer's "error" says what
         return PrometheusError("query-error", f"Prometheus rejected the query (HTTP {status}): {text}")
     return PrometheusError("http-status", f"Prometheus answered HTTP {status}: {text}")
@@ -168,11 +169,11 @@ def _parse(result: Any) -> list[Sample]:
     out = []
     for item in result:
         try:
-            labels = item.get("metric", {})
+            labels = {str(k): str(v) for k, v in dict(item.get("metric") or {}).items()}
             value = item["value"][1]
-        except (AttributeError, KeyError, IndexError, TypeError):
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError):
             raise PrometheusError("bad-response", f"unexpected sample {str(item)[:120]}") from None
-        out.append(Sample(dict(labels), _number(value)))
+        out.append(Sample(labels, _number(value)))
     return out
 
 

@@ -121,6 +121,24 @@ class Observation:
         return [name for name, value in required.items() if not _usable(value)]
 
 
+# Upper bounds on what a load signal can be: far above any deployment (a million requests a second
+# into one pool; ten million tokens a request), far below where the queueing model overflows to inf.
+# A value beyond is a broken exporter or a typo, and is read as implausible, never planned on.
+PLAUSIBLE_MAX: Mapping[str, float] = {"request_rate": 1e6, "isl_mean": 1e7, "osl_mean": 1e7}
+
+
+def implausible(signal: str, value: float) -> str | None:
+    """Why `value` cannot be `signal` (not finite, negative, above `PLAUSIBLE_MAX`), or None when it can be."""
+    if math.isnan(value):
+        return None  # NaN is 0/0 (idle), which callers note as "nan"
+    if math.isinf(value) or value < 0:
+        return f"{value:g} is not a finite non-negative number"
+    bound = PLAUSIBLE_MAX.get(signal)
+    if bound is not None and value > bound:
+        return f"{value:g} is above {bound:g}, more than any pool serves"
+    return None
+
+
 def dispersion_bin_s(window_s: float) -> float:
     """Bin of the arrival-count dispersion over a metrics window: an eighth of it, at least 1 s.
 

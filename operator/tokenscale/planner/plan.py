@@ -14,7 +14,7 @@ way). Steps, in order:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -35,10 +35,29 @@ _DEFAULT_CV2 = 1.0  # exponential-like lengths/arrivals when the metric is missi
 
 @dataclass(frozen=True)
 class RecommendationRecord:
-    """Counts recommended at one time, per role (for the stabilization windows)."""
+    """Counts recommended from one time on, per role (for the stabilization windows).
+
+    The history is a step function: a record stands until the next one, and a new one is kept only
+    when the counts change. So a settled pool's history, and its status, stay the same from cycle
+    to cycle (issue 13: status written only when something changed), while a stabilization window
+    still sees every count recommended within it.
+    """
 
     time_s: float
     replicas: Mapping[Role, int]
+
+
+def standing_until(
+    history: Sequence[RecommendationRecord], now_s: float, interval_s: float
+) -> list[RecommendationRecord]:
+    """Each record re-timed to the last cycle that recommended it: one interval before the next
+    record (never before its own time), or the previous cycle for the last one.
+
+    A window (now − w, now] holds a record's counts when that time falls inside it, which is what
+    `policy.stabilize` asks of a record's time: the same as if every cycle had been recorded (HPA).
+    """
+    ends = [r.time_s - interval_s for r in history[1:]] + [now_s - interval_s]
+    return [RecommendationRecord(max(end, r.time_s), r.replicas) for r, end in zip(history, ends, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -156,6 +175,7 @@ def plan(
     sized_at_peak: dict[Role, sizing.PoolSizing] | None = None  # sized only when a scale-down is asked
     partial = [n for n in observation.notes if n.unavailable]
     history = _history_or_seed(state, current, now_s)
+    standing = standing_until(history, now_s, spec.interval.seconds)
 
     proposals: dict[Role, int] = {}
     recommended: dict[Role, int] = {}
@@ -181,12 +201,17 @@ def plan(
         cur = current[role]
         value, why, msg = policy.survivors_check(value, cur, slack, spec.behavior.tolerance)
         _note(trail, why, msg)
+        # A scale-down never goes below minReplicas, so it is never proposed below it either: the
+        # stabilization message would otherwise announce "scale-down to 1" under minReplicas 2.
+        # (Only downwards: a pool below its minimum is lifted by the clamp below, as before.)
+        if value < cur:
+            value = max(value, min(pool.min_replicas, cur))
         recommended[role] = value
         # Only recommendations inside a stabilization window count; the history holds an hour.
         window_s = max(spec.behavior.scale_up_window_s, spec.behavior.scale_down_window_s)
         records = [
             policy.Recommendation(r.time_s, r.replicas[role])
-            for r in history
+            for r in standing
             if now_s - r.time_s < window_s and role in r.replicas
         ]
         value, why, msg = policy.stabilize(
@@ -244,7 +269,9 @@ def plan(
     # Recorded are the model's answers after the survivors check, before stabilization, as HPA
     # records its unstabilized recommendations: recording the held value would hold it forever.
     record = RecommendationRecord(now_s, dict(recommended))
-    kept = tuple(r for r in history if now_s - r.time_s < _MAX_HISTORY_S) + (record,)
+    kept = tuple(r for r, until in zip(history, standing, strict=True) if now_s - until.time_s < _MAX_HISTORY_S)
+    if not kept or kept[-1].replicas != record.replicas:  # an unchanged recommendation still stands
+        kept += (record,)
     last_scale = dict(state.last_scale_time_s)
     for r, d in decisions.items():
         if d.changed:
@@ -278,7 +305,8 @@ def _hold(
     missing: list[str],
 ) -> Decision:
     names = ", ".join(missing)
-    details = "; ".join(n.message for n in observation.notes if n.signal in missing) or "no samples"
+    # One failure (Prometheus down) notes every signal with the same message: say it once.
+    details = "; ".join(dict.fromkeys(n.message for n in observation.notes if n.signal in missing)) or "no samples"
     message = f"holding replicas: cannot read {names} ({details})"
     pools = {
         r: PoolDecision(

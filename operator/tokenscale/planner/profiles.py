@@ -131,3 +131,31 @@ def resolve_all(
     """`resolve` for every pool of the spec's mode."""
     loaded = loaded_profiles or {}
     return {role: resolve(spec, role, loaded.get(role)) for role in spec.active_pools()}
+
+
+def problems(spec: InferencePoolSpec) -> list[tuple[tuple[str, ...], str]]:
+    """What `resolve_all` would refuse in the operator, checked without the cluster (`tokenscale validate`):
+    (the field's location from the manifest's root, message) per problem.
+
+    A pool whose profile comes from a ConfigMap is checked for its GPU and the model shape only:
+    the profile itself is read by the operator.
+    """
+    try:
+        model_shape_of(spec)
+    except ProfileError as err:
+        where = ("spec", "modelShape", "preset") if spec.model_shape is not None else ("spec", "model")
+        return [(where, str(err))]
+    found: list[tuple[tuple[str, ...], str]] = []
+    for role, pool in spec.active_pools().items():
+        gpu_at = ("spec", "pools", role, "hardware", "gpu") if pool.hardware else ("spec", "hardware", "gpu")
+        try:
+            gpu_of(spec.hardware_of(role))
+        except ProfileError as err:
+            found.append((gpu_at, f"pools.{role}: {err}"))
+            continue
+        if pool.performance is None or pool.performance.config_map_ref is None:
+            try:
+                resolve(spec, role)
+            except ProfileError as err:
+                found.append((("spec", "pools", role), str(err)))
+    return found
