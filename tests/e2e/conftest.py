@@ -1,7 +1,9 @@
 """Fixtures for the end-to-end tests: the project's own CRD installed on the test apiserver.
 
-`fleet` is a simulated 70B fleet at 40 req/s scraped by a real Prometheus, and `apis` the typed
-clients (apps, custom objects, core) the operator tests read the world with.
+`operator` is `tokenscale run` for the test's namespace (the test starts it; it must stop cleanly,
+without a traceback in its log). `fleet` is a simulated 70B fleet at 40 req/s scraped by a real
+Prometheus, and `apis` the typed clients (apps, custom objects, core) the operator tests read the
+world with.
 `inferencepool_crd` applies the generated crds/tokenscale.dev_inferencepools.yaml once per session
 through the Python client and waits until it is Established and served; a CRD the server rejects
 fails every test that needs it, with the server's reason.
@@ -17,7 +19,9 @@ from typing import Any
 import kubernetes
 import pytest
 import yaml
-from harness.operator_env import SimulatedFleet
+from harness.cluster import Cluster
+from harness.operator_env import OperatorProcess, SimulatedFleet
+from harness.processes import Supervisor
 from harness.prometheus import PrometheusFactory
 from harness.resources import apply_crd
 from kubernetes.client.exceptions import ApiException
@@ -57,3 +61,15 @@ def apis(api_client: kubernetes.client.ApiClient) -> tuple[Any, Any, Any]:
         kubernetes.client.CustomObjectsApi(api_client),
         kubernetes.client.CoreV1Api(api_client),
     )
+
+
+@pytest.fixture
+def operator(
+    cluster: Cluster, namespace: str, supervisor: Supervisor, tmp_path: Path, inferencepool_crd: Any
+) -> Iterator[OperatorProcess]:
+    """`tokenscale run` for the test's namespace (started by the test); stopped cleanly, no tracebacks."""
+    op = OperatorProcess(supervisor, cluster.kubeconfig_path, namespace, tmp_path / "operator.log")
+    yield op
+    if op.process is not None and op.process.alive():
+        assert op.stop() == 0
+    assert op.tracebacks() == [], op.log()[-6000:]

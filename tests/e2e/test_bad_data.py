@@ -13,12 +13,10 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from harness.cluster import Cluster
 from harness.operator_env import (
     OperatorProcess,
     SimulatedFleet,
@@ -30,7 +28,6 @@ from harness.operator_env import (
     pool_manifest,
     replicas_of,
 )
-from harness.processes import Supervisor
 from harness.textserver import TextServer
 from harness.wait import wait_until
 
@@ -88,17 +85,6 @@ class Proxy:
         if self.garbage is not None:
             return self.garbage(body)
         return 200, "application/json", body
-
-
-@pytest.fixture
-def operator(
-    cluster: Cluster, namespace: str, supervisor: Supervisor, tmp_path: Path, inferencepool_crd: Any
-) -> Iterator[OperatorProcess]:
-    op = OperatorProcess(supervisor, cluster.kubeconfig_path, namespace, tmp_path / "operator.log")
-    yield op
-    if op.process is not None and op.process.alive():
-        assert op.stop() == 0
-    assert op.tracebacks() == [], op.log()[-6000:]
 
 
 @pytest.mark.parametrize("kind", list(GARBAGE))

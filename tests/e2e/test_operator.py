@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +24,6 @@ from harness.operator_env import (
     pool_manifest,
     replicas_of,
 )
-from harness.processes import Supervisor
 from harness.wait import wait_until
 
 from tokenscale import status as st
@@ -34,17 +31,6 @@ from tokenscale import status as st
 pytestmark = pytest.mark.e2e
 
 HIGH_RATE, LOW_RATE = 40.0, 2.0
-
-
-@pytest.fixture
-def operator(
-    cluster: Cluster, namespace: str, supervisor: Supervisor, tmp_path: Path, inferencepool_crd: Any
-) -> Iterator[OperatorProcess]:
-    op = OperatorProcess(supervisor, cluster.kubeconfig_path, namespace, tmp_path / "operator.log")
-    yield op
-    if op.process is not None and op.process.alive():
-        op.stop()
-    assert op.tracebacks() == [], op.log()[-6000:]
 
 
 def _deployments(apps: Any, namespace: str, prefill: int = 1, decode: int = 1) -> None:

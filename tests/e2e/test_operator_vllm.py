@@ -8,13 +8,10 @@ from __future__ import annotations
 import copy
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from harness.cluster import Cluster
 from harness.engine import VllmServer, replay
 from harness.operator_env import (
     GROUP,
@@ -27,7 +24,6 @@ from harness.operator_env import (
     get_pool,
     replicas_of,
 )
-from harness.processes import Supervisor
 from harness.prometheus import PrometheusFactory, static_scrape_config
 from harness.wait import wait_until
 
@@ -50,17 +46,6 @@ SPEC: dict[str, Any] = {
     "forecast": {"method": "holt", "coldStart": "10s"},
     "interval": "3s",
 }
-
-
-@pytest.fixture
-def operator(
-    cluster: Cluster, namespace: str, supervisor: Supervisor, tmp_path: Path, inferencepool_crd: Any
-) -> Iterator[OperatorProcess]:
-    op = OperatorProcess(supervisor, cluster.kubeconfig_path, namespace, tmp_path / "operator.log")
-    yield op
-    if op.process is not None and op.process.alive():
-        op.stop()
-    assert op.tracebacks() == [], op.log()[-6000:]
 
 
 def test_the_operator_plans_from_a_real_engine(

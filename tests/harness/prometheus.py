@@ -31,6 +31,14 @@ READY_TIMEOUT_S = 30.0
 _PORT_ATTEMPTS = 3
 
 
+def bucket_width(bounds: Sequence[float], value: float) -> float:
+    """Width of the histogram bucket holding `value`: as close as `histogram_quantile`'s linear
+    interpolation inside a bucket can come to the true quantile."""
+    upper = next(b for b in bounds if b >= value)
+    lower = max((b for b in bounds if b < value), default=0.0)
+    return upper - lower
+
+
 class PrometheusStartError(RuntimeError):
     """Prometheus exited or was not ready in time; the message carries the end of its log."""
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from harness.prometheus import Prometheus, PrometheusFactory, static_scrape_config
+from harness.prometheus import Prometheus, PrometheusFactory, bucket_width, static_scrape_config
 from harness.wait import wait_until
 
 from tokenscale import api, manifests, report
@@ -118,12 +118,6 @@ def readings(prometheus_factory: PrometheusFactory) -> Iterator[Readings]:
             prom.stop()
 
 
-def _bucket_width(bounds: tuple[float, ...], value: float) -> float:
-    upper = next(b for b in bounds if b >= value)
-    lower = max((b for b in bounds if b < value), default=0.0)
-    return upper - lower
-
-
 @pytest.mark.parametrize("engine", ENGINES)
 def test_observation_matches_the_simulated_truth(readings: Readings, engine: str) -> None:
     obs, truth = readings.observations[engine], readings.truth
@@ -134,8 +128,8 @@ def test_observation_matches_the_simulated_truth(readings: Readings, engine: str
     assert obs.isl_mean_tokens == pytest.approx(truth.isl_mean_tokens, rel=0.05)
     assert obs.osl_mean_tokens == pytest.approx(truth.osl_mean_tokens, rel=0.05)
     assert obs.ttft_quantile_s is not None and obs.tpot_quantile_s is not None
-    assert abs(obs.ttft_quantile_s - truth.ttft_p90_s) <= 1.1 * _bucket_width(TTFT_BUCKETS_S, truth.ttft_p90_s)
-    assert abs(obs.tpot_quantile_s - truth.itl_p90_s) <= 1.1 * _bucket_width(ITL_BUCKETS_S, truth.itl_p90_s)
+    assert abs(obs.ttft_quantile_s - truth.ttft_p90_s) <= 1.1 * bucket_width(TTFT_BUCKETS_S, truth.ttft_p90_s)
+    assert abs(obs.tpot_quantile_s - truth.itl_p90_s) <= 1.1 * bucket_width(ITL_BUCKETS_S, truth.itl_p90_s)
     missing = [n for n in obs.notes if n.kind in ("missing", "stale", "nan", "unreachable")]
     if engine == "vllm":
         assert obs.isl_cv2 is not None and obs.osl_cv2 is not None

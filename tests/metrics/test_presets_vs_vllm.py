@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 import yaml
 from harness.engine import Replayed, VllmServer, replay
-from harness.prometheus import Prometheus, PrometheusFactory, static_scrape_config
+from harness.prometheus import Prometheus, PrometheusFactory, bucket_width, static_scrape_config
 
 from tokenscale import api, manifests
 from tokenscale.metrics import observe
@@ -97,12 +97,6 @@ def reading(vllm_engine: VllmServer, prometheus_factory: PrometheusFactory) -> I
         prom.stop()
 
 
-def _bucket_width(bounds: tuple[float, ...], value: float) -> float:
-    upper = next(b for b in bounds if b >= value)
-    lower = max((b for b in bounds if b < value), default=0.0)
-    return upper - lower
-
-
 def test_the_reading_is_the_load_the_client_sent(reading: Reading) -> None:
     obs, r = reading.observation, reading.replayed
     start, end = reading.window
@@ -123,7 +117,7 @@ def test_the_reading_is_the_load_the_client_sent(reading: Reading) -> None:
     )
     assert obs.request_rate_per_s == pytest.approx(rate, rel=0.10)
     assert obs.isl_mean_tokens == pytest.approx(isl_mean, rel=0.05)
-    assert abs(obs.ttft_quantile_s - ttft_p90) <= 1.1 * _bucket_width(TTFT_BUCKETS_S, ttft_p90)
+    assert abs(obs.ttft_quantile_s - ttft_p90) <= 1.1 * bucket_width(TTFT_BUCKETS_S, ttft_p90)
     assert obs.tpot_quantile_s is not None and obs.kv_usage_fraction is not None
     assert [n for n in obs.notes if n.unavailable] == []
 
