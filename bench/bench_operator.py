@@ -4,12 +4,15 @@ Against the real components the tests use (tests/harness): etcd + kube-apiserver
 controller-manager, a real Prometheus scraping one simulated vLLM fleet, and `tokenscale run` as a
 child process. N InferencePools (each with its two Deployments) share the fleet's metrics. After a
 warm-up the benchmark watches one 30 s interval and prints:
-- pools reconciled in it (a new recommendation in status) out of N;
+- pools reconciled in it (cycles counted by the operator's own reconcile histogram) out of N, and
+  those whose recorded recommendation changed (the status is written only when something changed);
 - the operator's RSS (VmRSS of the process);
 - decision latency from the operator's own `tokenscale_reconcile_duration_seconds` histogram (start
   of the read to the status write, including the `/scale` patch): median and p99 bucket bounds;
 - the CPU each process used in the interval, and the apiserver's requests by verb and resource;
-- the apiserver writes in the interval: status writes (per pool), `/scale` writes, Events, all.
+- the apiserver writes per interval: status writes (per pool), `/scale` writes, Events, all.
+  Measured (issue 13, 500 pools): 386 status writes (0.89 per cycle) and 1,108 writes in all before
+  the status was written only on change; 45 (0.10 per cycle) and 48 after.
 The pools use production defaults (5-minute scale-down stabilization, default metrics window).
 Goal (issue 6): ≥ 500 pools per interval, RSS ≤ 250 MB, p99 ≤ 1 s. Prints figures, asserts nothing.
 

@@ -423,3 +423,14 @@ def test_a_bad_observation_field_names_its_line(tmp_path: Path) -> None:
 )  # fmt: skip
 def test_plan_refuses_a_bad_prometheus_flag_in_one_line(args: list[str], message: str) -> None:
     assert message in one_line_error(run("plan", "-f", EXAMPLE, *args))
+
+
+def test_run_refuses_a_port_in_use_before_starting() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("run", "--health-port", "0", "--metrics-port", str(port))
+    assert one_line_error(result) == f"error: --metrics-port: cannot listen on port {port}: Address already in use"

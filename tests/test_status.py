@@ -178,6 +178,11 @@ def test_a_change_a_user_or_the_next_cycle_needs_is_written_the_cycle_it_happens
         pytest.param(lambda d: d["pools"]["decode"].update(desiredReplicas=9), True, id="desired-replicas"),
         pytest.param(lambda d: d["recommendations"].append({"time": T0 + 1, "decode": 9}), True, id="recommendation"),
         pytest.param(lambda d: d["observation"].update(notes=["request_rate stale: old"]), True, id="data-note-kind"),
+        pytest.param(
+            lambda d: d["observation"].update(notes=["ttft_quantile too-few-samples: 3 samples"]),
+            False,
+            id="precision-caveat",
+        ),  # fmt: skip
         pytest.param(lambda d: d["lastDecision"].update(dryRun=True), True, id="dry-run"),
     ],
 )

@@ -42,7 +42,7 @@ RAMP = ((0.0, 2.0), (40.0, 30.0), (150.0, 2.0), (240.0, None))  # (seconds from 
 
 
 def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value * 1000:.0f}ms"
+    return "-" if value is None or value != value else f"{value * 1000:.0f}ms"  # None or NaN: not observed
 
 
 def main() -> None:
@@ -82,13 +82,16 @@ def main() -> None:
                 fleet.live.set_replicas(role, replicas_of(apps, namespace, f"llama-{role}"))  # the pods "run"
             status = get_pool(custom, namespace, "llama").get("status", {})
             pools = status.get("pools", {})
-            obs = status.get("observation", {})
+            # Measured values from the operator's metrics, exported every cycle: the status carries
+            # them too, but is written only when something changes (or every 5 minutes).
+            observed = _gauges(op.metrics())
 
             pairs = [
                 f"{replicas_of(apps, namespace, f'llama-{role}')}/{pools.get(role, {}).get('desiredReplicas', '-')}"
                 for role in ("prefill", "decode")
             ]
-            ttft, tpot = _ms(obs.get("ttftSeconds")), _ms(obs.get("tpotSeconds"))
+            ttft = _ms(observed.get("tokenscale_observed_ttft_seconds"))
+            tpot = _ms(observed.get("tokenscale_observed_tpot_seconds"))
             reason = (status.get("lastDecision") or {}).get("reason", "")
             line = f"{elapsed:5.0f} {rate:6.1f} {pairs[0]:>8} {pairs[1]:>7} {ttft:>9} {tpot:>9}  {reason[:90]}"
             print(line, flush=True)
@@ -99,6 +102,15 @@ def main() -> None:
         fleet.close()
     finally:
         supervisor.stop_all()
+
+
+def _gauges(text: str) -> dict[str, float]:
+    """The operator's per-pool gauges by name (one pool here), from its /metrics text."""
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("tokenscale_observed_") and "{" in line:
+            found[line.split("{", 1)[0]] = float(line.rsplit(" ", 1)[1])
+    return found
 
 
 if __name__ == "__main__":

@@ -589,8 +589,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from tokenscale import controller
     from tokenscale.reconcile import OperatorConfig
 
-    _port_flag("--health-port", args.health_port)
-    _port_flag("--metrics-port", args.metrics_port)
+    for flag, port in (("--health-port", args.health_port), ("--metrics-port", args.metrics_port)):
+        _port_flag(flag, port)
+        if port:  # taken ports fail here in one line, not in kopf's startup retried every minute
+            with socket.socket() as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind(("0.0.0.0", port))
+                except OSError as err:
+                    raise UsageError(f"{flag}: cannot listen on port {port}: {err.strerror or err}") from None
     try:
         controller.load_credentials()
     except controller.CredentialsError as err:

@@ -18,7 +18,7 @@ from tokenscale import api
 from tokenscale.api import Role
 from tokenscale.planner.calibration import Calibration
 from tokenscale.planner.forecast import SeriesState
-from tokenscale.planner.observation import Observation
+from tokenscale.planner.observation import CAVEAT_KINDS, Observation
 from tokenscale.planner.plan import ConditionUpdate, Decision, PlannerState, RecommendationRecord
 from tokenscale.planner.reasons import CONDITION_TYPES
 from tokenscale.planner.tail import TailFit
@@ -253,7 +253,10 @@ def material(document: Mapping[str, Any] | None) -> dict[str, Any]:
     out = {k: v for k, v in document.items() if k not in ("lastDecision", "observation", "forecast", "performance")}
     out["dryRun"] = (document.get("lastDecision") or {}).get("dryRun")
     notes = (document.get("observation") or {}).get("notes") or []
-    out["notes"] = sorted({str(n).split(":", 1)[0] for n in notes})  # "signal kind", without the figures
+    # "signal kind" of each signal that could not be read, without the figures; the precision
+    # caveats (too few samples, coarse buckets) come and go with the traffic and block nothing.
+    kinds = {str(n).split(":", 1)[0] for n in notes}
+    out["notes"] = sorted(k for k in kinds if k.rpartition(" ")[2] not in CAVEAT_KINDS)
     out["conditions"] = [{k: c.get(k) for k in ("type", "status", "reason")} for c in document.get("conditions") or []]
     out["pools"] = {
         role: {k: v for k, v in (pool or {}).items() if k not in ("predictedTtftSeconds", "predictedTpotSeconds")}

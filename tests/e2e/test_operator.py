@@ -24,7 +24,7 @@ from harness.operator_env import (
     pool_manifest,
     replicas_of,
 )
-from harness.wait import wait_until
+from harness.wait import WaitTimeout, wait_until
 
 from tokenscale import status as st
 
@@ -307,16 +307,26 @@ def test_a_settled_pool_is_not_written_every_cycle(
     wait_until(lambda: get_pool(custom, namespace, "llama").get("status", {}).get("lastDecision"),
                what="a first decision", timeout_s=30, interval_s=0.5)  # fmt: skip
 
+    changes: list[str] = []  # what moved between writes, for the failure message
+
     def settled() -> tuple[str, float] | None:
         """The resourceVersion, once it has not moved over four cycles (3 s apart)."""
-        version = get_pool(custom, namespace, "llama")["metadata"]["resourceVersion"]
+        before = get_pool(custom, namespace, "llama")
         cycles = _cycles_run(operator, "llama")
         wait_until(lambda: _cycles_run(operator, "llama") >= cycles + 4 or None,
                    what="four more cycles", timeout_s=30, interval_s=0.5)  # fmt: skip
-        now = get_pool(custom, namespace, "llama")["metadata"]["resourceVersion"]
-        return (now, cycles) if now == version else None
+        after = get_pool(custom, namespace, "llama")
+        if after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]:
+            return after["metadata"]["resourceVersion"], cycles
+        old, new = st.material(before.get("status")), st.material(after.get("status"))
+        changes.append(str({k: (old.get(k), new.get(k)) for k in set(old) | set(new) if old.get(k) != new.get(k)}))
+        return None
 
-    version, cycles = wait_until(settled, what="four cycles without a status write", timeout_s=90, interval_s=0.1)
+    try:
+        version, cycles = wait_until(settled, what="four cycles without a status write", timeout_s=150, interval_s=0.1)
+    except WaitTimeout:
+        raise AssertionError("written while nothing changed? " + "\n".join(changes)) from None
+    print("changes before it settled:", *changes, sep="\n")
     pool = get_pool(custom, namespace, "llama")
     assert (condition(pool, "Ready") or {}).get("status") == "True"
     assert pool["status"]["observation"]["requestRatePerSecond"] > 0  # planned on data, not held

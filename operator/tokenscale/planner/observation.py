@@ -44,7 +44,8 @@ NoteKind = Literal[
     "too-few-samples",
     "approximate",
 ]
-_CAVEATS: frozenset[NoteKind] = frozenset({"coarse-buckets", "too-few-samples", "approximate"})
+CAVEAT_KINDS: frozenset[NoteKind] = frozenset({"coarse-buckets", "too-few-samples", "approximate"})
+_CAVEATS = CAVEAT_KINDS
 
 
 @dataclass(frozen=True)
