@@ -7,7 +7,8 @@ way). Steps, in order:
 1. hold on missing load signals (never read a gap as zero load);
 2. forecast rate and lengths to the cold-start horizon (`forecast`);
 3. size each pool: smallest count meeting the objectives (`sizing`);
-4. policy: survivors check, stabilization, min/max, step limits, GPU budget (`policy`);
+4. policy: survivors check, stabilization, a scale-down held for the last hour's largest rise within
+   a cold start, min/max, step limits, GPU budget, node-group room (`policy`);
 5. explain: per-pool reason line, conditions, and the next state (kept in status by the operator).
 """
 
