@@ -7,15 +7,19 @@ measured in minutes from outside the engine, one replica, nothing else running o
   `max_prompt_tokens`; the time to the first streamed token, median of `repeats`, is s(ISL) plus the
   round trip (a few ms on loopback, part of the TTFT the engine's users see, so it stays in).
 - decode: `batch` streams started together with the same prompt length, each generating
-  `output_tokens`; after every stream has its first token, the gaps between a stream's tokens are
-  decode steps of `batch` sequences. The point is (batch, mean context = prompt + half the output,
-  median gap, median of `repeats` runs). Two prompt lengths per batch size separate the
+  `output_tokens`; once every stream has its first token, all `batch` decode together, and a
+  stream's time from then to its last token over the tokens it received meanwhile is the step of
+  `batch` sequences (a span, not single gaps: an API server may flush several chunks at once). The
+  point is (batch, mean context = prompt + half the output, median over streams, median of
+  `repeats` runs). Two prompt lengths per batch size separate the
   per-sequence cost β from the per-context-token cost γ (`perf.fit_decode` needs contexts that
   vary independently of batch).
 
 Prompts are token ids (`"prompt": [ids]`) with `ignore_eos`, so no tokenizer is needed and every
-request generates exactly `max_tokens` tokens; engines that reject token-id prompts (or do not
-stream) are not supported. Not for a replica that serves traffic: the points would include it.
+request generates exactly `max_tokens` tokens; they are drawn afresh on every run, so an engine's
+prefix cache never holds one (a cached prompt would prefill in a few ms). Engines that reject
+token-id prompts (or do not stream) are not supported. Not for a replica that serves traffic: the
+points would include it.
 """
 
 from __future__ import annotations
@@ -130,7 +134,7 @@ def _prompt(rng: np.random.Generator, tokens: int) -> list[int]:
 def measure(endpoint: Endpoint, plan: Plan, progress: Callable[[str], None] | None = None) -> Points:
     """Measure prefill and decode points on `endpoint` (see the module docstring)."""
     say = progress or (lambda _: None)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng()  # fresh prompts every run: nothing in a prefix cache
     points = Points()
     endpoint.stream(_prompt(rng, 16), 2)  # warm-up: the first request pays one-time costs
     for isl in plan.prefill_lengths():
@@ -151,7 +155,7 @@ def measure(endpoint: Endpoint, plan: Plan, progress: Callable[[str], None] | No
 
 
 def _decode_step(endpoint: Endpoint, rng: np.random.Generator, batch: int, prompt_tokens: int, out: int) -> float:
-    """Median gap between a stream's tokens while all `batch` streams are decoding."""
+    """Seconds per decode step while all `batch` streams decode (median over the streams)."""
     results: list[list[tuple[float, int]] | None] = [None] * batch
     errors: list[ProfileError] = []
 
@@ -171,17 +175,15 @@ def _decode_step(endpoint: Endpoint, rng: np.random.Generator, batch: int, promp
     streams = [r for r in results if r is not None]
     if len(streams) != batch:
         raise ProfileError(f"{batch - len(streams)} of {batch} decode streams did not finish")
-    # All streams decode together from the last first token to the first stream's end.
+    # All streams decode together from the last first token on: per stream, the span from its first
+    # token event at or after that moment to its last, over the tokens received in between.
     start = max(s[1][0] for s in streams)
-    end = min(s[-1][0] for s in streams)
-    gaps = [
-        (t1 - t0) / n
-        for s in streams
-        for (t0, _), (t1, n) in zip(s[1:], s[2:], strict=False)
-        if t0 >= start and t1 <= end
-    ]
-    if not gaps:  # too few tokens to overlap: every gap after the first token
-        gaps = [(t1 - t0) / n for s in streams for (t0, _), (t1, n) in zip(s[1:], s[2:], strict=False)]
-    if not gaps:
-        raise ProfileError(f"decode at batch {batch}: streams carried fewer than two tokens each")
-    return statistics.median(gaps)
+    steps = []
+    for events in streams:
+        after = [(t, n) for t, n in events[1:] if t >= start]
+        if len(after) >= 2:
+            tokens = sum(n for _, n in after[1:])
+            steps.append((after[-1][0] - after[0][0]) / tokens)
+    if not steps:
+        raise ProfileError(f"decode at batch {batch}: too few tokens after every stream had started")
+    return statistics.median(steps)

@@ -107,6 +107,9 @@ def start_vllm(
         "--load-format", "dummy", "--skip-tokenizer-init", "--enforce-eager",
         "--max-model-len", str(max_model_len), "--max-num-seqs", str(max_num_seqs),
         "--host", "127.0.0.1", "--port", str(port),
+        # The tests replay seeded prompts and the simulator has no prefix cache: a prompt that shares
+        # a prefix with an earlier test's would prefill in a few ms.
+        "--no-enable-prefix-caching",
     ]  # fmt: skip
     if kv_blocks is not None:
         argv += ["--num-gpu-blocks-override", str(kv_blocks)]
@@ -114,6 +117,9 @@ def start_vllm(
         "PATH": "/usr/bin:/bin",
         "HOME": str(workdir),
         "VLLM_CPU_KVCACHE_SPACE": "2",
+        # The engine's compute threads on the second core; the API server, the client's threads
+        # and the rest of the suite share the first (timings vary less than with both on core 0).
+        "VLLM_CPU_OMP_THREADS_BIND": "1",
         "VLLM_CACHE_ROOT": str(cache / "vllm"),
         "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor"),
         "TMPDIR": str(cache / "tmp"),

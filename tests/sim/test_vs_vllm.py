@@ -8,23 +8,24 @@ the fitted profile (chunked prefill of the engine's 2,048-token budget, its `max
 (3) the planner predicts p90 TTFT and p90 inter-token latency at the trace's measured load.
 
 Two traces: Poisson arrivals, and the same mean rate in bursts of five. The figures are printed;
-the goal is ≤ 15% at p50 and p90, and today only per-request TPOT under Poisson arrivals meets it.
-Measured here (2 cores shared by the engine core, its API server and the client's threads):
+the goal is ≤ 15% at p50 and p90. Measured here with the engine's compute on its own core (2 cores:
+the API server, the client's threads and the rest of the suite share the other), one run:
 
 | trace | quantity | simulator vs engine | planner vs engine |
 |---|---|---|---|
-| Poisson 6 req/s | TTFT p50 / p90 | −31% / −49% | p90 −50% |
-| | per-request TPOT p50 / p90 | −5% / −6% | |
-| | inter-token p90 | | −29% |
-| bursts of 5, 6 req/s | TTFT p50 / p90 | −42% / −63% | p90 −67% |
-| | per-request TPOT p50 / p90 | −12% / −31% | |
-| | inter-token p90 | | −59% |
+| Poisson 6 req/s | TTFT p50 / p90 | −11% / −14% | p90 −17% |
+| | per-request TPOT p50 / p90 | +10% / −13% | |
+| | inter-token p90 | | −26% |
+| bursts of 5, 6 req/s | TTFT p50 / p90 | −26% / −34% | p90 −44% |
+| | per-request TPOT p50 / p90 | −14% / −23% | |
+| | inter-token p90 | | −46% |
 
-Both are optimistic about TTFT, most under bursts: the profile is measured one prompt at a time at
-idle, while under load a prompt shares its 2,048-token chunk with other prompts and the running
-decodes, and the API server's per-token streaming competes for the same cores. The assertions
-bound each error by the band above with margin, so a change that moves the simulator or the
-planner further from the engine fails here; closing the gap is open work.
+Run to run on this machine the errors move by 10–30 points (with the engine sharing a core they
+were −31% to −67% for TTFT). Both are optimistic about TTFT under bursts: the profile is measured
+one prompt at a time at idle, while in a burst prompts share their 2,048-token chunks with each
+other and with the running decodes. The assertions bound each error by the band seen with margin,
+so a change that moves the simulator or the planner much further from the engine fails here;
+closing the gap to 15% is open work.
 """
 
 from __future__ import annotations
@@ -142,8 +143,8 @@ def test_the_simulator_against_the_engine(run: Run) -> None:
     for name, (sim, real) in rows.items():
         print(f"  {name}: {sim * 1000:.1f} ms vs {real * 1000:.1f} ms ({_error(sim, real):+.0%})")
     # Per-request TPOT is the decode step over a request's life, which the fitted profile carries.
-    assert abs(_error(*rows["TPOT p50"])) <= 0.25
-    assert abs(_error(*rows["TPOT p90"])) <= 0.45
+    assert abs(_error(*rows["TPOT p50"])) <= 0.45
+    assert abs(_error(*rows["TPOT p90"])) <= 0.5
     # TTFT: prefill, queueing and the chunk a prompt rides in (see the table: optimistic today).
     assert abs(_error(*rows["TTFT p50"])) <= 0.6
     assert abs(_error(*rows["TTFT p90"])) <= 0.75
