@@ -23,11 +23,10 @@ the API server, the client's threads and the rest of the suite share the other),
 Run to run on this machine the errors move by 10–30 points (with the engine sharing a core they
 were −31% to −67% for TTFT). Both are optimistic about TTFT under bursts: the profile is measured
 one prompt at a time at idle, while in a burst prompts share their 2,048-token chunks with each
-other and with the running decodes. The assertions bound each error by the band seen with margin,
-a band this test bed cannot hold run to run (see below);
-closing the gap to 15% is open work. In full-suite runs the decode profile itself has come out
-2.5× too fast (simulated TPOT −58%…−64%, the planner's inter-token p90 −79%…−88%), so the
-assertions are sanity bounds (within 10×) and the figures are printed for the record.
+other and with the running decodes. Closing the gap to 15% is open work. In full-suite runs the
+decode profile itself has come out 2.5× too fast (simulated TPOT −58%…−64%, the planner's
+inter-token p90 −79%…−88%), so the assertions are sanity bounds (within 10×) and the figures are
+printed for the record.
 """
 
 from __future__ import annotations
