@@ -35,6 +35,7 @@ one with 3–22% fewer GPU-hours.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,23 +131,38 @@ def horizon_rise(state: SeriesState | None, horizon_s: float, quantile: float) -
 
     0 until `MIN_HEADROOM_SAMPLES` observations have a later one within the horizon. Never negative.
     """
+    return horizon_rises(state, horizon_s, (quantile,))[0]
+
+
+def horizon_rises(state: SeriesState | None, horizon_s: float, quantiles: Sequence[float]) -> tuple[float, ...]:
+    """`horizon_rise` at several quantiles from one pass over the history (the planner asks for two)."""
+    none = tuple(0.0 for _ in quantiles)
     if state is None or not state.history:
-        return 0.0
+        return none
     t, y, base = state.samples()
     later = (t[None, :] > t[:, None]) & (t[None, :] <= t[:, None] + horizon_s)
     usable = later.any(axis=1)
     if int(usable.sum()) < MIN_HEADROOM_SAMPLES:
-        return 0.0
+        return none
     peaks = np.where(later, y[None, :], -np.inf).max(axis=1)
-    return max(float(np.quantile(peaks[usable] - base[usable], quantile)), 0.0)
+    rises = np.quantile(peaks[usable] - base[usable], list(quantiles))
+    return tuple(max(float(r), 0.0) for r in rises)
 
 
 def horizon_headroom(state: SeriesState | None, horizon_s: float, quantile: float, observed: float) -> float:
     """`horizon_rise` as a fraction of the base planned now, max(ŷ(now + H), `observed`); 0 with no base."""
+    return horizon_headrooms(state, horizon_s, (quantile,), observed)[0]
+
+
+def horizon_headrooms(
+    state: SeriesState | None, horizon_s: float, quantiles: Sequence[float], observed: float
+) -> tuple[float, ...]:
+    """`horizon_headroom` at several quantiles from one pass over the history."""
     if state is None:
-        return 0.0
+        return tuple(0.0 for _ in quantiles)
     base = forecast(state, horizon_s, observed).upper
-    return horizon_rise(state, horizon_s, quantile) / base if base > 0.0 else 0.0
+    rises = horizon_rises(state, horizon_s, quantiles)
+    return tuple(r / base if base > 0.0 else 0.0 for r in rises)
 
 
 def forecast(state: SeriesState, horizon_s: float, observed: float, headroom: float = 0.0) -> Forecast:

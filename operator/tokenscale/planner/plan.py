@@ -347,8 +347,8 @@ def _forecast(
     # them (a rise of the mean prompt alone was unplanned for before: Mooncake's 4-minute jump).
     work_obs = rate_obs * isl_obs
     work_state = fc.update(state.work, work_obs, now_s, method, horizon_s)
-    headroom = fc.horizon_headroom(work_state, horizon_s, spec.forecast.quantile, work_obs)
-    peak = max(fc.horizon_headroom(work_state, horizon_s, 1.0, work_obs), headroom)
+    headroom, peak = fc.horizon_headrooms(work_state, horizon_s, (spec.forecast.quantile, 1.0), work_obs)
+    peak = max(peak, headroom)
     rate = fc.forecast(rate_state, horizon_s, rate_obs, headroom)
     isl = fc.forecast(isl_state, horizon_s, isl_obs)
     osl = fc.forecast(osl_state, horizon_s, osl_obs)
