@@ -52,7 +52,7 @@ def main() -> None:
                 ttft_bounds, [float((ttfts <= b).sum()) for b in ttft_bounds], 2000.0
             ),
             running_requests={"decode": 200.0},
-            tpot_mean_s=0.02,
+            itl_mean_s=0.02,
             prefill_time_mean_s=0.3,
         )
         start = time.perf_counter()  # the histograms above are read once per cycle outside plan()

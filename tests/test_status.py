@@ -37,7 +37,7 @@ def _obs(t: float, rate: float, prefill: int, decode: int) -> Observation:
         replicas={"prefill": ReplicaCounts(prefill, prefill), "decode": ReplicaCounts(decode, decode)},
         ttft_quantile_s=0.4,
         tpot_quantile_s=0.045,
-        tpot_mean_s=0.03,
+        itl_mean_s=0.03,
         prefill_time_mean_s=0.2,
     )
 

@@ -161,7 +161,15 @@ class Objectives(ApiModel):
     """Latency objectives of the pool: time to first token and time per output token."""
 
     ttft: Objective = Field(description="Time to first token objective (user-facing, end to end).")
-    tpot: Objective = Field(description="Time per output token (inter-token latency) objective.")
+    tpot: Objective = Field(
+        description=(
+            "Per-request time per output token objective: each request's (end-to-end latency − TTFT) / "
+            "(output tokens − 1), at the quantile over requests. Read from the engine's per-request series "
+            "(vLLM vllm:request_time_per_output_token_seconds, SGLang sglang:time_per_output_token_seconds, "
+            "TensorRT-LLM trtllm_time_per_output_token_seconds); not the per-token inter-token latency "
+            "(vllm:inter_token_latency_seconds), which reads lower when decode steps stall behind prompts."
+        )
+    )
     attainment: float | None = Field(
         None,
         gt=0.0,
@@ -213,7 +221,9 @@ class CustomQueries(ApiModel):
     isl_mean: str = Field(description="Mean input (prompt) length in tokens.")
     osl_mean: str = Field(description="Mean output length in tokens.")
     ttft_quantile: str = Field(description="TTFT quantile in seconds; `$quantile` is replaced.")
-    tpot_quantile: str = Field(description="TPOT quantile in seconds; `$quantile` is replaced.")
+    tpot_quantile: str = Field(
+        description="Per-request TPOT quantile in seconds ((e2e − TTFT)/(output tokens − 1)); `$quantile` is replaced."
+    )
     running: str | None = Field(None, description="Running requests (sum over replicas).")
     waiting: str | None = Field(None, description="Waiting requests (sum over replicas).")
     kv_usage: str | None = Field(None, description="KV-cache use as a fraction in [0, 1].")
@@ -638,7 +648,9 @@ class PoolStatus(ApiModel):
     gpus_free: int | None = Field(None, description="GPUs in the node group not yet requested.")
     last_scale_time: str | None = Field(None, description="When this pool was last scaled (RFC 3339).")
     predicted_ttft_seconds: float | None = Field(None, description="Predicted TTFT quantile at desired replicas.")
-    predicted_tpot_seconds: float | None = Field(None, description="Predicted TPOT quantile at desired replicas.")
+    predicted_tpot_seconds: float | None = Field(
+        None, description="Predicted per-request TPOT quantile at desired replicas."
+    )
     binding: str | None = Field(None, description="The constraint that set the count (ttft, tpot, kv, ...).")
     cold_start_seconds: float | None = Field(None, description="Measured time from scale-up to ready.")
     scale_up_time: str | None = Field(None, description="When the scale-up being timed was issued (RFC 3339).")
@@ -661,7 +673,7 @@ class ObservationStatus(ApiModel):
     isl_mean_tokens: float | None = Field(None, description="Mean input length.")
     osl_mean_tokens: float | None = Field(None, description="Mean output length.")
     ttft_seconds: float | None = Field(None, description="Observed TTFT at the objective's quantile.")
-    tpot_seconds: float | None = Field(None, description="Observed TPOT at the objective's quantile.")
+    tpot_seconds: float | None = Field(None, description="Observed per-request TPOT at the objective's quantile.")
     waiting_requests: float | None = Field(None, description="Requests waiting.")
     running_requests: float | None = Field(None, description="Requests running.")
     kv_usage_fraction: float | None = Field(None, description="KV-cache use, 0..1.")

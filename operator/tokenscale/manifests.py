@@ -245,7 +245,10 @@ class RecordedObservation(api.ApiModel):
     ttft_seconds: float | None = Field(None, ge=0, description="Observed TTFT at the objective's quantile.")
     ttft_histogram: RecordedHistogram | None = Field(None, description="Observed TTFT buckets (for the tail fit).")
     tpot_seconds: float | None = Field(None, ge=0, description="Observed TPOT at the objective's quantile.")
-    tpot_mean_seconds: float | None = Field(None, ge=0, description="Observed mean TPOT (inter-token latency).")
+    itl_seconds: float | None = Field(
+        None, ge=0, description="Observed per-token inter-token latency at the TPOT objective's quantile."
+    )
+    itl_mean_seconds: float | None = Field(None, ge=0, description="Observed mean per-token inter-token latency.")
     prefill_time_mean_seconds: float | None = Field(None, ge=0, description="Observed mean prefill time.")
     waiting_requests: float | None = Field(None, ge=0, description="Requests waiting.")
     kv_usage_fraction: float | None = Field(None, ge=0, le=1, description="KV-cache use.")
@@ -306,7 +309,8 @@ class RecordedObservation(api.ApiModel):
                 else None
             ),
             tpot_quantile_s=self.tpot_seconds,
-            tpot_mean_s=self.tpot_mean_seconds,
+            itl_quantile_s=self.itl_seconds,
+            itl_mean_s=self.itl_mean_seconds,
             prefill_time_mean_s=self.prefill_time_mean_seconds,
             waiting_requests=self.waiting_requests,
             running_requests=dict(self.running_requests),
@@ -340,7 +344,8 @@ class RecordedObservation(api.ApiModel):
                 else None
             ),
             tpot_seconds=obs.tpot_quantile_s,
-            tpot_mean_seconds=obs.tpot_mean_s,
+            itl_seconds=obs.itl_quantile_s,
+            itl_mean_seconds=obs.itl_mean_s,
             prefill_time_mean_seconds=obs.prefill_time_mean_s,
             waiting_requests=obs.waiting_requests,
             kv_usage_fraction=obs.kv_usage_fraction,

@@ -86,6 +86,7 @@ class ScriptedVllm(Collector):
             "kv": GaugeMetricFamily("vllm:kv_cache_usage_perc", "", labels=["model_name"]),
             "ttft": HistogramMetricFamily("vllm:time_to_first_token_seconds", "", labels=["model_name"]),
             "itl": HistogramMetricFamily("vllm:inter_token_latency_seconds", "", labels=["model_name"]),
+            "tpot": HistogramMetricFamily("vllm:request_time_per_output_token_seconds", "", labels=["model_name"]),
             "prompt": HistogramMetricFamily("vllm:request_prompt_tokens", "", labels=["model_name"]),
             "gen": HistogramMetricFamily("vllm:request_generation_tokens", "", labels=["model_name"]),
         }
@@ -98,6 +99,7 @@ class ScriptedVllm(Collector):
             for key, bounds, upper, value in (
                 ("ttft", TTFT_BUCKETS, 0.25, 0.2),
                 ("itl", ITL_BUCKETS, 0.05, 0.04),
+                ("tpot", ITL_BUCKETS, 0.075, 0.06),  # per request: above the per-token latency
                 ("prompt", TOKEN_BUCKETS, 1000.0, 800.0),
                 ("gen", TOKEN_BUCKETS, 200.0, 200.0),
             ):
@@ -177,8 +179,9 @@ def test_observation_lifecycle_against_real_prometheus(
     assert obs.isl_mean_tokens == pytest.approx(800.0, rel=1e-6)
     assert obs.osl_mean_tokens == pytest.approx(200.0, rel=1e-6)
     assert obs.ttft_quantile_s == pytest.approx(0.235, rel=1e-3)
-    assert obs.tpot_quantile_s == pytest.approx(0.0475, rel=1e-3)
-    assert obs.tpot_mean_s == pytest.approx(0.04, rel=1e-3)
+    assert obs.tpot_quantile_s == pytest.approx(0.0725, rel=1e-3)
+    assert obs.itl_quantile_s == pytest.approx(0.0475, rel=1e-3)
+    assert obs.itl_mean_s == pytest.approx(0.04, rel=1e-3)
     assert obs.running_requests == {"aggregated": 10.0}
     assert obs.waiting_requests == 2.0
     assert obs.kv_usage_fraction == 0.5
@@ -186,8 +189,8 @@ def test_observation_lifecycle_against_real_prometheus(
     assert obs.arrival_cv2 is not None and obs.arrival_cv2 < 0.5  # a perfectly regular script: no burstiness
     # The 40 ms TPOT target sits in ITL bucket (0.025, 0.05]: 25 ms wide, > half of 40 ms → coarse.
     # The 500 ms TTFT target is a bucket bound with (0.25, 0.5] below it: 250 ms, not > 250 ms → fine.
-    assert _kinds(obs) == {"tpot_quantile": {"coarse-buckets"}}
-    assert "between buckets 0.025s and 0.05s" in obs.notes[0].message
+    assert _kinds(obs) == {"tpot_quantile": {"coarse-buckets"}, "itl_quantile": {"coarse-buckets"}}
+    assert all("between buckets 0.025s and 0.05s" in n.message for n in obs.notes)
     decision = plan_mod.plan(spec, obs, plan_mod.PlannerState(), obs.time_s, profiles.resolve_all(spec))
     assert not decision.held
 

@@ -127,9 +127,11 @@ def test_observation_matches_the_simulated_truth(readings: Readings, engine: str
     assert obs.request_rate_per_s / SPEEDUP == pytest.approx(truth.arrival_rate_per_s, rel=0.10)
     assert obs.isl_mean_tokens == pytest.approx(truth.isl_mean_tokens, rel=0.05)
     assert obs.osl_mean_tokens == pytest.approx(truth.osl_mean_tokens, rel=0.05)
-    assert obs.ttft_quantile_s is not None and obs.tpot_quantile_s is not None
+    assert truth.tpot_p90_s is not None
+    assert obs.ttft_quantile_s is not None and obs.tpot_quantile_s is not None and obs.itl_quantile_s is not None
     assert abs(obs.ttft_quantile_s - truth.ttft_p90_s) <= 1.1 * bucket_width(TTFT_BUCKETS_S, truth.ttft_p90_s)
-    assert abs(obs.tpot_quantile_s - truth.itl_p90_s) <= 1.1 * bucket_width(ITL_BUCKETS_S, truth.itl_p90_s)
+    assert abs(obs.tpot_quantile_s - truth.tpot_p90_s) <= 1.1 * bucket_width(ITL_BUCKETS_S, truth.tpot_p90_s)
+    assert abs(obs.itl_quantile_s - truth.itl_p90_s) <= 1.1 * bucket_width(ITL_BUCKETS_S, truth.itl_p90_s)
     missing = [n for n in obs.notes if n.kind in ("missing", "stale", "nan", "unreachable")]
     if engine == "vllm":
         assert obs.isl_cv2 is not None and obs.osl_cv2 is not None
@@ -140,7 +142,8 @@ def test_observation_matches_the_simulated_truth(readings: Readings, engine: str
         f"\n{engine}: rate {obs.request_rate_per_s / SPEEDUP:.3f} vs {truth.arrival_rate_per_s:.3f} req/s, "
         f"ISL {obs.isl_mean_tokens:.1f} vs {truth.isl_mean_tokens:.1f}, OSL {obs.osl_mean_tokens:.1f} vs "
         f"{truth.osl_mean_tokens:.1f}, p90 TTFT {obs.ttft_quantile_s:.4f} vs {truth.ttft_p90_s:.4f} s, "
-        f"p90 ITL {obs.tpot_quantile_s:.4f} vs {truth.itl_p90_s:.4f} s"
+        f"p90 TPOT {obs.tpot_quantile_s:.4f} vs {truth.tpot_p90_s:.4f} s, p90 ITL {obs.itl_quantile_s:.4f} vs "
+        f"{truth.itl_p90_s:.4f} s"
     )
 
 

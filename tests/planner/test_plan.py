@@ -197,7 +197,7 @@ def test_online_calibration_raises_decode_count_when_the_fleet_is_slower() -> No
     state = planner.PlannerState()
     for i in range(20):
         o = _obs(
-            30.0, prefill=4, decode=n, t=i * 30.0, running_requests={"decode": batch * n}, tpot_mean_s=1.4 * prior_step
+            30.0, prefill=4, decode=n, t=i * 30.0, running_requests={"decode": batch * n}, itl_mean_s=1.4 * prior_step
         )
         d = _plan(SPEC, o, state)
         state = d.state

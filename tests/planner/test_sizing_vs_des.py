@@ -334,7 +334,7 @@ def test_decode_itl_quantile_is_step_time_at_the_size_biased_negbin_quantile(
     expected_s = DECODE.alpha_s + per_request_s * batch
     got = sizing.decode_sizing(np.array([replicas]), load, _decode_perf(), quantile, 1.0)
     assert got.batch_quantile[0] == batch
-    assert got.tpot_s[0] == pytest.approx(expected_s, rel=1e-12)
+    assert got.itl_s[0] == pytest.approx(expected_s, rel=1e-12)
 
 
 @functools.cache
@@ -368,8 +368,8 @@ def test_decode_itl_quantiles_match_step_simulation(rate_per_s: float) -> None:
     simulated = _decode_trace_quantiles(rate_per_s, 400_000)
     for q, (sim_batch, sim_itl_s) in zip(QUANTILES, simulated, strict=True):
         got = sizing.decode_sizing(np.array([1]), load, _decode_perf(), q, 1.0)
-        error = float(got.tpot_s[0]) / sim_itl_s - 1.0
+        error = float(got.itl_s[0]) / sim_itl_s - 1.0
         assert -0.05 <= error <= 0.08, (
-            f"ITL p{q * 100:g}: predicted {got.tpot_s[0] * 1e3:.2f} ms at batch {got.batch_quantile[0]:g}, "
+            f"ITL p{q * 100:g}: predicted {got.itl_s[0] * 1e3:.2f} ms at batch {got.batch_quantile[0]:g}, "
             f"simulated {sim_itl_s * 1e3:.2f} ms at batch {sim_batch} ({error:+.1%})"
         )

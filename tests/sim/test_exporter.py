@@ -172,6 +172,7 @@ VLLM_LABELS = {"model_name": MODEL, "engine": "0"}
 SGLANG_SERVING_HISTOGRAMS: dict[str, tuple[Hist, tuple[float, ...]]] = {
     "sglang:time_to_first_token_seconds": (_ttft, TTFT_BUCKETS_S),
     "sglang:inter_token_latency_seconds": (_itl, ITL_BUCKETS_S),
+    "sglang:time_per_output_token_seconds": (_tpot, ITL_BUCKETS_S),
     "sglang:e2e_request_latency_seconds": (_e2e, REQUEST_LATENCY_BUCKETS_S),
 }
 SGLANG_SERVING_COUNTERS: dict[str, Value] = {

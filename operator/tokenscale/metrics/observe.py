@@ -108,6 +108,7 @@ class _Plan:
         for signal, names, q in (
             ("ttft", p.ttft, spec.objectives.ttft.quantile),
             ("tpot", p.tpot, spec.objectives.tpot.quantile),
+            ("itl", p.itl, spec.objectives.tpot.quantile),
         ):
             for i, name in enumerate(names):
                 self.add(f"{signal}_buckets_{i}", promql.histogram_buckets(name, self.serving, w))
@@ -339,7 +340,7 @@ async def _assemble(
         if ttft_hist is not None
         else None
     )
-    tpot_q, tpot_mean, _ = await _quantile(r, client, plan, "tpot", preset.tpot, spec.objectives.tpot, now_s)
+    tpot_q, itl_q, itl_mean = await _tpot_and_itl(r, client, plan, preset, spec, now_s)
     prefill_mean: float | None = None
     prefill = r.histogram("prefill_buckets", "prefill_sum") if preset.prefill_time else None
     if prefill is not None and prefill.count > 0 and prefill.total is not None:
@@ -383,7 +384,8 @@ async def _assemble(
         ttft_quantile_s=ttft_q,
         ttft_histogram=ttft_buckets,
         tpot_quantile_s=tpot_q,
-        tpot_mean_s=tpot_mean,
+        itl_quantile_s=itl_q,
+        itl_mean_s=itl_mean,
         prefill_time_mean_s=prefill_mean,
         waiting_requests=waiting if waiting is not None and math.isfinite(waiting) else None,
         running_requests=running,
@@ -454,6 +456,35 @@ async def _length(
         f"engine {plan.preset.engine} exports no request lengths; use engine: custom with metrics.queries",
     )
     return None, None, None
+
+
+async def _tpot_and_itl(
+    r: _Reader, client: PrometheusClient, plan: _Plan, preset: EnginePreset, spec: InferencePoolSpec, now_s: float
+) -> tuple[float | None, float | None, float | None]:
+    """(per-request TPOT quantile, per-token ITL quantile, mean ITL). An engine without one of the two series
+    has the other stand in for it, with an `approximate` note saying which and why it reads differently."""
+    obj = spec.objectives.tpot
+    tpot_q = itl_q = itl_mean = tpot_mean = None
+    if preset.tpot:
+        tpot_q, tpot_mean, _ = await _quantile(r, client, plan, "tpot", preset.tpot, obj, now_s)
+    if preset.itl:
+        itl_q, itl_mean, _ = await _quantile(r, client, plan, "itl", preset.itl, obj, now_s)
+    if not preset.tpot and itl_q is not None:
+        r.note(
+            "tpot_quantile",
+            "approximate",
+            f"{preset.engine} exports no per-request TPOT: the per-token {preset.itl[0]} stands in for it "
+            "(it reads lower than per-request TPOT when decode steps stall behind prompts)",
+        )
+        tpot_q = itl_q
+    if not preset.itl and tpot_mean is not None:
+        r.note(
+            "itl_mean",
+            "approximate",
+            f"{preset.engine} exports no per-token latency: the mean of {preset.tpot[0]} (per request) stands in",
+        )
+        itl_mean = tpot_mean
+    return tpot_q, itl_q, itl_mean
 
 
 async def _quantile(

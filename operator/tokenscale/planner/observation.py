@@ -104,8 +104,9 @@ class Observation:
     dispersion_bin_s: float | None = None
     ttft_quantile_s: float | None = None
     ttft_histogram: LatencyHistogram | None = None  # the TTFT buckets over the window (for `planner.tail`)
-    tpot_quantile_s: float | None = None
-    tpot_mean_s: float | None = None
+    tpot_quantile_s: float | None = None  # per-request TPOT at the objective's quantile
+    itl_quantile_s: float | None = None  # per-token inter-token latency at the same quantile
+    itl_mean_s: float | None = None  # mean inter-token latency: the mean decode step a token waits
     prefill_time_mean_s: float | None = None
     waiting_requests: float | None = None
     running_requests: Mapping[Role, float] = field(default_factory=dict)

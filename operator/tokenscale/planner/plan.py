@@ -386,7 +386,7 @@ def _calibrate(
             ready is not None
             and ready.ready > 0
             and running is not None
-            and observation.tpot_mean_s is not None
+            and observation.itl_mean_s is not None
             and isl is not None
             and osl is not None
         ):
@@ -395,7 +395,7 @@ def _calibrate(
                 prior["decode"].decode,
                 running / ready.ready,
                 sizing.batch_context_tokens(isl, osl, _or(observation.osl_cv2, _DEFAULT_CV2)),
-                observation.tpot_mean_s,
+                observation.itl_mean_s,
             )
         decode_cal["decode"] = cal
         performance["decode"] = replace(prior["decode"], decode=cal.decode(prior["decode"].decode))

@@ -150,9 +150,15 @@ def _halfin_whitt_alpha(beta: FloatArray) -> FloatArray:
     """α(β) = [1 + βΦ(β)/φ(β)]⁻¹: the Halfin–Whitt limit of the delay probability (1 at β ≤ 0)."""
     b = np.maximum(beta, 0.0)
     phi = np.exp(-0.5 * b * b) / math.sqrt(2.0 * math.pi)
-    big_phi = 0.5 * (1.0 + _erf(b / math.sqrt(2.0)))
+    big_phi = normal_cdf(b)
     with np.errstate(over="ignore", divide="ignore"):
         out: FloatArray = 1.0 / (1.0 + b * big_phi / phi)
+    return out
+
+
+def normal_cdf(z: FloatArray) -> FloatArray:
+    """Φ(z), the standard normal CDF, vectorized (from `_erf`)."""
+    out: FloatArray = 0.5 * (1.0 + _erf(z / math.sqrt(2.0)))
     return out
 
 

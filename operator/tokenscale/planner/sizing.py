@@ -39,7 +39,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
-from tokenscale.planner import lengths, queueing
+from tokenscale.planner import lengths, queueing, tpot
 from tokenscale.planner.perf import ReplicaPerformance
 
 IntArray = npt.NDArray[np.int64]
@@ -69,13 +69,15 @@ class PoolSizing:
     """Predicted latency quantiles and the binding constraint for each candidate count.
 
     `feasible[i]` says whether counts[i] meets every objective and limit. `ttft_s` / `tpot_s` are
-    the predicted quantiles (inf where unstable); `binding[i]` names what fails at counts[i]
-    ("ok" where nothing does).
+    the predicted quantiles (inf where unstable; `tpot_s` per request, the objective's meaning) and
+    `itl_s` the per-token inter-token latency at the same quantile; `binding[i]` names what fails at
+    counts[i] ("ok" where nothing does).
     """
 
     counts: IntArray
     ttft_s: FloatArray
     tpot_s: FloatArray
+    itl_s: FloatArray
     feasible: npt.NDArray[np.bool_]
     binding: npt.NDArray[np.str_]
     kv_usage_fraction: FloatArray
@@ -180,20 +182,21 @@ def decode_sizing(
     perf: ReplicaPerformance,
     tpot_quantile: float,
     tpot_target_s: float,
-    prefill_fraction: FloatArray | None = None,
+    prompts: tpot.PromptWork | None = None,
     chunk_tokens: int | None = None,
 ) -> PoolSizing:
-    """Predicted ITL quantile, KV use and feasibility of each candidate decode replica count.
+    """Predicted per-request TPOT and per-token ITL quantiles, KV use and feasibility of each decode count.
 
-    `prefill_fraction` (aggregated mode) is u_p per candidate; `chunk_tokens` the per-step token
-    budget, whose prefill part lengthens the steps that carry a chunk.
+    `prompts` (aggregated mode) are the prompts each replica also prefills (u_p = `prompts.share`);
+    `chunk_tokens` the per-step token budget, whose prefill part lengthens the steps that carry a chunk.
+    The TPOT objective is judged on the per-request quantile (`planner.tpot`).
     """
     m = counts.astype(np.float64)
     lam = load.rate_per_s / m
     osl = load.osl_mean_tokens
     mean_ctx = batch_context_tokens(load.isl_mean_tokens, osl, load.osl_cv2)
     dm = perf.decode
-    u_p = np.zeros_like(m) if prefill_fraction is None else prefill_fraction
+    u_p = np.zeros_like(m) if prompts is None else prompts.share
     free = 1.0 - u_p
     denom = free - lam * osl * (dm.beta_s + dm.gamma_s_per_token * mean_ctx)
     stable = (denom > 0) & (free > 0)
@@ -202,7 +205,7 @@ def decode_sizing(
     u = np.where(stable, lam * osl * per_seq / np.where(free > 0, free, 1.0), np.inf)
     n_q = size_biased_batch_quantile(tpot_quantile, dm.alpha_s / per_seq, u)
     step_q = np.asarray(dm.step_time_s(n_q, mean_ctx), dtype=np.float64)
-    if chunk_tokens is not None and prefill_fraction is not None:
+    if chunk_tokens is not None and prompts is not None:
         # Share of token-steps that carry a prompt chunk: prompt tokens per second over the chunk
         # room per step, times the mean step time.
         room = np.maximum(chunk_tokens - n_mean, 1.0)
@@ -210,10 +213,13 @@ def decode_sizing(
         chunk_share = np.minimum(1.0, lam * load.isl_mean_tokens / room * step_mean)
         chunk_time = perf.prefill.b_s_per_token * np.maximum(chunk_tokens - n_q, 0.0)
         step_q = np.where(chunk_share > 1.0 - tpot_quantile, step_q + chunk_time, step_q)
-    tpot = np.where(stable, step_q, np.inf)
+    itl = np.where(stable, step_q, np.inf)
+    request_tpot = tpot.request_tpot_quantile_s(
+        tpot_quantile, dm.alpha_s, per_seq, np.where(stable, u, np.inf), osl, load.osl_cv2, prompts
+    )
     kv_tokens = n_q * (load.isl_mean_tokens + osl)
     kv_frac = np.where(stable, kv_tokens / perf.kv_capacity_tokens, np.inf)
-    meets_tpot = tpot <= tpot_target_s
+    meets_tpot = request_tpot <= tpot_target_s
     fits_kv = kv_frac <= 1.0
     fits_batch = n_q <= perf.max_batch
     feasible = stable & meets_tpot & fits_kv & fits_batch
@@ -225,7 +231,8 @@ def decode_sizing(
     return PoolSizing(
         counts=counts,
         ttft_s=np.full(m.shape, np.nan),
-        tpot_s=tpot,
+        tpot_s=request_tpot,
+        itl_s=itl,
         feasible=feasible,
         binding=binding,
         kv_usage_fraction=kv_frac,
@@ -277,6 +284,7 @@ def prefill_sizing(
         counts=counts,
         ttft_s=ttft,
         tpot_s=np.full(counts.shape, np.nan),
+        itl_s=np.full(counts.shape, np.nan),
         feasible=feasible,
         binding=binding,
         kv_usage_fraction=np.full(counts.shape, np.nan),
@@ -403,8 +411,10 @@ def aggregated_sizing(
     lam = load.rate_per_s / m
     isl, weights = isl_points(load)
     prompt_compute = np.asarray(perf.prefill.service_time_s(isl), dtype=np.float64) - perf.prefill.a_s
-    u_p = lam * float(np.dot(weights, prompt_compute))
-    decode = decode_sizing(counts, load, perf, tpot_quantile, tpot_target_s, u_p, chunk_tokens)
+    mean_compute = float(np.dot(weights, prompt_compute))
+    u_p = lam * mean_compute
+    prompts = tpot.PromptWork(lam, mean_compute, float(np.dot(weights, prompt_compute**2)), u_p, load.arrival_cv2)
+    decode = decode_sizing(counts, load, perf, tpot_quantile, tpot_target_s, prompts, chunk_tokens)
     n_mean = np.where(np.isfinite(decode.batch_mean), decode.batch_mean, np.nan)
     room = np.maximum(chunk_tokens - n_mean, 1.0)
     step = np.asarray(perf.decode.step_time_s(n_mean, load.isl_mean_tokens), dtype=np.float64)
@@ -426,6 +436,7 @@ def aggregated_sizing(
         counts=counts,
         ttft_s=ttft,
         tpot_s=decode.tpot_s,
+        itl_s=decode.itl_s,
         feasible=feasible,
         binding=binding,
         kv_usage_fraction=decode.kv_usage_fraction,

@@ -235,6 +235,12 @@ def _sglang(s: FleetSnapshot, role: Role, model: str) -> list[Metric]:
                 "sglang:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", s.itl_s, labels
             ),
             _histogram(
+                "sglang:time_per_output_token_seconds",
+                "Histogram of time per output token in seconds.",
+                s.tpot_s,
+                labels,
+            ),
+            _histogram(
                 "sglang:e2e_request_latency_seconds",
                 "Histogram of End-to-end request latency in seconds",
                 s.e2e_s,

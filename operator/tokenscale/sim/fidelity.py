@@ -5,7 +5,10 @@ plot) and by `bench/bench_quality.py`. Method: replay the workload through a fix
 given, no cold start, the fleet's true performance); for every 5-minute window build the
 `Observation` the operator would read over that window (Prometheus-resolution counters and vLLM
 histograms, `loop.observe`) and ask the model for its p-quantile TTFT and TPOT at the fleet's counts;
-compare with the quantiles of the requests that arrived in the window (the score's definition).
+compare with the quantiles of the requests that arrived in the window (the score's definition: TPOT
+per request, (finish − first token)/(OSL − 1)). The per-token inter-token latency is compared too: the
+model's step-time quantile against the fleet's ITL histogram over the window, read as Prometheus's
+`histogram_quantile` would (interpolated within vLLM's ITL buckets, so coarser than the others).
 
 The model is judged as the planner runs it: slow rate variation from the window's own 15-s counts
 (what Prometheus shows), and the closed-loop tail fit (`planner.tail`) learned from the windows
@@ -44,6 +47,8 @@ class WindowFidelity:
     ttft_simulated_s: float
     tpot_predicted_s: float
     tpot_simulated_s: float
+    itl_predicted_s: float
+    itl_simulated_s: float
     fitted: bool  # the closed-loop tail fit existed (learned from earlier windows)
 
     @property
@@ -57,6 +62,10 @@ class WindowFidelity:
     @property
     def tpot_error(self) -> float:
         return _error(self.tpot_predicted_s, self.tpot_simulated_s)
+
+    @property
+    def itl_error(self) -> float:
+        return _error(self.itl_predicted_s, self.itl_simulated_s)
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,7 @@ class Fidelity:
             "ttft": stats([w.ttft_error for w in fitted]),
             "ttft_open_loop": stats([w.ttft_open_loop_error for w in self.windows]),
             "tpot": stats([w.tpot_error for w in self.windows]),
+            "itl": stats([w.itl_error for w in self.windows]),
             "before_fit": {
                 "windows": len(self.windows) - len(fitted),
                 "ttft": stats([w.ttft_error for w in self.windows if not w.fitted]),
@@ -142,6 +152,8 @@ def measure(setup: loop.SimSetup, counts: Mapping[Role, int]) -> Fidelity:
                 ttft_simulated_s=float(np.quantile(ttft[sel], q_ttft)),
                 tpot_predicted_s=float(closed_sized[tpot_role].tpot_s[at[tpot_role]]),
                 tpot_simulated_s=float(np.quantile(tpot[sel], q_tpot)),
+                itl_predicted_s=float(closed_sized[tpot_role].itl_s[at[tpot_role]]),
+                itl_simulated_s=after.itl_s.minus(before.itl_s).quantile(q_tpot),
                 fitted=state.tail is not None and state.tail.current(after.time_s) is not None,
             )
         )

@@ -101,6 +101,7 @@ def observe(
             notes.append(DataNote(signal, "nan", "no request finished in the window (0/0)"))
     ttft = now.ttft_s.minus(earlier.ttft_s)
     itl = now.itl_s.minus(earlier.itl_s)
+    tpot = now.tpot_s.minus(earlier.tpot_s)
     prefill = now.prefill_time_s.minus(earlier.prefill_time_s)
     q_ttft, q_tpot = spec.objectives.ttft.quantile, spec.objectives.tpot.quantile
     replicas = {r: ReplicaCounts(now.pools[r].replicas_current, now.pools[r].replicas_ready) for r in roles}
@@ -128,8 +129,9 @@ def observe(
         dispersion_bin_s=dispersion_bin_s(window_s),
         ttft_quantile_s=_nan_to_none(ttft.quantile(q_ttft)),
         ttft_histogram=LatencyHistogram.from_cumulative(ttft.bounds, ttft.bucket_counts, ttft.count),
-        tpot_quantile_s=_nan_to_none(itl.quantile(q_tpot)),
-        tpot_mean_s=_nan_to_none(itl.mean()),
+        tpot_quantile_s=_nan_to_none(tpot.quantile(q_tpot)),
+        itl_quantile_s=_nan_to_none(itl.quantile(q_tpot)),
+        itl_mean_s=_nan_to_none(itl.mean()),
         prefill_time_mean_s=_nan_to_none(prefill.mean()),
         waiting_requests=float(sum(now.pools[r].waiting_requests for r in roles)),
         running_requests={r: float(now.pools[r].running_requests) for r in roles},

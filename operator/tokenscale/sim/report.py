@@ -238,7 +238,12 @@ def report_markdown(
             "| quantity | median abs error | median error | most optimistic |",
             "|---|---|---|---|",
         ]
-        for key, label in (("ttft", "TTFT (closed loop)"), ("ttft_open_loop", "TTFT (open loop)"), ("tpot", "TPOT")):
+        for key, label in (
+            ("ttft", "TTFT (closed loop)"),
+            ("ttft_open_loop", "TTFT (open loop)"),
+            ("tpot", "TPOT (per request)"),
+            ("itl", "inter-token latency (per token)"),
+        ):
             f = fid[key]
             lines.append(
                 f"| {label} | {_signed(f['median_abs_error'])} | {_signed(f['median_error'])} | "
@@ -306,17 +311,18 @@ def write_plot(path: Path, runs: Sequence[PolicyRun], objectives: Objectives, ti
 
 
 def write_fidelity_plot(path: Path, model_check: Fidelity, title: str) -> None:
-    """Predicted against simulated p-quantiles per window (TTFT and TPOT), with the y = x line."""
+    """Predicted against simulated p-quantiles per window (TTFT, per-request TPOT, per-token ITL), with y = x."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
     w = model_check.windows
     pairs = (
         ("TTFT", [x.ttft_simulated_s for x in w], [x.ttft_predicted_s for x in w], [x.ttft_open_loop_s for x in w]),
-        ("TPOT", [x.tpot_simulated_s for x in w], [x.tpot_predicted_s for x in w], None),
+        ("TPOT (per request)", [x.tpot_simulated_s for x in w], [x.tpot_predicted_s for x in w], None),
+        ("ITL (per token)", [x.itl_simulated_s for x in w], [x.itl_predicted_s for x in w], None),
     )
     for ax, (name, sim, pred, open_loop) in zip(axes, pairs, strict=True):
         ax.scatter(sim, pred, s=18, label="planner (closed loop)", zorder=3)

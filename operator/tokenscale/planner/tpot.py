@@ -1,0 +1,156 @@
+"""Per-request TPOT: the quantile, over requests, of each request's mean time between its output tokens.
+
+Called by `planner.sizing.decode_sizing` for every decode and aggregated pool. TPOT here is what the
+engines export per request and what users mean by "TPOT ≤ 50 ms": (e2e − TTFT)/(OSL − 1), vLLM's
+`vllm:request_time_per_output_token_seconds`. It is not the per-token inter-token latency (one sample
+per token per step, `vllm:inter_token_latency_seconds`), whose quantile is a step-time quantile; a
+request's TPOT is an average over its k = OSL − 1 steps, so its spread across requests comes from
+what differs between requests' lives, which this module models in two parts:
+
+Batch: a request shares its steps with the others in the batch. Continuous batching is the
+birth–death chain of `sizing.size_biased_batch_quantile`, whose stationary law of the others is
+NegBin(r, u) (mean r·u/(1 − u), variance r·u/(1 − u)²; an arriving request sees it by PASTA). Averaged
+over a request's k steps the variance shrinks by f(k) = 2(x − 1 + e^{−x})/x², x = k/T, the average
+of a process with autocorrelation e^{−t/T} over a window of k. T is the integrated autocorrelation
+of the batch in steps: the stationary M/G/∞ autocovariance is λ·E[(S − t)⁺] (Eick, Massey & Whitt,
+"The physics of the Mt/G/∞ queue", Oper. Res. 41, 1993), whose integral over its value at 0 is
+E[S²]/(2·E[S]) = OSL·(1 + c²_OSL)/2. The life-averaged batch is taken as normal with that mean and
+variance (plus the request itself); its step time τ is linear in it.
+
+Stalls (aggregated pools only): with chunked prefill every step of the batch also carries waiting
+prompt tokens, so each prompt prefilled on the replica during a request's life lengthens that
+life by the prompt's compute w = b·ISL + c·ISL². Prompts arrive at λ/m per replica, so over a
+life of k·τ̄/(1 − u_p) (u_p the share of GPU time prompts take) the stall S is compound Poisson:
+N ~ Poisson(μ), μ = (λ/m)·k·τ̄/(1 − u_p), E[S] = μ·E[w], Var[S] = μ·E[w²] (bursty arrivals of index
+of dispersion I: Var[N] = μ·I, P(N = 0) = e^{−μ/I}, prompts in groups of about I). Its mean restores the
+mean TPOT τ̄/(1 − u_p) of the decode model; its spread is why short requests that meet a long
+prompt have a TPOT many times the step time. S is 0 with probability e^{−μ}; given N ≥ 1 it is
+taken as lognormal with the conditional mean and variance (heavy-tailed like the prompt work).
+
+A request's TPOT is τ(batch) + S/k; its q-quantile over requests is found by bisection on the
+mixture CDF over output lengths (16 equiprobable lognormal points of OSL, each request weighted
+alike), batch (5-point Gauss–Hermite) and stall.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+import numpy.typing as npt
+
+from tokenscale.planner.queueing import normal_cdf
+
+FloatArray = npt.NDArray[np.float64]
+
+OSL_POINTS = 16
+# Probabilists' Gauss–Hermite nodes and weights (E[g(Z)] for Z ~ N(0, 1)) at 5 points.
+_HERMITE_Z = np.array([-2.8569700138728056, -1.3556261799742659, 0.0, 1.3556261799742659, 2.8569700138728056])
+_HERMITE_W = np.array(
+    [0.011257411327720691, 0.22207592200561266, 0.5333333333333333, 0.22207592200561266, 0.011257411327720691]
+)
+_BISECTIONS = 48
+
+
+@dataclass(frozen=True)
+class PromptWork:
+    """Per-replica prompt arrivals and the moments of their compute on an aggregated replica."""
+
+    rate_per_s: FloatArray  # λ/m per candidate
+    mean_s: float  # E[w]
+    second_moment_s2: float  # E[w²]
+    share: FloatArray  # u_p per candidate
+    dispersion: float = 1.0  # index of dispersion of arrival counts (1: Poisson)
+
+
+def output_steps(osl_mean_tokens: float, osl_cv2: float) -> FloatArray:
+    """k = OSL − 1 (at least 1) at 16 equiprobable points of a lognormal OSL with the given mean and c²."""
+    sigma = math.sqrt(math.log1p(max(osl_cv2, 0.0)))
+    mu = math.log(max(osl_mean_tokens, 1.0)) - sigma * sigma / 2.0
+    z = np.array([NormalDist().inv_cdf((i + 0.5) / OSL_POINTS) for i in range(OSL_POINTS)])
+    steps: FloatArray = np.maximum(np.exp(mu + sigma * z) - 1.0, 1.0)
+    return steps
+
+
+def averaging_factor(steps: FloatArray, correlation_steps: float) -> FloatArray:
+    """f(k) = 2(x − 1 + e^{−x})/x², x = k/T: the variance of a k-step average over the variance of one step."""
+    x = np.maximum(steps / max(correlation_steps, 1e-9), 1e-9)
+    out: FloatArray = np.where(x < 1e-4, 1.0 - x / 3.0, 2.0 * (x - 1.0 + np.exp(-x)) / (x * x))
+    return out
+
+
+def request_tpot_quantile_s(
+    q: float,
+    alpha_s: float,
+    per_sequence_s: float,
+    utilization: FloatArray,
+    osl_mean_tokens: float,
+    osl_cv2: float,
+    prompts: PromptWork | None = None,
+) -> FloatArray:
+    """q-quantile over requests of per-request TPOT, per candidate (inf where u ≥ 1 or not finite).
+
+    `per_sequence_s` is β + γ·L (a step's cost per sequence in the batch), `utilization` the chain's
+    u per candidate, so the others in the batch are NegBin(α/per_sequence_s, u).
+    """
+    u = np.asarray(utilization, dtype=np.float64)
+    valid = np.isfinite(u) & (u >= 0) & (u < 1)
+    if prompts is not None:
+        valid &= np.isfinite(prompts.share) & (prompts.share < 1)
+    safe = np.where(valid, u, 0.0)
+    r = alpha_s / per_sequence_s
+    k = output_steps(osl_mean_tokens, osl_cv2)[None, :]  # (1, K)
+    others_mean = (r * safe / (1.0 - safe))[:, None]
+    others_var = (r * safe / (1.0 - safe) ** 2)[:, None]
+    correlation = osl_mean_tokens * (1.0 + max(osl_cv2, 0.0)) / 2.0
+    step_mean = alpha_s + per_sequence_s * (1.0 + others_mean)  # (M, 1)
+    step_sd = per_sequence_s * np.sqrt(others_var * averaging_factor(k, correlation))  # (M, K)
+    step_sd = np.maximum(step_sd, 1e-9 * step_mean)
+    no_stall, log_mu, log_sigma = _stall(prompts, safe.shape, k, step_mean)
+    weight = 1.0 / k.size
+
+    def cdf(t: FloatArray) -> FloatArray:
+        tt = t[:, None]
+        clear = no_stall * normal_cdf((tt - step_mean) / step_sd)
+        # Stall part: P(τ + S/k ≤ t) = E_Z[P(S ≤ k·(t − τ̄ − sd·Z))], S | N ≥ 1 lognormal.
+        room = k[..., None] * (tt[..., None] - step_mean[..., None] - step_sd[..., None] * _HERMITE_Z)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = (np.log(np.maximum(room, 1e-300)) - log_mu[..., None]) / log_sigma[..., None]
+        lognormal = np.where(room > 0, normal_cdf(z), 0.0) @ _HERMITE_W
+        out: FloatArray = weight * (clear + (1.0 - no_stall) * lognormal).sum(axis=1)
+        return out
+
+    lo = np.min(step_mean - 6.0 * step_sd, axis=1)
+    lo = np.maximum(lo, 0.0)
+    stall_reach = np.exp(log_mu + 6.0 * log_sigma) / k
+    hi = np.max(step_mean + 6.0 * step_sd + np.where(no_stall < 1.0, stall_reach, 0.0), axis=1)
+    for _ in range(_BISECTIONS):
+        mid = (lo + hi) / 2.0
+        below = cdf(mid) < q
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    return np.where(valid, hi, np.inf)
+
+
+def _stall(
+    prompts: PromptWork | None, shape: tuple[int, ...], k: FloatArray, step_mean: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """P(no prompt during a life), and ln-mean and ln-sd of the stall given at least one, per (candidate, k)."""
+    size = (shape[0], k.shape[1])
+    if prompts is None or prompts.mean_s <= 0:
+        return np.ones(size), np.zeros(size), np.ones(size)
+    share = np.clip(np.where(np.isfinite(prompts.share), prompts.share, 0.0), 0.0, 0.999)[:, None]
+    rate = np.where(np.isfinite(prompts.rate_per_s), prompts.rate_per_s, 0.0)[:, None]
+    mu = np.maximum(rate * k * step_mean / (1.0 - share), 1e-12)
+    # Clustered arrivals (index of dispersion I): prompts come in ~I-sized groups, N has variance μ·I
+    # and no prompt at all with probability e^{−μ/I}.
+    dispersion = max(prompts.dispersion, 1.0)
+    no_stall = np.exp(-mu / dispersion)
+    busy = -np.expm1(-mu / dispersion)  # P(N ≥ 1)
+    work_var = max(prompts.second_moment_s2 - prompts.mean_s**2, 0.0)
+    variance = mu * work_var + mu * dispersion * prompts.mean_s**2
+    mean = mu * prompts.mean_s / busy
+    second = (variance + (mu * prompts.mean_s) ** 2) / busy
+    sigma2 = np.log(np.maximum(second / (mean * mean), 1.0 + 1e-12))
+    return no_stall, np.log(mean) - sigma2 / 2.0, np.sqrt(sigma2)
