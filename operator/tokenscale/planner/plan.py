@@ -490,10 +490,9 @@ def fit_tail(
     busy = seen.rate_per_s * sizing.prefill_mean_service_s(seen, performance["prefill"]) / counts.ready
     if busy >= tail_mod.MAX_FIT_UTILIZATION:
         return state  # a saturated pool's TTFT is its backlog draining, not the arrivals' burstiness
-    decode = sizing.decode_sizing(
-        np.array([decode_counts.ready]), seen, performance["decode"], obj.tpot.quantile, obj.tpot.target.seconds
+    batch = float(
+        sizing.decode_batch_mean(np.array([decode_counts.ready]), seen, performance["decode"], np.zeros(1))[0]
     )
-    batch = float(decode.batch_mean[0])
     first_step = sizing.first_decode_step_s(seen, performance["decode"], batch if math.isfinite(batch) else 1.0)
     fitted = tail_mod.invert(
         lambda grid: sizing.prefill_ttft_exceedance_by_cv2(

@@ -176,6 +176,20 @@ def _negbin_quantile(q: float, r: float, u: FloatArray, log_growth: FloatArray) 
     return quantile
 
 
+def decode_batch_mean(counts: IntArray, load: Load, perf: ReplicaPerformance, prefill_share: FloatArray) -> FloatArray:
+    """Mean decode batch per replica (Little's law, module docstring): inf where the count is unstable."""
+    lam = load.rate_per_s / counts.astype(np.float64)
+    osl = load.osl_mean_tokens
+    per_seq = perf.decode.beta_s + perf.decode.gamma_s_per_token * batch_context_tokens(
+        load.isl_mean_tokens, osl, load.osl_cv2
+    )
+    free = 1.0 - prefill_share
+    denom = free - lam * osl * per_seq
+    stable = (denom > 0) & (free > 0)
+    out: FloatArray = np.where(stable, lam * osl * perf.decode.alpha_s / np.where(stable, denom, 1.0), np.inf)
+    return out
+
+
 def decode_sizing(
     counts: IntArray,
     load: Load,
@@ -198,9 +212,8 @@ def decode_sizing(
     dm = perf.decode
     u_p = np.zeros_like(m) if prompts is None else prompts.share
     free = 1.0 - u_p
-    denom = free - lam * osl * (dm.beta_s + dm.gamma_s_per_token * mean_ctx)
-    stable = (denom > 0) & (free > 0)
-    n_mean = np.where(stable, lam * osl * dm.alpha_s / np.where(stable, denom, 1.0), np.inf)
+    n_mean = decode_batch_mean(counts, load, perf, u_p)
+    stable = np.isfinite(n_mean)
     per_seq = dm.beta_s + dm.gamma_s_per_token * mean_ctx
     u = np.where(stable, lam * osl * per_seq / np.where(free > 0, free, 1.0), np.inf)
     n_q = size_biased_batch_quantile(tpot_quantile, dm.alpha_s / per_seq, u)
