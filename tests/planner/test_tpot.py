@@ -1,77 +1,28 @@
 """planner.tpot: per-request TPOT quantiles, checked against the event-driven simulator (`sim.fleet`).
 
-The simulator runs continuous batching step by step (aggregated: every step carries the waiting
-prompts' chunks) and scores each request's (finish − first token)/(OSL − 1), the series an engine
-exports per request. It shares no code with `planner.tpot`. Each case replays 15 minutes of
-arrivals at a fixed fleet on one stream of random numbers and compares the predicted p90 with the
-simulated one. Measured here (predicted vs simulated p90, 8B aggregated on 4 replicas): 2–38 req/s
-Poisson within −4%…+2%, bursts of 5 within −7%…+1%; 70B decode on 2 replicas within +1%. The
+The simulator (`fleet_replay`) scores each request's (finish − first token)/(OSL − 1), the series
+an engine exports per request. Each case replays 15 minutes of arrivals at a fixed fleet and
+compares the predicted p90 with the simulated one. Measured here (predicted vs simulated p90, 8B
+aggregated on 4 replicas): 2–38 req/s Poisson within −4%…+2%, bursts of 5 within −7%…+1%; 70B
+decode on 2 replicas within +1%. The
 per-token quantile the planner used before (the step time at the batch a token sees) was 20–33%
 low from 20 to 32 req/s and 2.4× high at 38 req/s.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 import pytest
-import yaml
 
 from tokenscale import api
 from tokenscale.planner import plan as planner
-from tokenscale.planner import profiles, tpot
-from tokenscale.planner.sizing import Load
-from tokenscale.sim import loop
-from tokenscale.sim.fleet import Fleet
-from tokenscale.sim.workload import make_workload
+from tokenscale.planner import tpot
 
-REPO = Path(__file__).resolve().parents[2]
-DURATION_S = 900.0
-
-
-def _spec(example: str) -> api.InferencePoolSpec:
-    doc = yaml.safe_load((REPO / "examples" / example).read_text().split("\n---\n")[0])
-    return api.InferencePool.model_validate(doc).spec
-
-
-def _trace(rate_per_s: float, burst: int, seed: int) -> tuple[npt.NDArray[np.float64], ...]:
-    rng = np.random.default_rng(seed)
-    if burst > 1:  # groups of `burst` within 50 ms, the groups Poisson
-        starts = np.cumsum(rng.exponential(burst / rate_per_s, int(rate_per_s * DURATION_S / burst)))
-        arrivals = np.sort((starts[:, None] + rng.uniform(0, 0.05, (starts.size, burst))).ravel())
-    else:
-        arrivals = np.cumsum(rng.exponential(1.0 / rate_per_s, int(rate_per_s * DURATION_S)))
-    arrivals = arrivals[arrivals < DURATION_S]
-    isl = np.clip(rng.lognormal(np.log(1000.0), 0.9, arrivals.size), 16, 8000).astype(np.int64)
-    osl = np.clip(rng.lognormal(np.log(200.0), 0.9, arrivals.size), 2, 2000).astype(np.int64)
-    return arrivals, isl, osl
-
-
-def _predicted_and_simulated(
-    example: str, role: api.Role, replicas: int, rate_per_s: float, burst: int
-) -> tuple[float, float]:
-    spec = _spec(example)
-    performance = profiles.resolve_all(spec)
-    arrivals, isl, osl = _trace(rate_per_s, burst, seed=1)
-    workload = make_workload("tpot", arrivals, isl, osl)
-    setup = loop.SimSetup(spec, workload, performance, performance, 0.0)
-    counts = {r: replicas if r == role else 8 for r in spec.active_pools()}
-    fleet = Fleet(workload, loop.fleet_config(setup, counts, cold_start=False), np.random.default_rng(0))
-    fleet.run_to_completion()
-    simulated = fleet.records().tpot_s
-    per_second = np.bincount(arrivals.astype(np.int64))
-    load = Load(
-        rate_per_s=arrivals.size / DURATION_S,
-        isl_mean_tokens=float(isl.mean()),
-        osl_mean_tokens=float(osl.mean()),
-        isl_cv2=float(isl.var() / isl.mean() ** 2),
-        osl_cv2=float(osl.var() / osl.mean() ** 2),
-        arrival_cv2=float(per_second.var() / per_second.mean()),
-    )
-    predicted = planner.size_pools(spec, load, performance)[role].tpot_s[replicas - 1]
-    return float(predicted), float(np.nanquantile(simulated, 0.9))
+sys.path.insert(0, str(Path(__file__).parent))  # the test-only helper modules beside this file
+from fleet_replay import replay  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -85,9 +36,11 @@ def _predicted_and_simulated(
     ],
 )
 def test_per_request_p90_tpot_matches_the_simulator(
-    example: str, role: api.Role, replicas: int, rate_per_s: float, burst: int
+    monkeypatch: pytest.MonkeyPatch, example: str, role: api.Role, replicas: int, rate_per_s: float, burst: int
 ) -> None:
-    predicted, simulated = _predicted_and_simulated(example, role, replicas, rate_per_s, burst)
+    r = replay(monkeypatch, example, role, replicas, rate_per_s, burst)
+    predicted = float(planner.size_pools(r.spec, r.load, r.performance)[role].tpot_s[replicas - 1])
+    simulated = float(np.nanquantile(r.tpot_s, 0.9))
     error = predicted / simulated - 1.0
     print(
         f"{example} {role}×{replicas} {rate_per_s:g} req/s: p90 TPOT {predicted * 1e3:.2f} vs {simulated * 1e3:.2f} ms"

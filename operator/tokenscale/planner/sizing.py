@@ -219,13 +219,9 @@ def decode_sizing(
     n_q = size_biased_batch_quantile(tpot_quantile, dm.alpha_s / per_seq, u)
     step_q = np.asarray(dm.step_time_s(n_q, mean_ctx), dtype=np.float64)
     if chunk_tokens is not None and prompts is not None:
-        # Share of token-steps that carry a prompt chunk: prompt tokens per second over the chunk
-        # room per step, times the mean step time.
-        room = np.maximum(chunk_tokens - n_mean, 1.0)
-        step_mean = np.asarray(dm.step_time_s(n_mean, mean_ctx), dtype=np.float64) / np.maximum(free, 1e-9)
-        chunk_share = np.minimum(1.0, lam * load.isl_mean_tokens / room * step_mean)
-        chunk_time = perf.prefill.b_s_per_token * np.maximum(chunk_tokens - n_q, 0.0)
-        step_q = np.where(chunk_share > 1.0 - tpot_quantile, step_q + chunk_time, step_q)
+        step_q = np.where(
+            stable, chunked_itl_quantile_s(tpot_quantile, load, perf, u, n_mean, prompts, chunk_tokens), step_q
+        )
     itl = np.where(stable, step_q, np.inf)
     request_tpot = tpot.request_tpot_quantile_s(
         tpot_quantile, dm.alpha_s, per_seq, np.where(stable, u, np.inf), osl, load.osl_cv2, prompts
@@ -252,6 +248,81 @@ def decode_sizing(
         batch_quantile=n_q,
         batch_mean=n_mean,
     )
+
+
+CHUNK_LENGTH_POINTS = 24  # equiprobable prompt lengths the chunk-step mixture integrates over
+
+
+def chunked_itl_quantile_s(
+    q: float,
+    load: Load,
+    perf: ReplicaPerformance,
+    utilization: FloatArray,
+    batch_mean: FloatArray,
+    prompts: tpot.PromptWork,
+    chunk_tokens: int,
+) -> FloatArray:
+    """Per-token ITL q-quantile of an aggregated replica: decode steps, some stretched by a prompt chunk.
+
+    A token waits one step: τ(N) with N = 1 + NegBin(r + 1, u) (the batch a token sees, as in
+    `size_biased_batch_quantile`), plus, in the share φ of steps that carry prompt tokens, that chunk's
+    compute X. A prompt of ISL tokens rides ⌈ISL/room⌉ steps (room = budget − n̄): ⌊ISL/room⌋ full
+    chunks and one of the remainder, each costing its share of the prompt's compute w(ISL) = s(ISL) − a.
+    Chunk steps come at (λ/m)·E[⌈ISL/room⌉] a second and steps last τ̄/(1 − u_p) on average, so
+    φ = (λ/m)·E[⌈ISL/room⌉]·τ̄/(1 − u_p) (at most 1). The token-weighted CDF is then
+    (1 − φ)·G(t) + φ·Σ_j π_j·G(t − X_j), G the CDF of τ(N), and its quantile is found by bisection.
+    Chunks of different prompts sharing a step are not merged (exact while prompts rarely queue).
+    """
+    dm = perf.decode
+    mean_ctx = batch_context_tokens(load.isl_mean_tokens, load.osl_mean_tokens, load.osl_cv2)
+    per_seq = dm.beta_s + dm.gamma_s_per_token * mean_ctx
+    shape = dm.alpha_s / per_seq + 1.0
+    u = np.where(np.isfinite(utilization) & (utilization < 1), utilization, 0.0)
+    # CDF of the others in the batch, NegBin(shape, u), tabulated to mean + 12 sd (`_negbin_quantile`).
+    reach = int(np.minimum(20_000, np.ceil(shape * u / (1 - u) + 12 * np.sqrt(shape * u) / (1 - u) + 30)).max())
+    k = np.arange(1, reach + 1, dtype=np.float64)
+    table = np.empty((u.size, reach + 1))
+    table[:, 0] = 0.0
+    with np.errstate(divide="ignore"):
+        np.cumsum(np.log(u)[:, None] + np.log((k - 1.0 + shape) / k)[None, :], axis=1, out=table[:, 1:])
+    table = np.cumsum(np.exp(table + shape * np.log1p(-u)[:, None]), axis=1)
+
+    def batch_cdf(t: FloatArray) -> FloatArray:  # P(τ(1 + NegBin) ≤ t), t of shape (M, …)
+        others = np.floor((t - dm.alpha_s) / per_seq - 1.0 + 1e-9)
+        index = np.clip(others, 0, reach).astype(np.int64).reshape(u.size, -1)
+        got = np.take_along_axis(table, index, axis=1).reshape(t.shape)
+        out: FloatArray = np.where(others < 0, 0.0, np.where(others > reach, 1.0, got))
+        return out
+
+    # Chunk costs at equiprobable prompt lengths: full chunks and the remainder, per candidate.
+    isl, weights = isl_points(load)
+    levels = (np.arange(CHUNK_LENGTH_POINTS) + 0.5) / CHUNK_LENGTH_POINTS
+    isl = isl[np.minimum(np.searchsorted(np.cumsum(weights), levels), isl.size - 1)]
+    work = np.asarray(perf.prefill.service_time_s(isl), dtype=np.float64) - perf.prefill.a_s
+    room = np.maximum(chunk_tokens - np.where(np.isfinite(batch_mean), batch_mean, 0.0), 1.0)[:, None]
+    full = np.floor(isl[None, :] / room)
+    rest = isl[None, :] - full * room
+    cost = np.concatenate((work * room / isl, work * rest / isl), axis=1)  # (M, 2·points)
+    count = np.concatenate((full, (rest > 0).astype(np.float64)), axis=1)
+    chunks_per_prompt = count.sum(axis=1) / CHUNK_LENGTH_POINTS
+    step_mean = dm.alpha_s + per_seq * np.where(np.isfinite(batch_mean), batch_mean, 0.0)
+    phi = np.minimum(1.0, prompts.rate_per_s * chunks_per_prompt * step_mean / np.maximum(1.0 - prompts.share, 1e-9))
+    share = count / np.maximum(count.sum(axis=1, keepdims=True), 1e-300)
+
+    def cdf(t: FloatArray) -> FloatArray:
+        plain = batch_cdf(t[:, None])[:, 0]
+        stretched = (share * batch_cdf(t[:, None] - cost)).sum(axis=1)
+        out: FloatArray = (1.0 - phi) * plain + phi * stretched
+        return out
+
+    lo = np.full(u.size, dm.alpha_s)
+    hi = dm.alpha_s + per_seq * (reach + 2.0) + cost.max(axis=1)
+    for _ in range(24):  # on ln t: 24 halvings of a bracket within 10⁴ leave it within 4e-5
+        mid = np.sqrt(lo * hi)
+        below = cdf(mid) < q
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    quantile: FloatArray = hi
+    return quantile
 
 
 def first_decode_step_s(load: Load, perf: ReplicaPerformance, batch: float) -> float:
