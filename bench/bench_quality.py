@@ -180,7 +180,7 @@ def main() -> None:
         ]
         plot = out / "benchmarks" / f"pareto-{i}.png"
         pareto_plot(plot, name, summary)
-        ttft, tpot, open_loop = fid["ttft"], fid["tpot"], fid["ttft_open_loop"]
+        ttft, tpot, itl, open_loop = fid["ttft"], fid["tpot"], fid["itl"], fid["ttft_open_loop"]
         before = fid["before_fit"]
         lines += [
             "",
@@ -188,7 +188,9 @@ def main() -> None:
             f"{_pct(ttft['median_abs_error'])}, most optimistic {_pct(ttft['worst_optimistic_error'])} "
             f"(before any tail fit, {before['windows']} window: {_pct(before['ttft']['worst_optimistic_error'])}; "
             f"open loop: {_pct(open_loop['median_abs_error'])}, {_pct(open_loop['worst_optimistic_error'])}); "
-            f"p90 TPOT {_pct(tpot['median_abs_error'])}, {_pct(tpot['worst_optimistic_error'])}.",
+            f"p90 TPOT (per request) {_pct(tpot['median_abs_error'])}, {_pct(tpot['worst_optimistic_error'])}; "
+            f"p90 inter-token latency (per token, read through vLLM's buckets) {_pct(itl['median_abs_error'])}, "
+            f"{_pct(itl['worst_optimistic_error'])}.",
             "",
             f"![{name}](benchmarks/{plot.name})",
             "",

@@ -22,7 +22,8 @@ prompt tokens, so each prompt prefilled on the replica during a request's life l
 life by the prompt's compute w = b·ISL + c·ISL². Prompts arrive at λ/m per replica, so over a
 life of k·τ̄/(1 − u_p) (u_p the share of GPU time prompts take) the stall S is compound Poisson:
 N ~ Poisson(μ), μ = (λ/m)·k·τ̄/(1 − u_p), E[S] = μ·E[w], Var[S] = μ·E[w²] (bursty arrivals of index
-of dispersion I: Var[N] = μ·I, P(N = 0) = e^{−μ/I}, prompts in groups of about I). Its mean restores the
+of dispersion I: prompts in groups of about I, Var[N] = μ·I, P(N = 0) = e^{−μ/I}, plus the request's
+own group-mates prefilled after it, (I − 1)/2 on average). Its mean restores the
 mean TPOT τ̄/(1 − u_p) of the decode model; its spread is why short requests that meet a long
 prompt have a TPOT many times the step time. S is 0 with probability e^{−μ}; given N ≥ 1 it is
 taken as lognormal with the conditional mean and variance (heavy-tailed like the prompt work).
@@ -147,15 +148,20 @@ def _stall(prompts: PromptWork, k: FloatArray, step_mean: FloatArray) -> tuple[F
     """P(no prompt during a life), and ln-mean and ln-sd of the stall given at least one, per (candidate, k)."""
     share = np.clip(np.where(np.isfinite(prompts.share), prompts.share, 0.0), 0.0, 0.999)[:, None]
     rate = np.where(np.isfinite(prompts.rate_per_s), prompts.rate_per_s, 0.0)[:, None]
-    mu = np.maximum(rate * k * step_mean / (1.0 - share), 1e-12)
-    # Clustered arrivals (index of dispersion I): prompts come in ~I-sized groups, N has variance μ·I
-    # and no prompt at all with probability e^{−μ/I}.
-    dispersion = max(prompts.dispersion, 1.0)
-    no_stall = np.exp(-mu / dispersion)
-    busy = -np.expm1(-mu / dispersion)  # P(N ≥ 1)
+    others = np.maximum(rate * k * step_mean / (1.0 - share), 1e-12)
+    # Clustered arrivals (index of dispersion I): other requests' prompts come in groups of about I
+    # (count variance μ·I, none at all with probability e^{−μ/I}); and a request arriving in a group
+    # is followed by its own group-mates, uniformly 0…I − 1 of them prefilled after it (the customer's
+    # view of a batch arrival, as in the M^X/G/1 queue: Burke, Oper. Res. 23, 1975).
+    group = max(prompts.dispersion, 1.0)
+    mates_mean, mates_var = (group - 1.0) / 2.0, (group * group - 1.0) / 12.0
+    no_stall = np.exp(-others / group) / group
+    busy = 1.0 - no_stall  # P(N ≥ 1)
+    count_mean = others + mates_mean
+    count_var = others * group + mates_var
     work_var = max(prompts.second_moment_s2 - prompts.mean_s**2, 0.0)
-    variance = mu * work_var + mu * dispersion * prompts.mean_s**2
-    mean = mu * prompts.mean_s / busy
-    second = (variance + (mu * prompts.mean_s) ** 2) / busy
+    variance = count_mean * work_var + count_var * prompts.mean_s**2
+    mean = count_mean * prompts.mean_s / busy
+    second = (variance + (count_mean * prompts.mean_s) ** 2) / busy
     sigma2 = np.log(np.maximum(second / (mean * mean), 1.0 + 1e-12))
     return no_stall, np.log(mean) - sigma2 / 2.0, np.sqrt(sigma2)
