@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -40,13 +41,31 @@ class Replay:
     itl_s: HistogramSnapshot  # per token, at FINE_ITL_BOUNDS_S
 
 
-def example_spec(example: str) -> api.InferencePoolSpec:
+# A replica like tests/sim/test_vs_vllm.py's CPU engine: prompts cost 0.13 ms a token, a decode step
+# 3 ms + 0.4 ms a sequence, so one 2,048-token chunk holds up the batch for ~65 steps.
+CPU_ENGINE_POOL: dict[str, Any] = {
+    "maxBatchSize": 64,
+    "maxNumBatchedTokens": 2048,
+    "performance": {
+        "profile": {
+            "prefill": {"aSeconds": 0.01, "bSecondsPerToken": 1.3e-4, "cSecondsPerToken2": 0.0},
+            "decode": {"alphaSeconds": 0.003, "betaSeconds": 0.0004, "gammaSecondsPerToken": 0.0},
+            "kvCapacityTokens": 1_000_000,
+        }
+    },
+}
+
+
+def example_spec(example: str, role: api.Role, pool: dict[str, Any] | None = None) -> api.InferencePoolSpec:
+    """The example's pool, with `pool`'s fields (if any) set on `role`."""
     doc = yaml.safe_load((REPO / "examples" / example).read_text().split("\n---\n")[0])
+    doc["spec"]["pools"][role].update(pool or {})
     return api.InferencePool.model_validate(doc).spec
 
 
-def trace(rate_per_s: float, burst: int, seed: int) -> tuple[npt.NDArray[np.float64], ...]:
-    """Poisson arrivals (or Poisson groups of `burst` within 50 ms); lognormal prompts ~1,000 and outputs ~200."""
+def trace(rate_per_s: float, burst: int, seed: int, short: bool = False) -> tuple[npt.NDArray[np.float64], ...]:
+    """Poisson arrivals (or Poisson groups of `burst` within 50 ms); lognormal prompts ~1,000 and outputs
+    ~200, or (`short`) the engine test's: lognormal prompts ~550 (at most 3,000), outputs 16–95."""
     rng = np.random.default_rng(seed)
     if burst > 1:
         starts = np.cumsum(rng.exponential(burst / rate_per_s, int(rate_per_s * DURATION_S / burst)))
@@ -54,19 +73,29 @@ def trace(rate_per_s: float, burst: int, seed: int) -> tuple[npt.NDArray[np.floa
     else:
         arrivals = np.cumsum(rng.exponential(1.0 / rate_per_s, int(rate_per_s * DURATION_S)))
     arrivals = arrivals[arrivals < DURATION_S]
+    if short:
+        isl = np.clip(rng.lognormal(np.log(400.0), 0.8, arrivals.size), 16, 3000).astype(np.int64)
+        return arrivals, isl, rng.integers(16, 96, arrivals.size).astype(np.int64)
     isl = np.clip(rng.lognormal(np.log(1000.0), 0.9, arrivals.size), 16, 8000).astype(np.int64)
     osl = np.clip(rng.lognormal(np.log(200.0), 0.9, arrivals.size), 2, 2000).astype(np.int64)
     return arrivals, isl, osl
 
 
 def replay(
-    monkeypatch: pytest.MonkeyPatch, example: str, role: api.Role, replicas: int, rate_per_s: float, burst: int = 1
+    monkeypatch: pytest.MonkeyPatch,
+    example: str,
+    role: api.Role,
+    replicas: int,
+    rate_per_s: float,
+    burst: int = 1,
+    cpu_engine: bool = False,
 ) -> Replay:
-    """15 minutes of the trace through `replicas` of `role` (8 of any other pool), no cold start."""
+    """15 minutes of the trace through `replicas` of `role` (8 of any other pool), no cold start;
+    `cpu_engine`: on `CPU_ENGINE_POOL` with the engine test's short requests."""
     monkeypatch.setattr(fleet_module, "ITL_BUCKETS_S", FINE_ITL_BOUNDS_S)
-    spec = example_spec(example)
+    spec = example_spec(example, role, CPU_ENGINE_POOL if cpu_engine else None)
     performance = profiles.resolve_all(spec)
-    arrivals, isl, osl = trace(rate_per_s, burst, seed=1)
+    arrivals, isl, osl = trace(rate_per_s, burst, seed=1, short=cpu_engine)
     workload = make_workload("replay", arrivals, isl, osl)
     setup = loop.SimSetup(spec, workload, performance, performance, 0.0)
     counts = {r: replicas if r == role else 8 for r in spec.active_pools()}

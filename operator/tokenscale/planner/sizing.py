@@ -490,19 +490,25 @@ def aggregated_sizing(
     tpot_target_s: float,
     chunk_tokens: int,
 ) -> PoolSizing:
-    """Predicted TTFT and ITL quantiles of each candidate count of aggregated replicas."""
+    """Predicted TTFT, per-request TPOT and per-token ITL quantiles of each candidate count of aggregated replicas.
+
+    The prompts that stall a request's decode are those behind it in the prompt queue when its first
+    token comes (the ones that arrived during its own time to first token, FCFS) and those arriving
+    during its decode: `tpot.PromptWork.lead_s` is the mean time to first token (Allen–Cunneen mean
+    wait of the prompt queue plus the mean of the prompt's own steps).
+    """
     m = counts.astype(np.float64)
     lam = load.rate_per_s / m
     isl, weights = isl_points(load)
     prompt_compute = np.asarray(perf.prefill.service_time_s(isl), dtype=np.float64) - perf.prefill.a_s
     mean_compute = float(np.dot(weights, prompt_compute))
     u_p = lam * mean_compute
-    prompts = tpot.PromptWork(lam, mean_compute, float(np.dot(weights, prompt_compute**2)), u_p, load.arrival_cv2)
-    decode = decode_sizing(counts, load, perf, tpot_quantile, tpot_target_s, prompts, chunk_tokens)
-    n_mean = np.where(np.isfinite(decode.batch_mean), decode.batch_mean, np.nan)
+    n_mean = decode_batch_mean(counts, load, perf, u_p)
     room = np.maximum(chunk_tokens - n_mean, 1.0)
     step = np.asarray(perf.decode.step_time_s(n_mean, load.isl_mean_tokens), dtype=np.float64)
     ttft = np.full(m.shape, np.inf)
+    lead = np.full(m.shape, np.inf)
+    lead_var = np.zeros(m.shape)
     for i in np.flatnonzero(np.isfinite(step)):
         # The queue holds prompt tokens, drained at `room` tokens per step: the work a prompt puts
         # before later ones is its share of the steps (a prompt shares its first and last steps).
@@ -513,6 +519,16 @@ def aggregated_sizing(
         lead_in = 0.5 * float(step[i]) * min(1.0, float(n_mean[i]))
         one = counts[i : i + 1]
         ttft[i] = _sojourn_quantile(one, load, work, own + lead_in, weights, ttft_quantile)[0]
+        mean_s, cs2 = queueing.service_moments(work, weights)
+        delayed = float(queueing.erlang_c_vec(one, load.rate_per_s * mean_s)[0])
+        theta = float(queueing.decay_rate_per_s(one, load.rate_per_s, mean_s, load.arrival_cv2, cs2)[0])
+        own_mean = float(np.dot(weights, own))
+        lead[i] = delayed / theta + own_mean + lead_in if theta > 0 else np.inf
+        # W is 0 with probability 1 − C, else exponential at rate θ: Var W = (2C − C²)/θ².
+        lead_var[i] = (2.0 * delayed - delayed**2) / theta**2 + float(np.dot(weights, (own - own_mean) ** 2))
+    second = float(np.dot(weights, prompt_compute**2))
+    prompts = tpot.PromptWork(lam, mean_compute, second, u_p, load.arrival_cv2, lead, lead_var)
+    decode = decode_sizing(counts, load, perf, tpot_quantile, tpot_target_s, prompts, chunk_tokens)
     meets_ttft = ttft <= ttft_target_s
     feasible = decode.feasible & meets_ttft
     binding = np.where(decode.binding != "ok", decode.binding, np.where(meets_ttft, "ok", "ttft"))

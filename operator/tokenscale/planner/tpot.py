@@ -18,15 +18,15 @@ E[S²]/(2·E[S]) = OSL·(1 + c²_OSL)/2. The life-averaged batch is taken as nor
 variance (plus the request itself); its step time τ is linear in it.
 
 Stalls (aggregated pools only): with chunked prefill every step of the batch also carries waiting
-prompt tokens, so each prompt prefilled on the replica during a request's life lengthens that
-life by the prompt's compute w = b·ISL + c·ISL². Prompts arrive at λ/m per replica, so over a
-life of k·τ̄/(1 − u_p) (u_p the share of GPU time prompts take) the stall S is compound Poisson:
-N ~ Poisson(μ), μ = (λ/m)·k·τ̄/(1 − u_p), E[S] = μ·E[w], Var[S] = μ·E[w²] (bursty arrivals of index
-of dispersion I: prompts in groups of about I, Var[N] = μ·I, P(N = 0) = e^{−μ/I}, plus the request's
-own group-mates prefilled after it, (I − 1)/2 on average). Its mean restores the
-mean TPOT τ̄/(1 − u_p) of the decode model; its spread is why short requests that meet a long
-prompt have a TPOT many times the step time. S is 0 with probability e^{−μ}; given N ≥ 1 it is
-taken as lognormal with the conditional mean and variance (heavy-tailed like the prompt work).
+prompt tokens, so each prompt prefilled on the replica during a request's life lengthens that life
+by the prompt's compute w = b·ISL + c·ISL². The life is therefore a busy period of the replica's
+prompt work (`_stall`): it starts with the request's own k steps and the prompts already queued
+behind it when its first token comes (those that arrived during its time to first token), and every
+prompt arriving meanwhile extends it. Its mean restores the mean TPOT τ̄/(1 − u_p) of the decode
+model (u_p the share of GPU time prompts take); its spread, amplified by 1/(1 − u_p)³ as a busy
+period's is, is why short requests that meet a burst of prompts have a TPOT many times the step
+time. S is 0 with the probability that no prompt comes; otherwise it is taken as lognormal with the
+conditional mean and variance (heavy-tailed like the prompt work).
 
 A request's TPOT is τ(batch) + S/k; its q-quantile over requests is found by bisection on the
 mixture CDF over output lengths (16 equiprobable lognormal points of OSL, each request weighted
@@ -64,6 +64,8 @@ class PromptWork:
     second_moment_s2: float  # E[w²]
     share: FloatArray  # u_p per candidate
     dispersion: float = 1.0  # index of dispersion of arrival counts (1: Poisson)
+    lead_s: FloatArray | None = None  # mean time from a request's arrival to its first token, per candidate
+    lead_var_s2: FloatArray | None = None  # its variance
 
 
 def output_steps(osl_mean_tokens: float, osl_cv2: float) -> FloatArray:
@@ -100,6 +102,8 @@ def request_tpot_quantile_s(
     valid = np.isfinite(u) & (u >= 0) & (u < 1)
     if prompts is not None:
         valid &= np.isfinite(prompts.share) & (prompts.share < 1)
+        if prompts.lead_s is not None:
+            valid &= np.isfinite(prompts.lead_s)
     safe = np.where(valid, u, 0.0)
     r = alpha_s / per_sequence_s
     k = output_steps(osl_mean_tokens, osl_cv2)[None, :]  # (1, K)
@@ -145,23 +149,38 @@ def request_tpot_quantile_s(
 
 
 def _stall(prompts: PromptWork, k: FloatArray, step_mean: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """P(no prompt during a life), and ln-mean and ln-sd of the stall given at least one, per (candidate, k)."""
-    share = np.clip(np.where(np.isfinite(prompts.share), prompts.share, 0.0), 0.0, 0.999)[:, None]
+    """P(no stall in a life), and ln-mean and ln-sd of the stall S given one, per (candidate, k).
+
+    The request's decode life is a busy period of the replica's prompt work: it starts with the
+    request's own k decode steps (k·τ̄) plus Q, the prompts already queued behind it when its first
+    token comes, and every prompt arriving meanwhile (rate λ/m, compute w, ρ = u_p) extends it. A
+    busy period of an M/G/1 queue started by work v lasts v/(1 − ρ) on average with variance
+    v·λ·E[w²]/(1 − ρ)³ (Takács, "Introduction to the Theory of Queues", 1962, ch. 1; Kleinrock vol. 1
+    §5.8), so S = D − k·τ̄ has mean (ρ·k·τ̄ + E[Q])/(1 − ρ) and variance
+    (k·τ̄ + E[Q])·λ·E[w²]/(1 − ρ)³ + Var(Q)/(1 − ρ)². Q: Poisson(λ/m · TTFT) prompts, TTFT varying
+    from request to request (`PromptWork.lead_s`, `lead_var_s2`), plus the request's own group-mates.
+    Clustered arrivals (index of dispersion I): prompts come in groups of about I, which multiplies
+    the count variance by I (E[w²] becomes E[w²] + (I − 1)·E[w]²), none comes with probability
+    e^{−μ/I}, and a request arriving in a group is followed by 0…I − 1 of its group-mates, uniformly
+    (the customer's view of a batch arrival, as in the M^X/G/1 queue: Burke, Oper. Res. 23, 1975).
+    """
+    rho = np.clip(np.where(np.isfinite(prompts.share), prompts.share, 0.0), 0.0, 0.999)[:, None]
     rate = np.where(np.isfinite(prompts.rate_per_s), prompts.rate_per_s, 0.0)[:, None]
-    others = np.maximum(rate * k * step_mean / (1.0 - share), 1e-12)
-    # Clustered arrivals (index of dispersion I): other requests' prompts come in groups of about I
-    # (count variance μ·I, none at all with probability e^{−μ/I}); and a request arriving in a group
-    # is followed by its own group-mates, uniformly 0…I − 1 of them prefilled after it (the customer's
-    # view of a batch arrival, as in the M^X/G/1 queue: Burke, Oper. Res. 23, 1975).
+    lead = np.zeros_like(rate) if prompts.lead_s is None else np.asarray(prompts.lead_s, dtype=np.float64)[:, None]
+    lead_var = 0.0 if prompts.lead_var_s2 is None else np.asarray(prompts.lead_var_s2, dtype=np.float64)[:, None]
     group = max(prompts.dispersion, 1.0)
+    w1 = prompts.mean_s
+    w2 = max(prompts.second_moment_s2, w1 * w1) + (group - 1.0) * w1 * w1  # per prompt, groups folded in
+    decode = k * step_mean  # the request's own decode steps, k·τ̄
     mates_mean, mates_var = (group - 1.0) / 2.0, (group * group - 1.0) / 12.0
-    no_stall = np.exp(-others / group) / group
-    busy = 1.0 - no_stall  # P(N ≥ 1)
-    count_mean = others + mates_mean
-    count_var = others * group + mates_var
-    work_var = max(prompts.second_moment_s2 - prompts.mean_s**2, 0.0)
-    variance = count_mean * work_var + count_var * prompts.mean_s**2
-    mean = count_mean * prompts.mean_s / busy
-    second = (variance + (count_mean * prompts.mean_s) ** 2) / busy
-    sigma2 = np.log(np.maximum(second / (mean * mean), 1.0 + 1e-12))
-    return no_stall, np.log(mean) - sigma2 / 2.0, np.sqrt(sigma2)
+    queued_mean = (rate * lead + mates_mean) * w1
+    queued_var = rate * lead * w2 + mates_var * w1 * w1 + rate * rate * lead_var * w1 * w1
+    mean = np.maximum((rho * decode + queued_mean) / (1.0 - rho), 1e-15)
+    variance = (decode + queued_mean) * rate * w2 / (1.0 - rho) ** 3 + queued_var / (1.0 - rho) ** 2
+    no_stall = np.exp(-rate * (lead + decode) / group) / group
+    busy = 1.0 - no_stall  # P(S > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):  # an unstable candidate's infinite lead: masked later
+        mean_given = mean / busy
+        second_given = (variance + mean * mean) / busy
+        sigma2 = np.log(np.maximum(second_given / (mean_given * mean_given), 1.0 + 1e-12))
+        return no_stall, np.log(mean_given) - sigma2 / 2.0, np.sqrt(sigma2)
