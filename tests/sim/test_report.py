@@ -61,7 +61,7 @@ def test_windows_goodput_and_replicas() -> None:
     assert s.gpu_hours == pytest.approx(1.0)
     assert s.goodput_per_gpu_hour == pytest.approx(10.0)
     assert s.max_replicas == {"decode": 3} and s.mean_replicas == {"decode": 2.0}
-    assert s.ttft_p90_s == pytest.approx(3.0)
+    assert s.ttft_quantile_s == pytest.approx(3.0)
 
 
 def test_write_all_produces_documented_files(tmp_path: Path) -> None:

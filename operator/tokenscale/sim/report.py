@@ -65,11 +65,13 @@ class PolicyScore:
     gpu_hours: float
     goodput_per_gpu_hour: float
     scale_actions: int
-    ttft_p90_s: float
-    tpot_p90_s: float
+    ttft_quantile_s: float  # over every request, at the TTFT objective's quantile
+    tpot_quantile_s: float  # at the TPOT objective's quantile
     max_replicas: Mapping[Role, int]
     mean_replicas: Mapping[Role, float]
     requests: int
+    ttft_quantile: float = 0.9
+    tpot_quantile: float = 0.9
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -78,12 +80,22 @@ class PolicyScore:
             "gpu_hours": self.gpu_hours,
             "goodput_per_gpu_hour": self.goodput_per_gpu_hour,
             "scale_actions": self.scale_actions,
-            "ttft_p90_s": self.ttft_p90_s,
-            "tpot_p90_s": self.tpot_p90_s,
+            latency_key("ttft", self.ttft_quantile): self.ttft_quantile_s,
+            latency_key("tpot", self.tpot_quantile): self.tpot_quantile_s,
             "max_replicas": dict(self.max_replicas),
             "mean_replicas": dict(self.mean_replicas),
             "requests": self.requests,
         }
+
+
+def quantile_label(q: float) -> str:
+    """`p90`, `p95`, `p99.9`: how a quantile is named in tables and plots."""
+    return f"p{round(q * 100, 6):g}"
+
+
+def latency_key(signal: str, q: float) -> str:
+    """The summary.json key of a latency at quantile q: `ttft_p95_s`, `tpot_p99_9_s` (the objective's own)."""
+    return f"{signal}_{quantile_label(q).replace('.', '_')}_s"
 
 
 def _quantile(values: FloatArray, q: float) -> float:
@@ -125,11 +137,13 @@ def score(run: PolicyRun, objectives: Objectives) -> PolicyScore:
         gpu_hours=gpu_hours,
         goodput_per_gpu_hour=float(good.sum()) / gpu_hours if gpu_hours > 0 else math.nan,
         scale_actions=run.scale_actions,
-        ttft_p90_s=_quantile(run.ttft_s, 0.9),
-        tpot_p90_s=_quantile(tpot, 0.9),
+        ttft_quantile_s=_quantile(run.ttft_s, objectives.ttft.quantile),
+        tpot_quantile_s=_quantile(tpot, objectives.tpot.quantile),
         max_replicas={r: int(np.max(v)) for r, v in tl.replicas.items()},
         mean_replicas={r: float(np.mean(v)) for r, v in tl.replicas.items()},
         requests=n,
+        ttft_quantile=objectives.ttft.quantile,
+        tpot_quantile=objectives.tpot.quantile,
     )
 
 
@@ -139,6 +153,7 @@ def summary_json(
     scores: Mapping[str, PolicyScore],
     refs: Sequence[Reference] = (),
     model_check: Fidelity | None = None,
+    setup: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The stable shape of summary.json (README.md documents it)."""
     by_name = {r.name: r for r in refs}
@@ -151,6 +166,7 @@ def summary_json(
         policies[name] = row
     return {
         "workload": dict(workload),
+        "setup": dict(setup or {}),
         "objectives": {
             "ttft": {"quantile": objectives.ttft.quantile, "target_s": objectives.ttft.target.seconds},
             "tpot": {"quantile": objectives.tpot.quantile, "target_s": objectives.tpot.target.seconds},
@@ -169,16 +185,38 @@ def _ms(x: float) -> str:
     return "-" if math.isnan(x) else f"{x * 1000:.0f}"
 
 
-TABLE_COLUMNS = (
-    "policy",
-    "requests meeting both",
-    "5-min windows meeting both",
-    "GPU-hours",
-    "goodput / GPU-hour",
-    "scale actions",
-    "p90 TTFT ms",
-    "p90 TPOT ms",
-    "max replicas",
+def table_columns(objectives: Objectives) -> tuple[str, ...]:
+    """The table's header; the latency columns are named for the objectives' own quantiles."""
+    return (
+        "policy",
+        "requests meeting both",
+        "5-min windows meeting both",
+        "GPU-hours",
+        "goodput / GPU-hour",
+        "scale actions",
+        f"{quantile_label(objectives.ttft.quantile)} TTFT ms",
+        f"{quantile_label(objectives.tpot.quantile)} TPOT ms",
+        "max replicas",
+    )
+
+
+# What every column means: report.md prints it under the table (issue 14: "goodput" was never defined).
+COLUMN_DEFINITIONS = (
+    ("policy", "the scaling policy replayed; a name in parentheses is a reference found by simulation, not a policy"),
+    ("requests meeting both", "share of requests whose own TTFT and TPOT are both within the targets"),
+    (
+        "5-min windows meeting both",
+        "share of 5-minute windows (by arrival time, windows with requests only) whose requests' TTFT and TPOT "
+        "at the objectives' quantiles are both within the targets",
+    ),
+    ("GPU-hours", "replicas × GPUs per replica, integrated over the run, starting and draining replicas included"),
+    (
+        "goodput / GPU-hour",
+        "requests meeting both objectives per GPU-hour: useful work per unit of cost (higher is better)",
+    ),
+    ("scale actions", "changes of any pool's requested replica count"),
+    ("TTFT ms, TPOT ms", "over every request of the run, at the objective's quantile (named in the header)"),
+    ("max replicas", "the most replicas requested per pool at any time (a reference: its fleet)"),
 )
 
 
@@ -193,8 +231,8 @@ def table_rows(scores: Mapping[str, PolicyScore], refs: Sequence[Reference] = ()
                 f"{s.gpu_hours:.1f}",
                 f"{s.goodput_per_gpu_hour:.0f}",
                 str(s.scale_actions),
-                _ms(s.ttft_p90_s),
-                _ms(s.tpot_p90_s),
+                _ms(s.ttft_quantile_s),
+                _ms(s.tpot_quantile_s),
                 " + ".join(f"{v} {r}" for r, v in s.max_replicas.items()),
             ]
         )
@@ -209,18 +247,23 @@ def table_rows(scores: Mapping[str, PolicyScore], refs: Sequence[Reference] = ()
 def report_markdown(
     summary: Mapping[str, Any], scores: Mapping[str, PolicyScore], title: str, refs: Sequence[Reference] = ()
 ) -> str:
-    lines = [f"# {title}", "", "| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(scores, refs)]
     w = summary["workload"]
     o = summary["objectives"]
+    columns = [
+        "policy",
+        *(c for c, _ in COLUMN_DEFINITIONS[1:6]),
+        f"{quantile_label(o['ttft']['quantile'])} TTFT ms",
+        f"{quantile_label(o['tpot']['quantile'])} TPOT ms",
+        "max replicas",
+    ]
+    lines = [f"# {title}", "", "## Setup", ""]
+    lines += [f"- {line}" for line in setup_lines(w, summary.get("setup") or {}, o)]
+    lines += ["", "## Results", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(scores, refs)]
+    lines += ["", "What each column means:", ""]
+    lines += [f"- **{name}**: {meaning}." for name, meaning in COLUMN_DEFINITIONS]
     lines += [
         "",
-        f"Workload: {w.get('name')} — {w.get('requests')} requests over {w.get('duration_s', 0):.0f} s "
-        f"(mean {w.get('mean_rate_per_s', 0):.2f} req/s).",
-        f"Objectives: p{o['ttft']['quantile'] * 100:g} TTFT ≤ {o['ttft']['target_s'] * 1000:.0f} ms, "
-        f"p{o['tpot']['quantile'] * 100:g} TPOT ≤ {o['tpot']['target_s'] * 1000:.0f} ms.",
-        "A request meets both when its TTFT and TPOT are within the targets; a 5-minute window when the",
-        "objective quantiles of the requests arriving in it are. Goodput is requests meeting both per GPU-hour.",
         "The references are found by searching fleets with the simulator (never with the planner's model):",
         "`best-static` is the smallest constant fleet meeting both in ≥ 99% of windows; `clairvoyant` is, per",
         "window, the fewest GPUs meeting it, with no cold start (no deployable policy reaches it).",
@@ -252,6 +295,37 @@ def report_markdown(
             )
         lines += ["", "![fidelity](fidelity.png)", ""]
     return "\n".join(lines)
+
+
+def setup_lines(workload: Mapping[str, Any], setup: Mapping[str, Any], objectives: Mapping[str, Any]) -> list[str]:
+    """The conditions of a run, one sentence each: what report.md states before any figure."""
+    o = objectives
+    out = [
+        f"Workload: {workload.get('name')} ({workload.get('source')}), {workload.get('requests')} requests over "
+        f"{workload.get('duration_s', 0):.0f} s (mean {workload.get('mean_rate_per_s', 0):.2f} req/s).",
+        f"Objectives: {quantile_label(o['ttft']['quantile'])} TTFT ≤ {o['ttft']['target_s'] * 1000:.0f} ms and "
+        f"{quantile_label(o['tpot']['quantile'])} TPOT ≤ {o['tpot']['target_s'] * 1000:.0f} ms, judged per "
+        f"{setup.get('score_window_s', WINDOW_S) / 60:g}-minute window of arrivals.",
+    ]
+    if "cold_start_s" in setup:
+        out.append(
+            f"Cold start: a new replica serves {setup['cold_start_s']:g} s after it is requested "
+            f"(± {setup.get('cold_start_jitter_s', 0):g} s jitter); every policy pays it."
+        )
+    if "decode_slower_than_prior" in setup:
+        out.append(
+            f"Speed error: the simulated engines decode {setup['decode_slower_than_prior']:.0%} slower than the "
+            "planner's speed prior, on purpose, so the planner must correct itself online from the metrics."
+        )
+    if "interval_s" in setup:
+        out.append(
+            f"Control: tokenscale plans every {setup['interval_s']:g} s (spec.interval) from rates and latency "
+            f"quantiles over a {setup.get('metrics_window_s', 0):g} s window (spec.metrics.window), at Prometheus' "
+            "resolution; each baseline keeps its own loop and window (HPA 15 s, Dynamo 5 s and 180 s, llm-d 15 s)."
+        )
+    if "seed" in setup:
+        out.append(f"Seed {setup['seed']}: the same seed replays the same requests and the same jitter.")
+    return out
 
 
 def _signed(x: float | None) -> str:
@@ -349,11 +423,12 @@ def write_all(
     refs: Sequence[Reference] = (),
     model_check: Fidelity | None = None,
     requests_csv: bool = False,
+    setup: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write summary.json, report.md, plot.png, fidelity.png (and requests.csv) into out_dir; return the summary."""
     out_dir.mkdir(parents=True, exist_ok=True)
     scores = {run.policy: score(run, objectives) for run in runs}
-    summary = summary_json(workload, objectives, scores, refs, model_check)
+    summary = summary_json(workload, objectives, scores, refs, model_check, setup)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out_dir / "report.md").write_text(report_markdown(summary, scores, title, refs))
     write_plot(out_dir / "plot.png", runs, objectives, title)
