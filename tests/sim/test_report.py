@@ -77,3 +77,44 @@ def test_write_all_produces_documented_files(tmp_path: Path) -> None:
     assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
     assert "| p |" in (tmp_path / "report.md").read_text()
     assert len((tmp_path / "requests.csv").read_text().splitlines()) == 6
+
+
+@pytest.mark.parametrize(
+    ("ttft_q", "tpot_q", "ttft_key", "tpot_key", "label"),
+    [
+        pytest.param(0.95, 0.9, "ttft_p95_s", "tpot_p90_s", "p95 TTFT", id="p95-ttft"),
+        pytest.param(0.5, 0.99, "ttft_p50_s", "tpot_p99_s", "p50 TTFT", id="median-ttft-p99-tpot"),
+        pytest.param(0.999, 0.9, "ttft_p99_9_s", "tpot_p90_s", "p99.9 TTFT", id="p99.9-ttft"),
+    ],
+)
+def test_latency_labels_and_keys_follow_the_objective_quantile(
+    tmp_path: Path, ttft_q: float, tpot_q: float, ttft_key: str, tpot_key: str, label: str
+) -> None:
+    objectives = api.Objectives.model_validate(
+        {"ttft": {"quantile": ttft_q, "target": "1s"}, "tpot": {"quantile": tpot_q, "target": "50ms"}}
+    )
+    ttft = list(np.linspace(0.01, 1.0, 1000))  # the q-quantile of TTFT is about q seconds
+    summary = report.write_all(tmp_path, {"name": "w"}, objectives, [_run(ttft, [0.01] * 1000)], "t")
+    row = summary["policies"]["p"]
+    assert row[ttft_key] == pytest.approx(ttft_q, abs=0.01) and tpot_key in row
+    assert not [k for k in row if k.startswith(("ttft_p", "tpot_p")) and k not in (ttft_key, tpot_key)]
+    assert f"{label} ms" in report.table_columns(objectives)
+    text = (tmp_path / "report.md").read_text()
+    assert f"| {label} ms |" in text
+    if ttft_q != 0.9:
+        assert "p90 TTFT" not in text
+
+
+def test_report_states_the_setup_and_defines_every_column(tmp_path: Path) -> None:
+    setup = {"cold_start_s": 240.0, "cold_start_jitter_s": 24.0, "decode_slower_than_prior": 0.25,
+             "interval_s": 30.0, "metrics_window_s": 300.0, "score_window_s": 300.0, "seed": 7}  # fmt: skip
+    report.write_all(tmp_path, {"name": "w"}, OBJ, [_run([0.5] * 5, [0.01] * 5)], "t", setup=setup)
+    text = (tmp_path / "report.md").read_text()
+    for phrase in ("240 s after it is requested", "25% slower than the planner's speed prior", "every 30 s",
+                   "300 s window", "p90 TTFT ≤ 1000 ms", "per 5-minute window", "Seed 7"):  # fmt: skip
+        assert phrase in text, phrase
+    header = next(line for line in text.splitlines() if line.startswith("| policy |"))
+    defined = {line.split("**")[1] for line in text.splitlines() if line.startswith("- **")}
+    for column in header.strip("| ").split(" | "):
+        assert column in defined or column.split(" ", 1)[1] in " ".join(defined), column
+    assert "**goodput / GPU-hour**: requests meeting both objectives per GPU-hour" in text
