@@ -317,9 +317,11 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         )
     _number_in("--rate-scale", args.rate_scale, 0.0, math.inf, low_open=True)
     rng = np.random.default_rng(args.seed)
+    origin: dict[str, str] = {"source": args.trace or "synthetic"}
     if args.trace:
+        path, origin = _resolve_trace(args.trace)
         try:
-            w = traces.read_trace(Path(args.trace))
+            w = traces.read_trace(path)
         except traces.TraceError as err:
             raise UsageError(str(err)) from None
     else:
@@ -344,10 +346,35 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     created = _prepare_out_dir("--out-dir", out)
     try:
-        return _simulate_and_report(args, loaded, spec, prior, truth, w, names, cold_start_s, out)
+        return _simulate_and_report(args, loaded, spec, prior, truth, w, names, cold_start_s, out, origin)
     except BaseException:
         _remove_empty(created)
         raise
+
+
+def _resolve_trace(text: str) -> tuple[Path, dict[str, str]]:
+    """`--trace`: a local file, else a named public trace fetched into the user cache; where it came from."""
+    from tokenscale import public_traces
+
+    path = Path(text)
+    if path.exists() or text not in public_traces.CATALOG:
+        if not path.exists() and "/" not in text and "." not in text:
+            raise UsageError(
+                f"--trace: {text} is neither a file nor a named trace ({', '.join(public_traces.CATALOG)})"
+            )
+        return path, {"source": text}
+    try:
+        fetched = public_traces.fetch(
+            text,
+            public_traces.cache_dir(os.environ),
+            os.environ.get(public_traces.BASE_URL_ENV) or None,
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+    except public_traces.TraceFetchError as err:
+        raise UsageError(f"--trace {text}: {err}") from None
+    print(fetched.provenance(), file=sys.stderr, flush=True)
+    origin = {"source": text, "source_url": fetched.source_url, "license": fetched.trace.license}
+    return fetched.path, {**origin, "citation": fetched.trace.citation}
 
 
 SIM_EXTRA_HINT = "pip install 'tokenscale[sim]'"
@@ -374,6 +401,7 @@ def _simulate_and_report(
     names: list[str],
     cold_start_s: float,
     out: Path,
+    origin: dict[str, str],
 ) -> int:
     """Replay `w` under each policy and the references, write the report into `out` and print the table."""
     from rich.console import Console
@@ -401,7 +429,7 @@ def _simulate_and_report(
     model_check = fidelity.measure(setup, static_ref.counts[0])
     described = {
         "name": w.name,
-        "source": args.trace or "synthetic",
+        **origin,
         "requests": w.n_requests,
         "duration_s": w.duration_s,
         "mean_rate_per_s": w.mean_rate_per_s,
@@ -720,7 +748,13 @@ def build_parser() -> argparse.ArgumentParser:
         "simulate", help="replay a workload through a simulated GPU fleet under several scaling policies"
     )
     p.add_argument("-f", "--file", required=True, help="InferencePool manifest (- reads stdin)")
-    p.add_argument("--trace", help="Azure CSV, Mooncake JSONL or plain t_s,isl,osl CSV (default: synthetic)")
+    p.add_argument(
+        "--trace",
+        metavar="NAME|FILE",
+        help="a named public trace, downloaded once into ~/.cache/tokenscale/traces and checksummed "
+        "(azure-conv-2023, mooncake-synthetic), or a file: Azure CSV, Mooncake JSONL or plain t_s,isl,osl CSV "
+        "(default: the synthetic workload)",
+    )
     p.add_argument("--workload", choices=("synthetic",), default="synthetic", help="built-in workload")
     p.add_argument("--policy", default=",".join(POLICY_NAMES), help="comma-separated: " + ", ".join(POLICY_NAMES))
     p.add_argument("--rate-scale", type=float, default=1.0, help="multiply the arrival rate")
