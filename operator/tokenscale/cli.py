@@ -81,6 +81,18 @@ def _duration_flag(flag: str, text: str | None, default_s: float) -> float:
     return _number_in(flag, seconds, 0.0, MAX_COLD_START_S)
 
 
+def _url_flag(flag: str, text: str) -> str:
+    """`text` if it is an http:// or https:// URL with a host (and a valid port), else a UsageError naming the flag."""
+    try:
+        url = urllib.parse.urlsplit(text)
+        url.port  # noqa: B018 (parsing the port is the check)
+    except ValueError as err:
+        raise UsageError(f"{flag}: {text!r} is not a URL: {err}") from None
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise UsageError(f"{flag}: {text!r} is not an http:// or https:// URL")
+    return text
+
+
 def _port_flag(flag: str, port: int) -> int:
     if not 0 <= port <= 65535:
         raise UsageError(f"{flag}: a TCP port is 0-65535, got {port}")
@@ -263,13 +275,7 @@ def _observe_prometheus(
         except UnicodeDecodeError:
             raise UsageError(f"{flag}: {path} is not a UTF-8 text file") from None
 
-    try:
-        url = urllib.parse.urlsplit(args.prometheus)
-        url.port  # noqa: B018 (parsing the port is the check)
-    except ValueError as err:
-        raise UsageError(f"--prometheus: {args.prometheus!r} is not a URL: {err}") from None
-    if url.scheme not in ("http", "https") or not url.hostname:
-        raise UsageError(f"--prometheus: {args.prometheus!r} is not an http:// or https:// URL")
+    _url_flag("--prometheus", args.prometheus)
     credentials = Credentials(
         bearer_token=read("--bearer-token-file", args.bearer_token_file),
         ca_pem=read("--ca-file", args.ca_file),
@@ -678,6 +684,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from tokenscale import controller
     from tokenscale.reconcile import OperatorConfig
 
+    if args.default_prometheus_url is not None:
+        _url_flag("--default-prometheus-url", args.default_prometheus_url)
     for flag, port in (("--health-port", args.health_port), ("--metrics-port", args.metrics_port)):
         _port_flag(flag, port)
         if port:  # taken ports fail here in one line, not in kopf's startup retried every minute
@@ -696,7 +704,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
         election = controller.LeaderElection(args.leader_election_namespace, args.leader_election_lease, identity)
     controller.run(
-        OperatorConfig(dry_run=args.dry_run, namespaces=tuple(args.namespace or ())),
+        OperatorConfig(
+            dry_run=args.dry_run,
+            namespaces=tuple(args.namespace or ()),
+            default_prometheus_url=args.default_prometheus_url,
+        ),
         election=election,
         namespaces=args.namespace or (),
         health_port=args.health_port,
@@ -841,6 +853,11 @@ Prompts are token ids with ignore_eos (no tokenizer needed). Progress and fit qu
     p = sub.add_parser("run", help="run the operator: plan and scale every InferencePool it can see")
     p.add_argument("--namespace", action="append", metavar="NS", help="watch this namespace (repeatable; default: all)")
     p.add_argument("--dry-run", action="store_true", help="advisory mode for every pool: decide, explain, never scale")
+    p.add_argument(
+        "--default-prometheus-url",
+        metavar="URL",
+        help="the Prometheus of pools that set no spec.metrics.prometheus.url (the chart's prometheus.url)",
+    )
     p.add_argument("--log-format", choices=("text", "json"), default="text", help="log line format")
     p.add_argument("--health-port", type=int, default=8080, help="liveness endpoint port (GET /healthz); 0: off")
     p.add_argument("--metrics-port", type=int, default=9090, help="operator metrics port (GET /metrics); 0: off")
