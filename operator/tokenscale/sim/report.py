@@ -341,42 +341,98 @@ def write_requests_csv(path: Path, runs: Sequence[PolicyRun]) -> None:
                 out.writerow([run.policy, f"{a:.6f}", f"{t1:.6f}", "" if math.isnan(t2) else f"{t2:.6f}"])
 
 
+# Policy colours leave out red, green and black: red and green mark missed and met windows, black the
+# objectives and the load, so neither is mistaken for a policy (issue 14).
+POLICY_COLORS = ("tab:blue", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:cyan", "tab:olive", "tab:gray")
+RATIO_CAP = 3.0  # the latency panels show quantile/target up to 3×; a larger miss is drawn at the cap
+
+
 def write_plot(path: Path, runs: Sequence[PolicyRun], objectives: Objectives, title: str) -> None:
-    """Load, replicas per pool per policy, and TTFT/TPOT quantiles against their targets, over time."""
+    """plot.png: `plot_figure` saved."""
+    import matplotlib.pyplot as plt
+
+    fig = plot_figure(runs, objectives, title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_figure(runs: Sequence[PolicyRun], objectives: Objectives, title: str) -> Any:
+    """Load, replicas per pool, TTFT and TPOT against their objectives, and per-window compliance.
+
+    Replica axes have integer ticks and start at 0; the latency panels plot quantile/target on a
+    linear axis capped at RATIO_CAP (values above it sit on the cap with a marker), so one policy's
+    large miss cannot flatten everyone else's; the objective is a black dashed line at 1; the last
+    panel is one row per policy, one cell per 5-minute window, green met and red missed; the legend
+    sits above the panels, clear of the data. tokenscale is drawn last and thickest, so no other
+    policy hides it.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    from matplotlib.ticker import MaxNLocator
 
     roles = list(runs[0].timeline.replicas)
-    fig, axes = plt.subplots(2 + len(roles), 1, figsize=(11, 2.4 * (2 + len(roles)) + 1), sharex=True)
+    colors = {run.policy: POLICY_COLORS[i % len(POLICY_COLORS)] for i, run in enumerate(runs)}
+    order = sorted(runs, key=lambda r: r.policy == "tokenscale")  # tokenscale on top
+    heights = [1.2, *([1.3] * len(roles)), 1.3, 1.3, 0.16 * len(runs) + 0.2]
+    fig, axes = plt.subplots(len(heights), 1, figsize=(11, 1.9 * sum(heights) + 1.2), sharex=True,
+                             gridspec_kw={"height_ratios": heights})  # fmt: skip
     first = runs[0].timeline
     axes[0].plot(first.t_s / 60, first.rate_per_s, color="black", lw=1)
     axes[0].set_ylabel("arrivals / s")
-    axes[0].set_title(title)
-    for run in runs:
-        tl = run.timeline
-        for ax, role in zip(axes[1 : 1 + len(roles)], roles, strict=True):
-            ax.step(tl.t_s / 60, tl.replicas[role], where="post", label=run.policy, lw=1.2)
-            ax.set_ylabel(f"{role} replicas")
-    axes[1].legend(loc="upper left", ncol=len(runs), fontsize=8)
-    lat = axes[-1]
-    for run in runs:
-        line = lat.plot(run.timeline.t_s / 60, run.timeline.ttft_q_s / objectives.ttft.target.seconds, lw=1)[0]
-        lat.plot(
-            run.timeline.t_s / 60,
-            run.timeline.tpot_q_s / objectives.tpot.target.seconds,
-            lw=1,
-            ls="--",
-            color=line.get_color(),
-        )
-    lat.axhline(1.0, color="red", lw=1)
-    lat.set_yscale("log")
-    lat.set_ylabel("quantile / target\n(— TTFT, -- TPOT)")
-    lat.set_xlabel("minutes")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    axes[0].set_ylim(bottom=0)
+
+    def style(run: PolicyRun) -> dict[str, Any]:
+        main = run.policy == "tokenscale"
+        return {"color": colors[run.policy], "lw": 2.2 if main else 1.2, "alpha": 1.0 if main else 0.85}
+
+    for ax, role in zip(axes[1 : 1 + len(roles)], roles, strict=True):
+        top = max(int(np.max(r.timeline.replicas[role])) for r in runs)
+        for run in order:
+            ax.step(run.timeline.t_s / 60, run.timeline.replicas[role], where="post", label=run.policy, **style(run))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=2))
+        ax.set_ylim(0, top + 1)
+        ax.set_ylabel(f"{role}\nreplicas")
+    for ax, signal, objective in (
+        (axes[1 + len(roles)], "TTFT", objectives.ttft),
+        (axes[2 + len(roles)], "TPOT", objectives.tpot),
+    ):
+        for run in order:
+            q_s = run.timeline.ttft_q_s if signal == "TTFT" else run.timeline.tpot_q_s
+            ratio = q_s / objective.target.seconds
+            ax.plot(run.timeline.t_s / 60, np.minimum(ratio, RATIO_CAP), **style(run))
+            over = ratio > RATIO_CAP
+            ax.plot(run.timeline.t_s[over] / 60, np.full(int(over.sum()), RATIO_CAP), ls="none", marker="^",
+                    ms=4, color=colors[run.policy])  # fmt: skip
+        ax.axhline(1.0, color="black", ls="--", lw=1.2, label="objective" if signal == "TTFT" else None)
+        ax.set_ylim(0, RATIO_CAP * 1.05)
+        ax.set_ylabel(f"{quantile_label(objective.quantile)} {signal}\n/ target")
+    strip = axes[-1]
+    end_s = max(float(r.timeline.t_s[-1]) for r in runs)
+    n_windows = max(1, int(np.ceil(end_s / WINDOW_S)))
+    grid = np.full((len(runs), n_windows), np.nan)
+    for i, run in enumerate(runs):
+        for w, met in window_flags(run.arrival_s, run.ttft_s, run.tpot_s, objectives).items():
+            if w < n_windows:
+                grid[i, w] = 1.0 if met else 0.0
+    strip.imshow(np.ma.masked_invalid(grid), aspect="auto", cmap=ListedColormap(["tab:red", "tab:green"]), vmin=0,
+                 vmax=1, extent=(0, n_windows * WINDOW_S / 60, len(runs), 0), interpolation="nearest")  # fmt: skip
+    strip.vlines(np.arange(1, n_windows) * WINDOW_S / 60, 0, len(runs), color="white", lw=1.5)
+    strip.hlines(np.arange(1, len(runs)), 0, n_windows * WINDOW_S / 60, color="white", lw=1.5)
+    strip.set_yticks(np.arange(len(runs)) + 0.5, [r.policy for r in runs], fontsize=8)
+    strip.set_ylabel("5-min windows\n(green met)")
+    strip.set_xlabel("minutes")
+    handles, labels = axes[1].get_legend_handles_labels()
+    obj_handles, obj_labels = axes[1 + len(roles)].get_legend_handles_labels()
+    height_in = fig.get_size_inches()[1]
+    top = 1.0 - 0.75 / height_in  # room above the panels for the title and, under it, the legend
+    fig.suptitle(title, y=1.0 - 0.12 / height_in, va="top")
+    fig.legend(handles + obj_handles, labels + obj_labels, loc="upper center", ncol=len(runs) + 1, fontsize=9,
+               frameon=False, bbox_to_anchor=(0.5, 1.0 - 0.38 / height_in))  # fmt: skip
+    fig.tight_layout(rect=(0, 0, 1, top))
+    return fig
 
 
 def write_fidelity_plot(path: Path, model_check: Fidelity, title: str) -> None:
