@@ -15,17 +15,10 @@ from typing import Any
 
 import pytest
 import yaml
+from test_cli import OBSERVATION  # the recorded observation test_cli.py plans over
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "vllm-disaggregated-70b.yaml"
-OBSERVATION = """\
-requestRatePerSecond: 12
-islMeanTokens: 2000
-oslMeanTokens: 300
-replicas:
-  prefill: {current: 1}
-  decode: {current: 2}
-"""
 POINTS = """\
 phase,isl_tokens,batch,context_tokens,seconds
 prefill,512,,,0.081
@@ -169,9 +162,9 @@ def test_dash_reads_the_manifest_and_the_observation_from_stdin(tmp_path: Path) 
     assert json.loads(planned.stdout)["prefill"]["replicas"] > 1
     broken = run("validate", "-f", "-", stdin=EXAMPLE.read_text().replace("maxReplicas: 8", "maxReplicas: eight"))
     assert broken.returncode == 2
-    assert broken.stderr.startswith("error: <stdin>:28: InferencePool llama-70b: spec.pools.prefill.maxReplicas"), (
-        broken.stderr
-    )
+    line = EXAMPLE.read_text().splitlines().index("      maxReplicas: 8") + 1
+    where = f"error: <stdin>:{line}: InferencePool llama-70b: spec.pools.prefill.maxReplicas"
+    assert broken.stderr.startswith(where), broken.stderr
     twice = run("plan", "-f", "-", "--observation", "-", stdin=OBSERVATION)
     assert twice.stderr == "error: -f, --observation: only one input can be read from stdin (-)\n"
 
