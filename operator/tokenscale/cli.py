@@ -173,7 +173,8 @@ def _load_one_pool(path: str) -> manifests.LoadedPool:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     _stdin_once([("-f", path) for path in args.file])
-    results: list[dict[str, object]] = []
+    results: list[dict[str, object]] = []  # -o json|yaml: one record per pool (or per unreadable file)
+    valid_lines: list[str] = []  # -o table
     for path in args.file:
         try:
             pools = manifests.load_pools(Path(path))
@@ -183,19 +184,22 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             continue
         for loaded in pools:
             spec = loaded.pool.spec
-            result: dict[str, object] = {"file": loaded.source, "name": loaded.name}
             try:
                 _lookups(loaded)
             except manifests.ManifestError as err:
                 print(f"error: {err}", file=sys.stderr)
-                results.append({**result, "valid": False, "error": str(err)})
+                results.append({"file": loaded.source, "name": loaded.name, "valid": False, "error": str(err)})
                 continue
-            results.append({**result, "valid": True, "mode": spec.mode, "pools": list(spec.active_pools())})
+            roles = list(spec.active_pools())
+            valid_lines.append(
+                f"{loaded.source}: InferencePool {loaded.name} is valid ({spec.mode}: {', '.join(roles)})"
+            )
+            results.append(
+                {"file": loaded.source, "name": loaded.name, "valid": True, "mode": spec.mode, "pools": roles}
+            )
     if args.output == "table":
-        for r in results:
-            if r["valid"]:
-                roles = ", ".join(str(role) for role in r["pools"])  # type: ignore[attr-defined]
-                print(f"{r['file']}: InferencePool {r['name']} is valid ({r['mode']}: {roles})")
+        for line in valid_lines:
+            print(line)
     else:
         _print_result(args.output, results)
     return EXIT_OK if all(r["valid"] for r in results) else EXIT_INVALID
