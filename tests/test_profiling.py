@@ -99,7 +99,7 @@ def test_the_points_are_fits_csv(profiled: tuple[PerformanceProfile, Path], tmp_
     [
         pytest.param(["--url", "http://127.0.0.1:{port}"], "cannot reach http://127.0.0.1:", id="nothing-listening"),
         pytest.param(["--url", "ftp://example"], "must be http(s)://host:port", id="not-http"),
-        pytest.param(["--url", "http://127.0.0.1:{port}", "--max-batch", "1"], "--max-batch must be ≥ 2", id="batch"),
+        pytest.param(["--url", "http://127.0.0.1:{port}", "--max-batch", "1"], "--max-batch: must be ≥ 2", id="batch"),
     ],
 )
 def test_a_bad_endpoint_is_one_line(args: list[str], message: str) -> None:
