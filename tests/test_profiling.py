@@ -98,7 +98,9 @@ def test_the_points_are_fits_csv(profiled: tuple[PerformanceProfile, Path], tmp_
     ("args", "message"),
     [
         pytest.param(["--url", "http://127.0.0.1:{port}"], "cannot reach http://127.0.0.1:", id="nothing-listening"),
-        pytest.param(["--url", "ftp://example"], "must be http(s)://host:port", id="not-http"),
+        pytest.param(
+            ["--url", "ftp://example"], "--url: 'ftp://example' is not an http:// or https:// URL", id="not-http"
+        ),
         pytest.param(["--url", "http://127.0.0.1:{port}", "--max-batch", "1"], "--max-batch: must be ≥ 2", id="batch"),
     ],
 )

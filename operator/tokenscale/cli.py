@@ -593,11 +593,11 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         batches=batches,
         decode_prompts=(64, max(64, min(512, args.max_prompt_tokens // 2))),
     )
-    endpoint = profiling.Endpoint(args.url.rstrip("/"), args.model)
+    endpoint = profiling.Endpoint(_url_flag("--url", args.url).rstrip("/"), args.model)
     try:
         points = profiling.measure(endpoint, plan, progress=lambda line: print(line, file=sys.stderr))
     except profiling.ProfileError as err:
-        raise UsageError(str(err)) from None
+        raise UsageError(f"--url: {err}") from None
     if args.points:
         try:
             Path(args.points).write_text(points.csv(), encoding="utf-8")
