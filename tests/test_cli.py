@@ -17,8 +17,9 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}  # pytest sets 80; tables here are unwrapped
     return subprocess.run(
-        [sys.executable, "-m", "tokenscale.cli", *args], capture_output=True, text=True, cwd=ROOT, timeout=120
+        [sys.executable, "-m", "tokenscale.cli", *args], capture_output=True, text=True, cwd=ROOT, timeout=120, env=env
     )
 
 
@@ -231,7 +232,7 @@ def test_simulate_refuses_an_out_that_is_a_file_before_the_run(tmp_path: Path) -
     taken = tmp_path / "taken"
     taken.write_text("mine")
     result = run("simulate", "-f", EXAMPLE, "--trace", str(trace), "--out", str(taken))
-    assert one_line_error(result) == f"error: --out: {taken} exists and is not a directory"
+    assert one_line_error(result) == f"error: --out-dir: {taken} exists and is not a directory"
     assert taken.read_text() == "mine"
     assert "simulat" not in result.stdout  # refused before any policy ran
 
@@ -242,11 +243,11 @@ def test_simulate_refuses_an_unwritable_out_and_removes_what_it_created(tmp_path
     blocker = tmp_path / "file"
     blocker.write_text("")
     result = run("simulate", "-f", EXAMPLE, "--trace", str(trace), "--out", str(blocker / "sub" / "out"))
-    assert one_line_error(result).startswith(f"error: --out: cannot write to {blocker}/sub/out:")
+    assert one_line_error(result).startswith(f"error: --out-dir: cannot write to {blocker}/sub/out:")
     ro = tmp_path / "ro"
     ro.mkdir()
     result = run("simulate", "-f", EXAMPLE, "--trace", str(trace), "--out", "/proc/tokenscale/out")
-    assert one_line_error(result).startswith("error: --out: cannot write to /proc/tokenscale/out:")
+    assert one_line_error(result).startswith("error: --out-dir: cannot write to /proc/tokenscale/out:")
 
 
 def test_serve_metrics_port_in_use_is_one_line(tmp_path: Path) -> None:
@@ -399,7 +400,7 @@ def test_plan_with_an_html_error_page_for_prometheus_exits_3_after_the_held_deci
     line = one_line_error(result, code=3)
     assert line.startswith(f"error: --prometheus: cannot read {url}:") and "HTTP 502" in line, line
     assert "<h1>502 Bad Gateway</h1> </body>" in line  # the page on one line
-    assert "MetricsMissing" in result.stdout and re.search(r"prefill\s*│\s*3\s", result.stdout), result.stdout
+    assert "MetricsMissing" in result.stdout and re.search(r"^prefill\s+3\s", result.stdout, re.M), result.stdout
     assert result.stdout.count("502 Bad Gateway") == 1, "the failure said once"
 
 

@@ -64,7 +64,7 @@ def test_crd_has_status_subresource_and_printer_columns() -> None:
     version = crd.crd_manifest()["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
     names = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert names == ["Mode", "TTFT", "TPOT", "Prefill", "Decode", "GPUs", "Age"]
+    assert names == ["Mode", "TTFT", "TPOT", "Prefill", "Decode", "GPUs", "Metrics", "Age"]
     assert crd.crd_manifest()["spec"]["names"]["shortNames"] == ["tspool"]
 
 

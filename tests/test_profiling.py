@@ -41,7 +41,7 @@ def profiled(vllm_engine: VllmServer, tmp_path_factory: pytest.TempPathFactory) 
     out = tmp_path_factory.mktemp("profile")
     run = _profile(
         "--url", vllm_engine.url, "--model", vllm_engine.model, "--max-prompt-tokens", "2048", "--max-batch", "16",
-        "--points", str(out / "points.csv"), "-o", str(out / "profile.yaml"),
+        "--points", str(out / "points.csv"), "--output-file", str(out / "profile.yaml"),
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     print("\n" + run.stderr)
@@ -81,7 +81,7 @@ def test_the_points_are_fits_csv(profiled: tuple[PerformanceProfile, Path], tmp_
     # The CSV the profiler wrote is `tokenscale fit`'s input and refits to the same profile.
     profile, points = profiled
     run = subprocess.run(
-        [sys.executable, "-m", "tokenscale.cli", "fit", str(points), "-o", str(tmp_path / "refit.yaml")],
+        [sys.executable, "-m", "tokenscale.cli", "fit", str(points), "--output-file", str(tmp_path / "refit.yaml")],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
@@ -98,8 +98,10 @@ def test_the_points_are_fits_csv(profiled: tuple[PerformanceProfile, Path], tmp_
     ("args", "message"),
     [
         pytest.param(["--url", "http://127.0.0.1:{port}"], "cannot reach http://127.0.0.1:", id="nothing-listening"),
-        pytest.param(["--url", "ftp://example"], "must be http(s)://host:port", id="not-http"),
-        pytest.param(["--url", "http://127.0.0.1:{port}", "--max-batch", "1"], "--max-batch must be ≥ 2", id="batch"),
+        pytest.param(
+            ["--url", "ftp://example"], "--url: 'ftp://example' is not an http:// or https:// URL", id="not-http"
+        ),
+        pytest.param(["--url", "http://127.0.0.1:{port}", "--max-batch", "1"], "--max-batch: must be ≥ 2", id="batch"),
     ],
 )
 def test_a_bad_endpoint_is_one_line(args: list[str], message: str) -> None:

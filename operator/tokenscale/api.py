@@ -206,8 +206,11 @@ class PrometheusSource(ApiModel):
     """Where the engines' metrics are queried."""
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [_positive_duration_rule("timeout")]})
-    url: str = Field(
-        pattern=r"^https?://\S+$", description="Base URL of the Prometheus HTTP API, e.g. http://prometheus:9090."
+    url: str | None = Field(
+        None,
+        pattern=r"^https?://\S+$",
+        description="Base URL of the Prometheus HTTP API, e.g. http://prometheus:9090. Unset: the operator's "
+        "default (the Helm chart's value prometheus.url).",
     )
     timeout: Duration = Field(Duration("10s"), description="Timeout of one query.")
     auth: PrometheusAuth | None = Field(None, description="Optional credentials.")
@@ -243,7 +246,9 @@ class MetricsSource(ApiModel):
             ]
         }
     )
-    prometheus: PrometheusSource = Field(description="The Prometheus to query.")
+    prometheus: PrometheusSource = Field(
+        default_factory=PrometheusSource, description="The Prometheus to query (default: the operator's)."
+    )
     engine: Engine = Field("vllm", description="Metric-name preset of the serving engine.")
     labels: dict[str, str] = Field(
         default_factory=dict,
@@ -559,7 +564,9 @@ class InferencePoolSpec(ApiModel):
     model: str = Field(min_length=1, description="Model name as it appears in the engine's metric labels.")
     mode: Mode = Field("Disaggregated", description="Disaggregated (prefill + decode pools) or Aggregated.")
     objectives: Objectives = Field(description="Latency objectives.")
-    metrics: MetricsSource = Field(description="Where load and latency are read.")
+    metrics: MetricsSource = Field(
+        default_factory=MetricsSource, description="Where load and latency are read (default: vLLM series)."
+    )
     pools: Pools = Field(description="The workloads that serve the model.")
     hardware: Hardware = Field(default_factory=Hardware, description="Default GPU of the pools (roofline prior).")
     model_shape: ModelShape | None = Field(None, description="Model shape (roofline prior); inferred from model.")
@@ -785,5 +792,11 @@ class InferencePool(ApiModel):
             "description": "current/desired (the aggregated pool in Aggregated mode)",
         },
         {"name": "GPUs", "type": "integer", "jsonPath": ".status.summary.gpus"},
+        {
+            "name": "Metrics",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="MetricsAvailable")].status',
+            "description": "the MetricsAvailable condition: True when every signal could be read",
+        },
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]

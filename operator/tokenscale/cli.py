@@ -1,12 +1,17 @@
-"""The `tokenscale` command line: `crds`, `validate` (and, as they land, `plan`, `simulate`, `fit`, `run`).
+"""The `tokenscale` command line: `crds`, `validate`, `plan`, `simulate`, `fit`, `profile`, `run`, `completion`.
 
-Every command turns bad input into one line on stderr naming the file and field, and exit status 2;
-no traceback reaches the user for a mistake in their input.
+Every command turns bad input into one line on stderr, `error: WHERE: MESSAGE`, where WHERE is
+`file:line` (or the file alone, `<stdin>` for `-f -`), a `--flag`, or the command for a usage
+error; exit status 2. No traceback reaches the user for a mistake in their input.
+Every command that prints a result takes `-o json|yaml|table` (the format; JSON and YAML keys are
+snake_case with units in their names); files are written only by flags named for them
+(`--output-file`, `--out-dir`, `--points`).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import math
 import os
@@ -21,9 +26,9 @@ from pathlib import Path
 from typing import NoReturn
 
 import numpy as np
-from rich.console import Console
+import yaml
 
-from tokenscale import crd, manifests, report
+from tokenscale import completion, crd, manifests, report, tables
 from tokenscale.api import InferencePoolSpec, Role, parse_duration_s
 from tokenscale.planner import plan as plan_mod
 from tokenscale.planner import profiles
@@ -76,6 +81,18 @@ def _duration_flag(flag: str, text: str | None, default_s: float) -> float:
     return _number_in(flag, seconds, 0.0, MAX_COLD_START_S)
 
 
+def _url_flag(flag: str, text: str) -> str:
+    """`text` if it is an http:// or https:// URL with a host (and a valid port), else a UsageError naming the flag."""
+    try:
+        url = urllib.parse.urlsplit(text)
+        url.port  # noqa: B018 (parsing the port is the check)
+    except ValueError as err:
+        raise UsageError(f"{flag}: {text!r} is not a URL: {err}") from None
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise UsageError(f"{flag}: {text!r} is not an http:// or https:// URL")
+    return text
+
+
 def _port_flag(flag: str, port: int) -> int:
     if not 0 <= port <= 65535:
         raise UsageError(f"{flag}: a TCP port is 0-65535, got {port}")
@@ -109,8 +126,33 @@ def _remove_empty(dirs: Sequence[Path]) -> None:
             return
 
 
+def _print_result(fmt: str, data: object, table: tables.Table | None = None) -> None:
+    """Print a command's result in the `-o` format: JSON, YAML, or the table for people."""
+    if fmt == "json":
+        print(json.dumps(data, indent=2))
+    elif fmt == "yaml":
+        sys.stdout.write(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    elif table is not None:
+        sys.stdout.write(tables.render(table, tables.terminal_width()))
+
+
+def _stdin_once(flag_paths: Sequence[tuple[str, str | None]]) -> None:
+    """Standard input can be read once: refuse a second `-` among the file flags."""
+    dashes = [flag for flag, path in flag_paths if path == manifests.STDIN]
+    if len(dashes) > 1:
+        raise UsageError(f"{', '.join(dashes)}: only one input can be read from stdin (-)")
+
+
 def _cmd_crds(args: argparse.Namespace) -> int:
-    sys.stdout.write(crd.crd_yaml())
+    if args.output == "json":
+        print(json.dumps(yaml.safe_load(crd.crd_yaml()), indent=2))
+    else:
+        sys.stdout.write(crd.crd_yaml())
+    return EXIT_OK
+
+
+def _cmd_completion(args: argparse.Namespace) -> int:
+    sys.stdout.write(completion.script(build_parser(), args.shell))
     return EXIT_OK
 
 
@@ -130,13 +172,15 @@ def _load_one_pool(path: str) -> manifests.LoadedPool:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    failed = False
+    _stdin_once([("-f", path) for path in args.file])
+    results: list[dict[str, object]] = []  # -o json|yaml: one record per pool (or per unreadable file)
+    valid_lines: list[str] = []  # -o table
     for path in args.file:
         try:
             pools = manifests.load_pools(Path(path))
         except manifests.ManifestError as err:
             print(f"error: {err}", file=sys.stderr)
-            failed = True
+            results.append({"file": manifests.source_name(Path(path)), "valid": False, "error": str(err)})
             continue
         for loaded in pools:
             spec = loaded.pool.spec
@@ -144,18 +188,29 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                 _lookups(loaded)
             except manifests.ManifestError as err:
                 print(f"error: {err}", file=sys.stderr)
-                failed = True
+                results.append({"file": loaded.source, "name": loaded.name, "valid": False, "error": str(err)})
                 continue
-            roles = ", ".join(spec.active_pools())
-            print(f"{loaded.source}: InferencePool {loaded.name} is valid ({spec.mode}: {roles})")
-    return EXIT_INVALID if failed else EXIT_OK
+            roles = list(spec.active_pools())
+            valid_lines.append(
+                f"{loaded.source}: InferencePool {loaded.name} is valid ({spec.mode}: {', '.join(roles)})"
+            )
+            results.append(
+                {"file": loaded.source, "name": loaded.name, "valid": True, "mode": spec.mode, "pools": roles}
+            )
+    if args.output == "table":
+        for line in valid_lines:
+            print(line)
+    else:
+        _print_result(args.output, results)
+    return EXIT_OK if all(r["valid"] for r in results) else EXIT_INVALID
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
+    _stdin_once([("-f", args.file), ("--observation", args.observation)])
     loaded = _load_one_pool(args.file)
     spec = loaded.pool.spec
     if (args.observation is None) == (args.prometheus is None):
-        raise UsageError("give exactly one of --observation FILE and --prometheus URL")
+        raise UsageError("--observation, --prometheus: give exactly one (a recorded FILE or a live URL)")
     replicas = _parse_replicas(args.replicas, spec) if args.replicas else None
     if args.observation is not None:
         observation = manifests.load_observation(Path(args.observation))
@@ -173,20 +228,20 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             )
     performance = profiles.resolve_all(spec)
     decision = plan_mod.plan(spec, observation, plan_mod.PlannerState(), observation.time_s, performance)
-    if args.output == "json":
+    if args.output in ("json", "yaml"):
         out = report.decision_json(decision)
         if args.prometheus is not None:
             recorded = manifests.RecordedObservation.from_observation(observation)
-            out["observation"] = recorded.model_dump(by_alias=True, exclude_none=True, mode="json")
+            out["observation"] = recorded.model_dump(exclude_none=True, mode="json")
             out["data_quality"] = [
                 {"signal": n.signal, "kind": n.kind, "message": n.message} for n in observation.notes
             ]
-        print(json.dumps(out, indent=2))
+        _print_result(args.output, out)
     else:
-        console = Console(width=max(100, Console().width))
         if args.prometheus is not None and unreadable is None:
-            console.print(report.observation_table(f"observed at {args.prometheus}", observation))
-        console.print(report.decision_table(loaded.name, spec, decision))
+            _print_result("table", None, report.observation_table(f"observed at {args.prometheus}", observation))
+            print()
+        _print_result("table", None, report.decision_table(loaded.name, spec, decision))
     if unreadable is not None:
         raise unreadable  # after the held decision: said once, and the exit status tells scripts
     return EXIT_OK
@@ -199,7 +254,7 @@ def _parse_replicas(text: str, spec: InferencePoolSpec) -> dict[Role, ReplicaCou
         role, _, count = item.partition("=")
         role = role.strip()
         if role not in roles or not count.strip().isdigit():
-            raise UsageError(f"--replicas wants ROLE=N for {', '.join(roles)} (e.g. decode=4), got {item!r}")
+            raise UsageError(f"--replicas: wants ROLE=N for {', '.join(roles)} (e.g. decode=4), got {item!r}")
         out[role] = ReplicaCounts(int(count), int(count))
     return out
 
@@ -224,13 +279,7 @@ def _observe_prometheus(
         except UnicodeDecodeError:
             raise UsageError(f"{flag}: {path} is not a UTF-8 text file") from None
 
-    try:
-        url = urllib.parse.urlsplit(args.prometheus)
-        url.port  # noqa: B018 (parsing the port is the check)
-    except ValueError as err:
-        raise UsageError(f"--prometheus: {args.prometheus!r} is not a URL: {err}") from None
-    if url.scheme not in ("http", "https") or not url.hostname:
-        raise UsageError(f"--prometheus: {args.prometheus!r} is not an http:// or https:// URL")
+    _url_flag("--prometheus", args.prometheus)
     credentials = Credentials(
         bearer_token=read("--bearer-token-file", args.bearer_token_file),
         ca_pem=read("--ca-file", args.ca_file),
@@ -269,6 +318,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     truth = simulated_truth(prior, args.perf_error)
     if args.serve_metrics is not None:
         return _serve_metrics(args, spec, prior, truth, cold_start_s)
+    _need_sim_extra()
     names = [n.strip() for n in args.policy.split(",") if n.strip()]
     unknown = [n for n in names if n not in POLICY_NAMES]
     if unknown or not names:
@@ -277,9 +327,11 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         )
     _number_in("--rate-scale", args.rate_scale, 0.0, math.inf, low_open=True)
     rng = np.random.default_rng(args.seed)
+    origin: dict[str, str] = {"source": args.trace or "synthetic"}
     if args.trace:
+        path, origin = _resolve_trace(args.trace)
         try:
-            w = traces.read_trace(Path(args.trace))
+            w = traces.read_trace(path)
         except traces.TraceError as err:
             raise UsageError(str(err)) from None
     else:
@@ -302,12 +354,51 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         if w.n_requests < 2:
             raise UsageError(f"--rate-scale: {args.rate_scale:g} leaves {w.n_requests} request(s) of {source}")
     out = Path(args.out)
-    created = _prepare_out_dir("--out", out)
+    created = _prepare_out_dir("--out-dir", out)
     try:
-        return _simulate_and_report(args, loaded, spec, prior, truth, w, names, cold_start_s, out)
+        return _simulate_and_report(args, loaded, spec, prior, truth, w, names, cold_start_s, out, origin)
     except BaseException:
         _remove_empty(created)
         raise
+
+
+def _resolve_trace(text: str) -> tuple[Path, dict[str, str]]:
+    """`--trace`: a local file, else a named public trace fetched into the user cache; where it came from."""
+    from tokenscale import public_traces
+
+    path = Path(text)
+    if path.exists() or text not in public_traces.CATALOG:
+        if not path.exists() and "/" not in text and "." not in text:
+            raise UsageError(
+                f"--trace: {text} is neither a file nor a named trace ({', '.join(public_traces.CATALOG)})"
+            )
+        return path, {"source": text}
+    try:
+        fetched = public_traces.fetch(
+            text,
+            public_traces.cache_dir(os.environ),
+            os.environ.get(public_traces.BASE_URL_ENV) or None,
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+    except public_traces.TraceFetchError as err:
+        raise UsageError(f"--trace {text}: {err}") from None
+    print(fetched.provenance(), file=sys.stderr, flush=True)
+    origin = {"source": text, "source_url": fetched.source_url, "license": fetched.trace.license}
+    return fetched.path, {**origin, "citation": fetched.trace.citation}
+
+
+SIM_EXTRA_HINT = "pip install 'tokenscale[sim]'"
+
+
+def _need_sim_extra() -> None:
+    """The report needs the simulator's extra (matplotlib, rich); say so in one line when it is missing."""
+    try:
+        import matplotlib  # noqa: F401
+        import rich  # noqa: F401
+    except ImportError as err:
+        raise UsageError(
+            f"simulate: the report needs {err.name or 'the simulator extra'}, which is not installed: {SIM_EXTRA_HINT}"
+        ) from None
 
 
 def _simulate_and_report(
@@ -320,10 +411,11 @@ def _simulate_and_report(
     names: list[str],
     cold_start_s: float,
     out: Path,
+    origin: dict[str, str],
 ) -> int:
     """Replay `w` under each policy and the references, write the report into `out` and print the table."""
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
-    from rich.table import Table
 
     from tokenscale.sim import fidelity, loop, references
 
@@ -347,7 +439,7 @@ def _simulate_and_report(
     model_check = fidelity.measure(setup, static_ref.counts[0])
     described = {
         "name": w.name,
-        "source": args.trace or "synthetic",
+        **origin,
         "requests": w.n_requests,
         "duration_s": w.duration_s,
         "mean_rate_per_s": w.mean_rate_per_s,
@@ -355,24 +447,29 @@ def _simulate_and_report(
         "osl_mean_tokens": float(w.osl_tokens.mean()),
         "speedup": args.speedup,
         "rate_scale": args.rate_scale,
+    }
+    conditions = {
         "cold_start_s": cold_start_s,
+        "cold_start_jitter_s": setup.cold_start_jitter_s,
         "decode_slower_than_prior": args.perf_error,
+        "interval_s": spec.interval.seconds,
+        "metrics_window_s": spec.metrics.window.seconds,
+        "score_window_s": sim_report.WINDOW_S,
         "seed": args.seed,
     }
     title = f"{loaded.name}: {w.name}"
     summary = sim_report.write_all(
-        out, described, spec.objectives, runs, title, refs, model_check, requests_csv=args.requests_csv
+        out, described, spec.objectives, runs, title, refs, model_check, args.requests_csv, conditions
     )
     scores = {r.policy: sim_report.score(r, spec.objectives) for r in runs}
-    table = Table(
-        title=title, caption=f"summary.json, report.md, plot.png and fidelity.png in {out}/", caption_justify="left"
+    table = tables.Table(
+        sim_report.table_columns(spec.objectives),
+        title=title,
+        caption=f"summary.json, report.md, plot.png and fidelity.png in {out}/",
     )
-    for column in sim_report.TABLE_COLUMNS:
-        table.add_column(column)
     for row in sim_report.table_rows(scores, refs):
         table.add_row(*row)
-    Console(width=max(120, Console().width)).print(table)
-    assert summary["policies"]
+    _print_result(args.output, summary, table)
     return EXIT_OK
 
 
@@ -392,7 +489,7 @@ def _serve_metrics(
 
     _port_flag("--serve-metrics", args.serve_metrics)
     if args.rate is None:
-        raise UsageError("--serve-metrics needs --rate REQ_PER_S (≥ 0): the arrival rate to simulate")
+        raise UsageError("--rate: --serve-metrics needs --rate REQ_PER_S (≥ 0): the arrival rate to simulate")
     _number_in("--rate", args.rate, 0.0, MAX_SERVE_RATE_PER_S)
     rng = np.random.default_rng(args.seed)
     isl = float(exporter.DEFAULT_ISL.sample(rng, 20_000).mean())
@@ -473,7 +570,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                     raise UsageError(f"{where}: batch must be ≥ 1, got {values[0]:g}")
                 points[phase].append(values)
     except OSError as err:
-        raise UsageError(f"cannot read {path}: {err.strerror or err}") from None
+        raise UsageError(f"{path}: cannot read: {err.strerror or err}") from None
     except (csv.Error, UnicodeDecodeError) as err:
         raise UsageError(f"{path}: not a CSV file: {err}") from None
     if not points["prefill"] and not points["decode"]:
@@ -486,9 +583,9 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     from tokenscale import profiling
 
     if args.max_prompt_tokens < 16:
-        raise UsageError(f"--max-prompt-tokens must be ≥ 16, got {args.max_prompt_tokens}")
+        raise UsageError(f"--max-prompt-tokens: must be ≥ 16, got {args.max_prompt_tokens}")
     if args.max_batch < 2:
-        raise UsageError(f"--max-batch must be ≥ 2 (decode needs several batch sizes), got {args.max_batch}")
+        raise UsageError(f"--max-batch: must be ≥ 2 (decode needs several batch sizes), got {args.max_batch}")
     powers = (2**k for k in range(args.max_batch.bit_length()))
     batches = tuple(sorted({*(n for n in powers if n <= args.max_batch), args.max_batch}))
     plan = profiling.Plan(
@@ -496,16 +593,16 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         batches=batches,
         decode_prompts=(64, max(64, min(512, args.max_prompt_tokens // 2))),
     )
-    endpoint = profiling.Endpoint(args.url.rstrip("/"), args.model)
+    endpoint = profiling.Endpoint(_url_flag("--url", args.url).rstrip("/"), args.model)
     try:
         points = profiling.measure(endpoint, plan, progress=lambda line: print(line, file=sys.stderr))
     except profiling.ProfileError as err:
-        raise UsageError(str(err)) from None
+        raise UsageError(f"--url: {err}") from None
     if args.points:
         try:
             Path(args.points).write_text(points.csv(), encoding="utf-8")
         except OSError as err:
-            raise UsageError(f"cannot write {args.points}: {err.strerror or err}") from None
+            raise UsageError(f"--points: cannot write {args.points}: {err.strerror or err}") from None
     measured = {
         "prefill": [[float(isl), s] for isl, s in points.prefill],
         "decode": [[float(n), ctx, s] for n, ctx, s in points.decode],
@@ -521,7 +618,7 @@ def _write_profile(points: dict[str, list[list[float]]], source: str, title: str
     from tokenscale.planner import perf
 
     if args.kv_capacity_tokens is not None and args.kv_capacity_tokens < 1:
-        raise UsageError(f"--kv-capacity-tokens must be ≥ 1, got {args.kv_capacity_tokens}")
+        raise UsageError(f"--kv-capacity-tokens: must be ≥ 1, got {args.kv_capacity_tokens}")
 
     def fitted(phase: str, columns: list[perf.FloatArray]) -> list[float]:
         """Coefficients of one phase's fit (6 significant digits); its quality goes to stderr."""
@@ -561,11 +658,13 @@ def _write_profile(points: dict[str, list[list[float]]], source: str, title: str
         text = yaml.safe_dump(manifest, sort_keys=False) + "data:\n  profile.yaml: |\n" + block
     else:
         text = f"# tokenscale {title}: use under pools.<role>.performance.profile\n{body}"
-    if args.output:
+    if args.output == "json":
+        text = json.dumps(yaml.safe_load(text.split("\n", 1)[1] if text.startswith("#") else text), indent=2) + "\n"
+    if args.output_file:
         try:
-            Path(args.output).write_text(text, encoding="utf-8")
+            Path(args.output_file).write_text(text, encoding="utf-8")
         except OSError as err:
-            raise UsageError(f"cannot write {args.output}: {err.strerror or err}") from None
+            raise UsageError(f"--output-file: cannot write {args.output_file}: {err.strerror or err}") from None
     else:
         sys.stdout.write(text)
     return EXIT_OK
@@ -589,6 +688,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from tokenscale import controller
     from tokenscale.reconcile import OperatorConfig
 
+    if args.default_prometheus_url is not None:
+        _url_flag("--default-prometheus-url", args.default_prometheus_url)
     for flag, port in (("--health-port", args.health_port), ("--metrics-port", args.metrics_port)):
         _port_flag(flag, port)
         if port:  # taken ports fail here in one line, not in kopf's startup retried every minute
@@ -607,7 +708,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
         election = controller.LeaderElection(args.leader_election_namespace, args.leader_election_lease, identity)
     controller.run(
-        OperatorConfig(dry_run=args.dry_run, namespaces=tuple(args.namespace or ())),
+        OperatorConfig(
+            dry_run=args.dry_run,
+            namespaces=tuple(args.namespace or ()),
+            default_prometheus_url=args.default_prometheus_url,
+        ),
         election=election,
         namespaces=args.namespace or (),
         health_port=args.health_port,
@@ -623,13 +728,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tokenscale",
         description="SLO-aware autoscaler for LLM inference: size prefill and decode pools to TTFT/TPOT objectives.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("crds", help="print the InferencePool CRD (YAML) generated from the API models")
+    p = sub.add_parser("crds", help="print the InferencePool CRD generated from the API models")
+    _output_flag(p, ("yaml", "json"))
     p.set_defaults(func=_cmd_crds)
 
     p = sub.add_parser("validate", help="check InferencePool manifests the way the API server and operator will")
-    p.add_argument("-f", "--file", action="append", required=True, help="manifest file (repeatable)")
+    p.add_argument("-f", "--file", action="append", required=True, help="manifest file (repeatable; - reads stdin)")
+    _output_flag(p)
     p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser(
@@ -640,8 +748,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(unreachable, timeout, HTTP error, not Prometheus JSON): one line on stderr, after the held "
         "decision when --replicas gives the current replicas, else no decision",
     )
-    p.add_argument("-f", "--file", required=True, help="InferencePool manifest")
-    p.add_argument("--observation", help="recorded observation (YAML; the shape README.md documents)")
+    p.add_argument("-f", "--file", required=True, help="InferencePool manifest (- reads stdin)")
+    p.add_argument("--observation", help="recorded observation (YAML; the shape README.md documents; - reads stdin)")
     p.add_argument("--prometheus", metavar="URL", help="read the observation from this Prometheus now")
     p.add_argument("--bearer-token-file", help="with --prometheus: file holding a bearer token")
     p.add_argument("--ca-file", help="with --prometheus: PEM CA bundle for https")
@@ -649,14 +757,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--replicas", metavar="ROLE=N,...", help="current replicas (default: the observation's, or the metrics')"
     )
-    p.add_argument("-o", "--output", choices=("table", "json"), default="table", help="output format")
+    _output_flag(p)
     p.set_defaults(func=_cmd_plan)
 
     p = sub.add_parser(
         "simulate", help="replay a workload through a simulated GPU fleet under several scaling policies"
     )
-    p.add_argument("-f", "--file", required=True, help="InferencePool manifest")
-    p.add_argument("--trace", help="Azure CSV, Mooncake JSONL or plain t_s,isl,osl CSV (default: synthetic)")
+    p.add_argument("-f", "--file", required=True, help="InferencePool manifest (- reads stdin)")
+    p.add_argument(
+        "--trace",
+        metavar="NAME|FILE",
+        help="a named public trace, downloaded once into ~/.cache/tokenscale/traces and checksummed "
+        "(azure-conv-2023, mooncake-synthetic), or a file: Azure CSV, Mooncake JSONL or plain t_s,isl,osl CSV "
+        "(default: the synthetic workload)",
+    )
     p.add_argument("--workload", choices=("synthetic",), default="synthetic", help="built-in workload")
     p.add_argument("--policy", default=",".join(POLICY_NAMES), help="comma-separated: " + ", ".join(POLICY_NAMES))
     p.add_argument("--rate-scale", type=float, default=1.0, help="multiply the arrival rate")
@@ -669,7 +783,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.25,
         help="how much slower the simulated decode is than the planner's prior (0.25 = 25%%)",
     )
-    p.add_argument("--out", default="simulate-out", help="directory for summary.json, report.md, plot.png")
+    p.add_argument(
+        "--out-dir",
+        "--out",
+        dest="out",
+        default="simulate-out",
+        metavar="DIR",
+        help="directory for summary.json, report.md, plot.png, fidelity.png (default simulate-out)",
+    )
+    _output_flag(p, help_extra="; json and yaml print summary.json")
     p.add_argument("--requests-csv", action="store_true", help="also write per-request requests.csv")
     p.add_argument(
         "--serve-metrics",
@@ -703,7 +825,7 @@ Writes a PerformanceProfile (YAML) to put under pools.<role>.performance.profile
 (points, R², max relative error, RMSE) goes to stderr.""",
     )
     p.add_argument("points", help="CSV of measured points (format above)")
-    p.add_argument("-o", "--output", help="write the profile to this file (default: stdout)")
+    _profile_output_flags(p)
     p.add_argument(
         "--kv-capacity-tokens", type=int, metavar="TOKENS", help="KV-cache capacity of one replica, in tokens"
     )
@@ -725,7 +847,7 @@ Prompts are token ids with ignore_eos (no tokenizer needed). Progress and fit qu
     p.add_argument("--max-prompt-tokens", type=int, default=2048, metavar="N", help="longest prompt (default 2048)")
     p.add_argument("--max-batch", type=int, default=16, metavar="N", help="most streams decoding at once (default 16)")
     p.add_argument("--points", metavar="CSV", help="also write the measured points, in `fit`'s CSV format")
-    p.add_argument("-o", "--output", help="write the profile to this file (default: stdout)")
+    _profile_output_flags(p)
     p.add_argument(
         "--kv-capacity-tokens", type=int, metavar="TOKENS", help="KV-cache capacity of one replica, in tokens"
     )
@@ -735,6 +857,11 @@ Prompts are token ids with ignore_eos (no tokenizer needed). Progress and fit qu
     p = sub.add_parser("run", help="run the operator: plan and scale every InferencePool it can see")
     p.add_argument("--namespace", action="append", metavar="NS", help="watch this namespace (repeatable; default: all)")
     p.add_argument("--dry-run", action="store_true", help="advisory mode for every pool: decide, explain, never scale")
+    p.add_argument(
+        "--default-prometheus-url",
+        metavar="URL",
+        help="the Prometheus of pools that set no spec.metrics.prometheus.url (the chart's prometheus.url)",
+    )
     p.add_argument("--log-format", choices=("text", "json"), default="text", help="log line format")
     p.add_argument("--health-port", type=int, default=8080, help="liveness endpoint port (GET /healthz); 0: off")
     p.add_argument("--metrics-port", type=int, default=9090, help="operator metrics port (GET /metrics); 0: off")
@@ -746,14 +873,46 @@ Prompts are token ids with ignore_eos (no tokenizer needed). Progress and fit qu
     p.add_argument("--leader-election-lease", default="tokenscale", metavar="NAME", help="the Lease's name")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser(
+        "completion",
+        help="print a shell completion script: source <(tokenscale completion bash)",
+        description="Print a completion script for bash or zsh, e.g. `source <(tokenscale completion bash)` "
+        'in ~/.bashrc, or `tokenscale completion zsh > "${fpath[1]}/_tokenscale"`.',
+    )
+    p.add_argument("shell", choices=completion.SHELLS, help="the shell")
+    p.set_defaults(func=_cmd_completion)
     return parser
 
 
+def version() -> str:
+    """The installed package's version."""
+    try:
+        return importlib.metadata.version("tokenscale")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _output_flag(
+    p: argparse.ArgumentParser, formats: Sequence[str] = ("table", "json", "yaml"), help_extra: str = ""
+) -> None:
+    """`-o/--output FORMAT`: the one meaning of -o in every command."""
+    p.add_argument(
+        "-o", "--output", choices=formats, default=formats[0], help=f"output format (default {formats[0]}{help_extra})"
+    )
+
+
+def _profile_output_flags(p: argparse.ArgumentParser) -> None:
+    """`fit` and `profile` print the profile as YAML or JSON, or write it to --output-file."""
+    _output_flag(p, ("yaml", "json"))
+    p.add_argument("--output-file", metavar="FILE", help="write the profile to FILE instead of stdout")
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with its usage errors on one line (`tokenscale simulate: error: ...`), exit status 2."""
+    """argparse with its usage errors in the one error format (`error: tokenscale simulate: ...`), exit status 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_INVALID, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(EXIT_INVALID, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,11 +2,13 @@
 
 Called by the CLI (`validate`, `plan`, `simulate`). A file may hold several YAML documents (the
 examples carry the Deployments a pool scales); only `tokenscale.dev` InferencePools are parsed.
+The path `-` reads standard input, named `<stdin>` in messages.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,17 +125,36 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _documents(path: Path) -> Iterable[tuple[int, Any, yaml.Node | None]]:
-    """(index, document, its YAML node) for every non-empty document of a YAML file."""
+STDIN = "-"
+
+
+def source_name(path: Path) -> str:
+    """How messages name a file: `<stdin>` for `-`, else the path as given."""
+    return "<stdin>" if str(path) == STDIN else str(path)
+
+
+def _read_text(path: Path) -> str:
+    """The text of `path`, or of standard input for `-`; ManifestError naming the file when unreadable."""
+    if str(path) == STDIN:
+        data = sys.stdin.buffer.read()
+    else:
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise ManifestError(f"{path}: cannot read: {err.strerror}") from None
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ManifestError(f"{path}: cannot read: {err.strerror}") from None
+        return data.decode("utf-8")
     except UnicodeDecodeError as err:
-        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        line = data[: err.start].count(b"\n") + 1
         raise ManifestError(
-            f"{path}:{line}: not a UTF-8 text file (byte {err.start} is {err.object[err.start]:#04x})"
+            f"{source_name(path)}:{line}: not a UTF-8 text file (byte {err.start} is {data[err.start]:#04x})"
         ) from None
+
+
+def _documents(path: Path) -> Iterable[tuple[int, Any, yaml.Node | None]]:
+    """(index, document, its YAML node) for every non-empty document of a YAML file (`-`: stdin)."""
+    text = _read_text(path)
+    name = source_name(path)
     loader = _StrictLoader(text)
     out: list[tuple[int, Any, yaml.Node | None]] = []
     try:
@@ -144,7 +165,7 @@ def _documents(path: Path) -> Iterable[tuple[int, Any, yaml.Node | None]]:
                 out.append((len(out), doc, node))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        where = f"{name}:{mark.line + 1}" if mark is not None else name
         problem = getattr(err, "problem", None) or str(err)
         raise ManifestError(f"{where}: not valid YAML: {problem}") from None
     finally:
@@ -155,19 +176,20 @@ def _documents(path: Path) -> Iterable[tuple[int, Any, yaml.Node | None]]:
 def load_pools(path: Path) -> list[LoadedPool]:
     """Every InferencePool in a YAML file; ManifestError when one is invalid or there is none."""
     pools = []
+    name = source_name(path)
     for index, doc, node in _documents(path):
         if not isinstance(doc, dict):
-            raise ManifestError(f"{_where(str(path), node, ())}: document {index + 1} is not a mapping")
+            raise ManifestError(f"{_where(name, node, ())}: document {index + 1} is not a mapping")
         if doc.get("kind") != api.KIND or not str(doc.get("apiVersion", "")).startswith(api.GROUP + "/"):
             continue
         if doc.get("apiVersion") != f"{api.GROUP}/{api.VERSION}":
             raise ManifestError(
-                f"{_where(str(path), node, ('apiVersion',))}: apiVersion {doc.get('apiVersion')!r} is not served; "
+                f"{_where(name, node, ('apiVersion',))}: apiVersion {doc.get('apiVersion')!r} is not served; "
                 f"use {api.GROUP}/{api.VERSION}"
             )
-        pools.append(LoadedPool(str(path), parse_pool(doc, str(path), node), node))
+        pools.append(LoadedPool(name, parse_pool(doc, name, node), node))
     if not pools:
-        raise ManifestError(f"{path}: no {api.GROUP}/{api.VERSION} InferencePool found in the file")
+        raise ManifestError(f"{name}: no {api.GROUP}/{api.VERSION} InferencePool found in the file")
     return pools
 
 
@@ -176,7 +198,7 @@ def load_one_pool(path: Path) -> LoadedPool:
     pools = load_pools(path)
     if len(pools) > 1:
         names = ", ".join(p.name for p in pools)
-        raise ManifestError(f"{path}: holds {len(pools)} InferencePools ({names}); give a file with one")
+        raise ManifestError(f"{source_name(path)}: holds {len(pools)} InferencePools ({names}); give a file with one")
     return pools[0]
 
 
@@ -364,11 +386,12 @@ def _normalized(weights: list[float]) -> npt.NDArray[np.float64]:
 def load_observation(path: Path) -> Observation:
     """A recorded observation from a YAML file; ManifestError naming the field when it is wrong."""
     docs = list(_documents(path))
+    name = source_name(path)
     if len(docs) != 1 or not isinstance(docs[0][1], dict):
-        raise ManifestError(f"{path}: expected one YAML mapping with the observation")
+        raise ManifestError(f"{name}: expected one YAML mapping with the observation")
     _, doc, node = docs[0]
     try:
         return RecordedObservation.model_validate(doc).to_observation()
     except ValidationError as err:
         first = err.errors(include_url=False)[0]["loc"] if err.error_count() else ()
-        raise ManifestError(f"{_where(str(path), node, first)}: " + "; ".join(format_validation_error(err))) from None
+        raise ManifestError(f"{_where(name, node, first)}: " + "; ".join(format_validation_error(err))) from None

@@ -51,7 +51,7 @@ class Endpoint:
     def _connection(self) -> http.client.HTTPConnection:
         parts = urllib.parse.urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ProfileError(f"--url must be http(s)://host:port, got {self.url!r}")
+            raise ProfileError(f"must be http(s)://host:port, got {self.url!r}")
         cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
         return cls(parts.hostname, parts.port, timeout=self.timeout_s)
 

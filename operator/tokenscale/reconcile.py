@@ -45,6 +45,7 @@ class OperatorConfig:
 
     dry_run: bool = False  # advisory mode for every pool
     namespaces: tuple[str, ...] = ()  # the watched namespaces (empty: all); GPUs in use are counted from their pods
+    default_prometheus_url: str | None = None  # for pools that set no spec.metrics.prometheus.url
 
 
 @dataclass(frozen=True)
@@ -362,7 +363,10 @@ async def _observe(
 ) -> ObservationResult:
     """The pool's metrics, with the credentials its Secrets hold; replicas are the caller's to add."""
     credentials = await _credentials(ctx, namespace, spec)
-    client = ctx.prometheus.get(spec.metrics.prometheus.url, spec.metrics.prometheus.timeout.seconds, credentials)
+    # No URL anywhere: the client answers every query "unreachable" with how to set one, so the
+    # planner holds with MetricsAvailable=False like for any Prometheus it cannot read.
+    url = spec.metrics.prometheus.url or ctx.config.default_prometheus_url or ""
+    client = ctx.prometheus.get(url, spec.metrics.prometheus.timeout.seconds, credentials)
     return await observe(spec, client, now_s)
 
 

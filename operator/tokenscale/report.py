@@ -1,4 +1,4 @@
-"""Render a planning Decision for people (a rich table) and for programs (a stable JSON shape).
+"""Render a planning Decision for people (a plain-text table) and for programs (a stable JSON shape).
 
 Called by the CLI (`tokenscale plan`). The JSON shape is documented in README.md and kept stable:
 
@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.table import Table
-
 from tokenscale.api import InferencePoolSpec
 from tokenscale.planner.observation import Observation
 from tokenscale.planner.plan import Decision
+from tokenscale.tables import Table
 
 
 def decision_json(decision: Decision) -> dict[str, Any]:
@@ -69,9 +68,8 @@ def decision_table(name: str, spec: InferencePoolSpec, decision: Decision) -> Ta
         f"{name}: {spec.mode}, p{obj.ttft.quantile * 100:g} TTFT ≤ {_ms(obj.ttft.target.seconds)}, "
         f"p{obj.tpot.quantile * 100:g} TPOT ≤ {_ms(obj.tpot.target.seconds)}"
     )
-    table = Table(title=title, caption=decision.reason, caption_justify="left")
-    for column in ("pool", "replicas", "GPUs", "pred. TTFT", "pred. TPOT", "KV", "binds", "reason"):
-        table.add_column(column)
+    columns = ("pool", "replicas", "GPUs", "pred. TTFT", "pred. TPOT", "KV", "binds", "reason")
+    table = Table(columns, title=title, caption=decision.reason)
     for role, d in decision.pools.items():
         kv = "-" if d.kv_usage_fraction is None else f"{d.kv_usage_fraction:.0%}"
         replicas = f"{d.current_replicas} → {d.desired_replicas}" if d.changed else str(d.current_replicas)
@@ -95,9 +93,7 @@ def decision_table(name: str, spec: InferencePoolSpec, decision: Decision) -> Ta
 
 def observation_table(title: str, observation: Observation) -> Table:
     """The signals read (or why not): what `plan --prometheus` shows before the decision."""
-    table = Table(title=title)
-    for column in ("signal", "value", "data quality"):
-        table.add_column(column)
+    table = Table(("signal", "value", "data quality"), title=title)
     notes: dict[str, list[str]] = {}
     for note in observation.notes:
         notes.setdefault(note.signal, []).append(f"{note.kind}: {note.message}")

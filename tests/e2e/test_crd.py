@@ -193,7 +193,7 @@ def test_invalid_pool_is_rejected_with_422_naming_the_field(
     assert field in [cause.get("field") for cause in api_error_causes(raised.value)], body
 
 
-PRINTER_HEADERS = ["NAME", "MODE", "TTFT", "TPOT", "PREFILL", "DECODE", "GPUS", "AGE"]
+PRINTER_HEADERS = ["NAME", "MODE", "TTFT", "TPOT", "PREFILL", "DECODE", "GPUS", "METRICS", "AGE"]
 
 
 @pytest.mark.parametrize(

@@ -128,3 +128,16 @@ def test_a_long_query_travels_in_a_form_body_past_a_proxys_request_line_limit() 
             client.close()
     assert samples[0].value == len(long_query)  # the whole query arrived, unaltered in length
     assert server.last_request_line.startswith("POST /api/v1/query ")
+
+
+def test_a_pool_with_no_url_and_no_default_reads_unreachable_with_how_to_set_one() -> None:
+    # spec.metrics.prometheus.url unset and `tokenscale run` without --default-prometheus-url: the
+    # reconcile cycle builds a client for "" and every query fails like an unreachable Prometheus.
+    client = PrometheusClient("")
+    try:
+        with pytest.raises(PrometheusError) as err:
+            asyncio.run(client.query("up"))
+    finally:
+        client.close()
+    assert err.value.kind == "unreachable"
+    assert "set spec.metrics.prometheus.url" in str(err.value) and "prometheus.url" in str(err.value)

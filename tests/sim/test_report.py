@@ -61,7 +61,7 @@ def test_windows_goodput_and_replicas() -> None:
     assert s.gpu_hours == pytest.approx(1.0)
     assert s.goodput_per_gpu_hour == pytest.approx(10.0)
     assert s.max_replicas == {"decode": 3} and s.mean_replicas == {"decode": 2.0}
-    assert s.ttft_p90_s == pytest.approx(3.0)
+    assert s.ttft_quantile_s == pytest.approx(3.0)
 
 
 def test_write_all_produces_documented_files(tmp_path: Path) -> None:
@@ -77,3 +77,104 @@ def test_write_all_produces_documented_files(tmp_path: Path) -> None:
     assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
     assert "| p |" in (tmp_path / "report.md").read_text()
     assert len((tmp_path / "requests.csv").read_text().splitlines()) == 6
+
+
+@pytest.mark.parametrize(
+    ("ttft_q", "tpot_q", "ttft_key", "tpot_key", "label"),
+    [
+        pytest.param(0.95, 0.9, "ttft_p95_s", "tpot_p90_s", "p95 TTFT", id="p95-ttft"),
+        pytest.param(0.5, 0.99, "ttft_p50_s", "tpot_p99_s", "p50 TTFT", id="median-ttft-p99-tpot"),
+        pytest.param(0.999, 0.9, "ttft_p99_9_s", "tpot_p90_s", "p99.9 TTFT", id="p99.9-ttft"),
+    ],
+)
+def test_latency_labels_and_keys_follow_the_objective_quantile(
+    tmp_path: Path, ttft_q: float, tpot_q: float, ttft_key: str, tpot_key: str, label: str
+) -> None:
+    objectives = api.Objectives.model_validate(
+        {"ttft": {"quantile": ttft_q, "target": "1s"}, "tpot": {"quantile": tpot_q, "target": "50ms"}}
+    )
+    ttft = list(np.linspace(0.01, 1.0, 1000))  # the q-quantile of TTFT is about q seconds
+    summary = report.write_all(tmp_path, {"name": "w"}, objectives, [_run(ttft, [0.01] * 1000)], "t")
+    row = summary["policies"]["p"]
+    assert row[ttft_key] == pytest.approx(ttft_q, abs=0.01) and tpot_key in row
+    assert not [k for k in row if k.startswith(("ttft_p", "tpot_p")) and k not in (ttft_key, tpot_key)]
+    assert f"{label} ms" in report.table_columns(objectives)
+    text = (tmp_path / "report.md").read_text()
+    assert f"| {label} ms |" in text
+    if ttft_q != 0.9:
+        assert "p90 TTFT" not in text
+
+
+def test_report_states_the_setup_and_defines_every_column(tmp_path: Path) -> None:
+    setup = {"cold_start_s": 240.0, "cold_start_jitter_s": 24.0, "decode_slower_than_prior": 0.25,
+             "interval_s": 30.0, "metrics_window_s": 300.0, "score_window_s": 300.0, "seed": 7}  # fmt: skip
+    report.write_all(tmp_path, {"name": "w"}, OBJ, [_run([0.5] * 5, [0.01] * 5)], "t", setup=setup)
+    text = (tmp_path / "report.md").read_text()
+    for phrase in ("240 s after it is requested", "25% slower than the planner's speed prior", "every 30 s",
+                   "300 s window", "p90 TTFT ≤ 1000 ms", "per 5-minute window", "Seed 7"):  # fmt: skip
+        assert phrase in text, phrase
+    header = next(line for line in text.splitlines() if line.startswith("| policy |"))
+    defined = {line.split("**")[1] for line in text.splitlines() if line.startswith("- **")}
+    for column in header.strip("| ").split(" | "):
+        assert column in defined or column.split(" ", 1)[1] in " ".join(defined), column
+    assert "**goodput / GPU-hour**: requests meeting both objectives per GPU-hour" in text
+
+
+def _policy_run(policy: str, decode: list[float], ttft_ratio: float) -> report.PolicyRun:
+    """A 20-minute run: replicas per minute, TTFT at `ttft_ratio` × the 1 s target in the second window."""
+    t = np.arange(20) * 60.0
+    arrival = np.linspace(0, 1199, 400)
+    ttft = np.where((arrival >= 300) & (arrival < 600), ttft_ratio, 0.5)
+    return report.PolicyRun(
+        policy=policy,
+        arrival_s=arrival,
+        ttft_s=ttft,
+        tpot_s=np.full(400, 0.01),
+        gpu_seconds=3600.0,
+        scale_actions=1,
+        timeline=report.Timeline(
+            t_s=t,
+            rate_per_s=np.ones(20),
+            replicas={"prefill": np.repeat([1.0, 3.0], 10), "decode": np.asarray(decode)},
+            ready={"prefill": np.repeat([1.0, 3.0], 10), "decode": np.asarray(decode)},
+            ttft_q_s=np.where((t >= 300) & (t < 600), ttft_ratio, 0.5),
+            tpot_q_s=np.full(20, 0.02),
+        ),
+    )
+
+
+def test_the_plot_reads_at_a_glance() -> None:
+    import matplotlib.colors as mcolors
+    import matplotlib.pyplot as plt
+
+    runs = [_policy_run("static", [2.0] * 20, 0.8), _policy_run("hpa", [2.0] * 20, 100.0),
+            _policy_run("tokenscale", [2.0] * 20, 0.9)]  # fmt: skip
+    fig = report.plot_figure(runs, OBJ, "title")
+    try:
+        axes = fig.axes
+        # Replica panels: integer ticks from 0, never 1.90-2.10 around a flat line.
+        for ax in axes[1:3]:
+            ticks = [t for t in ax.get_yticks() if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]]
+            assert ticks[0] == 0 and all(float(t).is_integer() for t in ticks), ticks
+        # A 100× miss cannot stretch the latency axis: everyone's ratio stays readable.
+        ttft_ax = axes[3]
+        assert ttft_ax.get_ylim()[1] <= report.RATIO_CAP * 1.1 and ttft_ax.get_yscale() == "linear"
+        assert ttft_ax.get_ylabel().startswith("p90 TTFT")
+        # The objective is black and dashed; no policy is black, red or green.
+        objective = [line for line in ttft_ax.get_lines() if line.get_linestyle() == "--"]
+        assert objective and all(mcolors.to_hex(line.get_color()) == "#000000" for line in objective)
+        policy_colors = {mcolors.to_hex(line.get_color()) for ax in axes[1:3] for line in ax.get_lines()}
+        assert not policy_colors & {mcolors.to_hex(c) for c in ("black", "tab:red", "tab:green")}
+        # tokenscale is drawn last (on top) and thickest.
+        last = axes[1].get_lines()[-1]
+        assert last.get_label() == "tokenscale" and last.get_linewidth() > axes[1].get_lines()[0].get_linewidth()
+        # Compliance strip: policies by row, windows by column; hpa misses window 1 only.
+        grid = axes[-1].get_images()[0].get_array()
+        assert grid.shape == (3, 4)
+        assert grid[1].tolist() == [1.0, 0.0, 1.0, 1.0] and grid[0].tolist() == [1.0] * 4
+        # The legend sits above every panel, over no data.
+        fig.canvas.draw()
+        legend_box = fig.legends[0].get_window_extent()
+        assert legend_box.y0 >= max(ax.get_window_extent().y1 for ax in axes) - 1
+    finally:
+        plt.close(fig)

@@ -27,6 +27,13 @@ from urllib3.util.retry import Retry
 ErrorKind = Literal["unreachable", "timeout", "http-status", "bad-response", "query-error"]
 
 
+# A pool without spec.metrics.prometheus.url under an operator without a default: every query fails with this.
+NO_URL_MESSAGE = (
+    "no Prometheus URL: set spec.metrics.prometheus.url, or the operator's default "
+    "(tokenscale run --default-prometheus-url; the chart's value prometheus.url)"
+)
+
+
 class PrometheusError(Exception):
     """A query that produced no usable answer; `kind` says why."""
 
@@ -100,6 +107,8 @@ class PrometheusClient:
 
         Scalars come back as one sample with no labels. Raises `PrometheusError`.
         """
+        if not self.url:
+            raise PrometheusError("unreachable", NO_URL_MESSAGE)
         params = {} if time_s is None else {"time": f"{time_s:.3f}"}
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._pool, self._query_blocking, promql, params)

@@ -1,7 +1,7 @@
 """Request-trace readers: Azure LLM inference CSV, Mooncake JSONL and a plain CSV, into a `Workload`.
 
-Called by `tokenscale simulate --trace FILE` (through `read_trace`, which detects the format) and by
-the tests and benchmarks that replay `../shared/traces/`. Formats:
+Called by `tokenscale simulate --trace FILE|NAME` (through `read_trace`, which detects the format; a
+named public trace is first fetched by `public_traces.py`), and by the tests and benchmarks. Formats:
 
 - Azure LLM inference trace (Patel et al., "Splitwise", ISCA 2024; AzurePublicDataset):
   header `TIMESTAMP,ContextTokens,GeneratedTokens`, timestamps like `2023-11-16 18:15:46.6805900`
