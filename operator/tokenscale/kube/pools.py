@@ -16,10 +16,8 @@ from typing import Any, cast
 import kubernetes
 import urllib3
 
-from tokenscale.api import ConfigMapKeyRef, SecretKeyRef
+from tokenscale.api import GROUP, KIND, PLURAL, VERSION, ConfigMapKeyRef, SecretKeyRef
 from tokenscale.kube.scale import KubeError, translate
-
-GROUP, VERSION, PLURAL = "tokenscale.dev", "v1alpha1", "inferencepools"
 
 
 class MissingReference(KubeError):
@@ -57,7 +55,7 @@ async def write_status(
         for i in range(attempts):
             body = {
                 "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "InferencePool",
+                "kind": KIND,
                 "metadata": {"name": name, "namespace": namespace, "resourceVersion": version},
                 "status": dict(status),
             }
