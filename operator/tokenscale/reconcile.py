@@ -393,7 +393,8 @@ async def _profiles(ctx: OperatorContext, namespace: str, spec: api.InferencePoo
             out[role] = api.PerformanceProfile.model_validate(yaml.safe_load(text))
         except (yaml.YAMLError, ValidationError) as err:
             raise pools.MissingReference(
-                "InvalidProfile", f"ConfigMap {namespace}/{ref.name} key {ref.key} is not a PerformanceProfile: {err}"
+                reasons.INVALID_PROFILE,
+                f"ConfigMap {namespace}/{ref.name} key {ref.key} is not a PerformanceProfile: {err}",
             ) from None
     return out
 
