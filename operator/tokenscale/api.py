@@ -38,6 +38,17 @@ ROLES_BY_MODE: dict[str, tuple[Role, ...]] = {
     "Aggregated": ("aggregated",),
 }
 
+
+def serving_role(mode: Mode) -> Role:
+    """The role whose replicas generate tokens and hold the KV cache: decode, or the aggregated pool."""
+    return "aggregated" if mode == "Aggregated" else "decode"
+
+
+def prompt_role(mode: Mode) -> Role:
+    """The role whose replicas run the prompts (prefill) and so set TTFT: prefill, or the aggregated pool."""
+    return "aggregated" if mode == "Aggregated" else "prefill"
+
+
 # ---------------------------------------------------------------------------------------------
 # Durations
 # ---------------------------------------------------------------------------------------------

@@ -160,7 +160,7 @@ def decided_status(
             )
     planned = decision.planned
     conditions = merge_conditions(prev.conditions, [*decision.conditions, *extra_conditions], now_s)
-    serving: Role = "aggregated" if spec.mode == "Aggregated" else "decode"
+    serving = api.serving_role(spec.mode)
     obj = spec.objectives
 
     def replicas_text(role: Role) -> str | None:

@@ -25,7 +25,7 @@ import math
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 
-from tokenscale.api import InferencePoolSpec, Objective, Role
+from tokenscale.api import InferencePoolSpec, Objective, Role, prompt_role, serving_role
 from tokenscale.metrics import promql
 from tokenscale.metrics.presets import PRESETS, EnginePreset, LengthSeries
 from tokenscale.metrics.prometheus import PrometheusClient, PrometheusError, Sample
@@ -66,14 +66,6 @@ class ObservationResult:
     metrics_replicas: Mapping[Role, int]  # series per pool: replicas that export metrics
 
 
-def _serving_role(spec: InferencePoolSpec) -> Role:
-    return "aggregated" if spec.mode == "Aggregated" else "decode"
-
-
-def _prefill_role(spec: InferencePoolSpec) -> Role:
-    return "aggregated" if spec.mode == "Aggregated" else "prefill"
-
-
 class _Plan:
     """The queries of one observation, named, and the label matchers they use."""
 
@@ -82,7 +74,7 @@ class _Plan:
         self.window_s = spec.metrics.window.seconds
         self.base = {preset.model_label: spec.model, **spec.metrics.labels}
         self.roles = tuple(spec.active_pools())
-        self.serving = self.base if preset.request_source == "frontend" else self.pool(_serving_role(spec))
+        self.serving = self.base if preset.request_source == "frontend" else self.pool(serving_role(spec.mode))
         self.queries: dict[str, str] = {}
 
     def pool(self, role: Role) -> dict[str, str]:
@@ -115,7 +107,7 @@ class _Plan:
                 self.add(f"{signal}_quantile_{i}", promql.histogram_quantile(q, name, self.serving, w))
                 self.add(f"{signal}_sum_{i}", promql.histogram_sum(name, self.serving, w))
         if p.prefill_time:
-            prefill = self.pool(_prefill_role(spec)) if p.request_source == "serving-pool" else self.base
+            prefill = self.pool(prompt_role(spec.mode)) if p.request_source == "serving-pool" else self.base
             self.add("prefill_buckets", promql.histogram_buckets(p.prefill_time, prefill, w))
             self.add("prefill_sum", promql.histogram_sum(p.prefill_time, prefill, w))
         per_pool_metric = p.running or (p.finished_requests if p.request_source == "serving-pool" else None)
@@ -127,7 +119,7 @@ class _Plan:
         if p.waiting:
             self.add("waiting", promql.gauge_sum(p.waiting, self.base))
         for i, name in enumerate(p.kv_usage):
-            self.add(f"kv_{i}", promql.gauge_avg(name, self.pool(_serving_role(spec))))
+            self.add(f"kv_{i}", promql.gauge_avg(name, self.pool(serving_role(spec.mode))))
 
 
 async def observe(
@@ -597,7 +589,7 @@ async def _observe_custom(
         ttft_quantile_s=values["ttft_quantile"],
         tpot_quantile_s=values["tpot_quantile"],
         waiting_requests=values.get("waiting"),
-        running_requests={_serving_role(spec): v} if (v := values.get("running")) is not None else {},
+        running_requests={serving_role(spec.mode): v} if (v := values.get("running")) is not None else {},
         kv_usage_fraction=values.get("kv_usage"),
         notes=tuple(r.notes),
     )

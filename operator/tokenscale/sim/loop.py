@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tokenscale.api import InferencePoolSpec, Role
+from tokenscale.api import InferencePoolSpec, Role, serving_role
 from tokenscale.planner import lengths
 from tokenscale.planner.observation import (
     DataNote,
@@ -115,7 +115,7 @@ def observe(
         else:
             max_batch = spec.active_pools()[r].max_batch_size
             utilization[r] = max(p.kv_usage_fraction, p.running_requests / (ready * max_batch))
-    serving: Role = "aggregated" if "aggregated" in roles else "decode"
+    serving = serving_role(spec.mode)
     observation = Observation(
         time_s=now.time_s,
         request_rate_per_s=rate,

@@ -41,7 +41,7 @@ from typing import Protocol
 
 import numpy as np
 
-from tokenscale.api import ROLES_BY_MODE, InferencePoolSpec, Role
+from tokenscale.api import ROLES_BY_MODE, InferencePoolSpec, Role, serving_role
 from tokenscale.planner import plan as planner
 from tokenscale.planner import sizing
 from tokenscale.planner.observation import Observation
@@ -329,7 +329,7 @@ class DynamoPolicy:
         return replace(fresh, bounds=bounds, prefill_correction=p_corr, decode_correction=d_corr)
 
     def _decode_correction(self, view: ControlView, rate: float, isl: float, osl: float, state: DynamoState) -> float:
-        role: Role = "aggregated" if self.spec.mode == "Aggregated" else "decode"
+        role = serving_role(self.spec.mode)
         if view.itl_mean_s is None:
             return state.decode_correction
         replicas = max(view.observation.replicas[role].ready, 1)
