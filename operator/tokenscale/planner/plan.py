@@ -600,10 +600,9 @@ def _capacity_by_count(
         pool = spec.active_pools()["aggregated"]
         rates = np.zeros(counts.shape)
         for i, k in enumerate(counts):
-            lo, hi = 0.0, max(load.rate_per_s, 1e-3) * 4.0 * k
-            for _ in range(30):
-                mid = (lo + hi) / 2.0
-                trial = load.scaled(mid / max(load.rate_per_s, 1e-12))
+
+            def meets(rate: npt.NDArray[np.float64], i: int = i) -> npt.NDArray[np.bool_]:
+                trial = load.scaled(float(rate[0]) / max(load.rate_per_s, 1e-12))
                 ok = sizing.aggregated_sizing(
                     counts[i : i + 1],
                     trial,
@@ -614,8 +613,10 @@ def _capacity_by_count(
                     obj.tpot.target.seconds,
                     pool.max_num_batched_tokens,
                 ).feasible[0]
-                lo, hi = (mid, hi) if ok else (lo, mid)
-            rates[i] = lo
+                return np.array([ok])
+
+            hi = np.array([max(load.rate_per_s, 1e-3) * 4.0 * k])
+            rates[i] = sizing.largest_passing_rate(meets, np.zeros(1), hi, 30)[0]
     return np.concatenate(([0.0], rates))
 
 

@@ -34,6 +34,7 @@ quantile includes the chunk's time.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -397,6 +398,22 @@ def prefill_ttft_exceedance_by_cv2(
     return out
 
 
+def largest_passing_rate(
+    passes: Callable[[FloatArray], npt.NDArray[np.bool_]], lo: FloatArray, hi: FloatArray, halvings: int
+) -> FloatArray:
+    """Largest rate per element in [lo, hi] for which `passes` holds, by `halvings` bisection steps.
+
+    `passes` maps an array of rates (req/s) to whether each meets its objectives, and must hold below
+    some rate and fail above it; the result is the highest rate seen to pass (`lo` if none did). The
+    one bisection behind every capacity-by-count table (prefill, decode and aggregated).
+    """
+    for _ in range(halvings):
+        mid = (lo + hi) / 2.0
+        ok = passes(mid)
+        lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
+    return lo
+
+
 def prefill_capacity_per_s(
     counts: IntArray,
     load: Load,
@@ -408,14 +425,15 @@ def prefill_capacity_per_s(
     """Largest arrival rate each prefill count serves within the TTFT objective (bisection, vectorized)."""
     service, delay, weights = _prefill_times(load, perf, extra_delay_s)
     mean_s, cs2 = queueing.service_moments(service, weights)
-    lo = np.zeros(counts.shape)
-    hi = counts / mean_s  # the stability limit
-    for _ in range(40):
-        mid = (lo + hi) / 2.0
-        ttft = queueing.sojourn_quantile_s(ttft_quantile, counts, mid, mean_s, load.arrival_cv2, cs2, delay, weights)
-        ok = ttft <= ttft_target_s
-        lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
-    return lo
+
+    def meets_ttft(rate_per_s: FloatArray) -> npt.NDArray[np.bool_]:
+        ttft = queueing.sojourn_quantile_s(
+            ttft_quantile, counts, rate_per_s, mean_s, load.arrival_cv2, cs2, delay, weights
+        )
+        return np.asarray(ttft <= ttft_target_s)
+
+    # Up to the stability limit, counts / mean_s.
+    return largest_passing_rate(meets_ttft, np.zeros(counts.shape), counts / mean_s, 40)
 
 
 def decode_capacity_per_s(
@@ -426,21 +444,18 @@ def decode_capacity_per_s(
     Decode replicas share nothing, so m replicas carry m times what one does (bisection on one).
     """
     one = np.array([1])
-    lo, hi = 0.0, 1.0
-    while decode_sizing(
-        one, load.scaled(hi / max(load.rate_per_s, 1e-12)), perf, tpot_quantile, tpot_target_s
-    ).feasible[0]:
+
+    def one_meets(rate_per_s: float) -> bool:
+        trial = load.scaled(rate_per_s / max(load.rate_per_s, 1e-12))
+        return bool(decode_sizing(one, trial, perf, tpot_quantile, tpot_target_s).feasible[0])
+
+    hi = 1.0
+    while one_meets(hi):
         hi *= 2.0
         if hi > 1e7:
             break
-    for _ in range(40):
-        mid = (lo + hi) / 2.0
-        trial = load.scaled(mid / max(load.rate_per_s, 1e-12))
-        if decode_sizing(one, trial, perf, tpot_quantile, tpot_target_s).feasible[0]:
-            lo = mid
-        else:
-            hi = mid
-    return counts.astype(np.float64) * lo
+    lo = largest_passing_rate(lambda rate: np.array([one_meets(float(rate[0]))]), np.zeros(1), np.array([hi]), 40)
+    return counts.astype(np.float64) * float(lo[0])
 
 
 def _sojourn_quantile(
