@@ -510,9 +510,10 @@ def aggregated_sizing(
     lam = load.rate_per_s / m
     isl, weights = isl_points(load)
     prompt_compute = np.asarray(perf.prefill.service_time_s(isl), dtype=np.float64) - perf.prefill.a_s
-    mean_compute = float(np.dot(weights, prompt_compute))
+    mean_compute, compute_cs2 = queueing.service_moments(prompt_compute, weights)
     u_p = lam * mean_compute
-    prompts = tpot.PromptWork(lam, mean_compute, float(np.dot(weights, prompt_compute**2)), u_p, load.arrival_cv2)
+    second_compute = mean_compute**2 * (1.0 + compute_cs2)  # E[S²] = E[S]²·(1 + c_s²)
+    prompts = tpot.PromptWork(lam, mean_compute, second_compute, u_p, load.arrival_cv2)
     decode = decode_sizing(counts, load, perf, tpot_quantile, tpot_target_s, prompts, chunk_tokens)
     n_mean = np.where(np.isfinite(decode.batch_mean), decode.batch_mean, np.nan)
     room = np.maximum(chunk_tokens - n_mean, 1.0)
