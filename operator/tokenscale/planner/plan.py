@@ -97,7 +97,7 @@ class PoolDecision:
     predicted_ttft_s: float | None
     predicted_tpot_s: float | None
     kv_usage_fraction: float | None
-    binding: str
+    binding: sizing.Binding
     reason: str
     message: str
 
@@ -318,7 +318,7 @@ def _hold(
             predicted_ttft_s=None,
             predicted_tpot_s=None,
             kv_usage_fraction=observation.kv_usage_fraction,
-            binding="metrics",
+            binding=sizing.Binding.METRICS,
             reason=reasons.METRICS_MISSING,
             message=message,
         )
@@ -559,7 +559,9 @@ def _slack_by_count(spec: InferencePoolSpec, s: sizing.PoolSizing) -> list[float
         ratios = np.fmax(ratios, s.ttft_s / spec.objectives.ttft.target.seconds)
     if not np.isnan(s.tpot_s).all():
         ratios = np.fmax(ratios, s.tpot_s / spec.objectives.tpot.target.seconds)
-    ratios = np.where(s.feasible | (s.binding == "ttft") | (s.binding == "tpot"), ratios, np.inf)
+    ratios = np.where(
+        s.feasible | (s.binding == sizing.Binding.TTFT) | (s.binding == sizing.Binding.TPOT), ratios, np.inf
+    )
     values = [float(v) for v in ratios]
     return [math.inf, *values]
 
@@ -581,8 +583,8 @@ def _knee(slack: list[float], max_replicas: int) -> int:
     return int(np.flatnonzero(finite & (ratios <= best * (1.0 + _KNEE_TOLERANCE)))[0]) + 1
 
 
-def _binding_at(s: sizing.PoolSizing, index: int) -> str:
-    return str(s.binding[index])
+def _binding_at(s: sizing.PoolSizing, index: int) -> sizing.Binding:
+    return sizing.Binding(str(s.binding[index]))
 
 
 def _capacity_by_count(
@@ -657,7 +659,7 @@ def _pool_decision(
         reason, message = reasons.SCALED_DOWN, ""
     else:
         reason, message = reasons.STEADY, ""
-    binding = str(s.binding[j]) if desired > current else str(s.binding[max(i - 1, 0)]) if i > 0 else "min"
+    binding = _binding_at(s, j) if desired > current else _binding_at(s, max(i - 1, 0)) if i > 0 else sizing.Binding.MIN
     why = _explain(spec, role, current, desired, s, i, j, load)
     line = f"{role} {current}→{desired}: {why}" if desired != current else f"{role} {current}: {why}"
     if message:

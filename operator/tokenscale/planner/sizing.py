@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from enum import StrEnum
 
 import numpy as np
 import numpy.typing as npt
@@ -65,6 +66,23 @@ class Load:
         return replace(self, rate_per_s=self.rate_per_s * factor)
 
 
+class Binding(StrEnum):
+    """What sets a count: the first objective or limit a count fails, in the order sizing checks them.
+
+    The values are what status (`pools.<role>.binding`), `plan` output and the operator's
+    `tokenscale_decisions_total{binding}` show.
+    """
+
+    OK = "ok"  # nothing fails
+    STABILITY = "stability"  # the load exceeds what the replicas can ever serve
+    BATCH = "batch"  # the decode batch outgrows max_batch
+    KV = "kv"  # the KV cache overflows
+    TPOT = "tpot"  # the TPOT objective is missed
+    TTFT = "ttft"  # the TTFT objective is missed
+    METRICS = "metrics"  # no count was sized: a load signal is missing (plan only)
+    MIN = "min"  # the fewest replicas allowed (plan only)
+
+
 @dataclass(frozen=True)
 class PoolSizing:
     """Predicted latency quantiles and the binding constraint for each candidate count.
@@ -72,7 +90,7 @@ class PoolSizing:
     `feasible[i]` says whether counts[i] meets every objective and limit. `ttft_s` / `tpot_s` are
     the predicted quantiles (inf where unstable; `tpot_s` per request, the objective's meaning) and
     `itl_s` the per-token inter-token latency at the same quantile; `binding[i]` names what fails at
-    counts[i] ("ok" where nothing does).
+    counts[i] (a `Binding` value; "ok" where nothing does).
     """
 
     counts: IntArray
@@ -364,7 +382,7 @@ def prefill_sizing(
     service, delay, weights = _prefill_times(load, perf, extra_delay_s)
     ttft = _sojourn_quantile(counts, load, service, delay, weights, ttft_quantile)
     feasible = ttft <= ttft_target_s
-    binding = np.where(~np.isfinite(ttft), "stability", np.where(feasible, "ok", "ttft"))
+    binding = np.where(~np.isfinite(ttft), Binding.STABILITY, np.where(feasible, Binding.OK, Binding.TTFT))
     return PoolSizing(
         counts=counts,
         ttft_s=ttft,
@@ -531,7 +549,7 @@ def aggregated_sizing(
         ttft[i] = _sojourn_quantile(one, load, work, own + lead_in, weights, ttft_quantile)[0]
     meets_ttft = ttft <= ttft_target_s
     feasible = decode.feasible & meets_ttft
-    binding = np.where(decode.binding != "ok", decode.binding, np.where(meets_ttft, "ok", "ttft"))
+    binding = np.where(decode.binding != Binding.OK, decode.binding, np.where(meets_ttft, Binding.OK, Binding.TTFT))
     return PoolSizing(
         counts=counts,
         ttft_s=ttft,
