@@ -634,8 +634,6 @@ class InferencePoolSpec(ApiModel):
 # Status
 # ---------------------------------------------------------------------------------------------
 
-ConditionType = Literal["Ready", "MetricsAvailable", "ScalingActive", "ScalingLimited", "ObjectivesMet"]
-
 
 class Condition(ApiModel):
     """A condition in the Kubernetes convention."""

@@ -44,7 +44,6 @@ ACTIVE: Final = "Active"
 INVALID_SPEC: Final = "InvalidSpec"
 WOULD_SCALE: Final = "WouldScale"
 SCALE_FAILED: Final = "ScaleFailed"
-REFERENCE_MISSING: Final = "ReferenceMissing"
 INVALID_PROFILE: Final = "InvalidProfile"  # a ConfigMap's key is not a PerformanceProfile
 
 # Reasons of failed Kubernetes reads and writes (`kube.scale.KubeError.reason`).

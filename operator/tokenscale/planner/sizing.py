@@ -17,9 +17,11 @@ n̄ = (λ/m)·OSL·τ(n̄, L) has the closed-form solution
 
     n̄ = (λ/m)·OSL·α / (1 − (λ/m)·OSL·(β + γ·L)),          stable iff (λ/m)·OSL·(β + γ·L) < 1.
 
-The batch is M/G/∞-like, hence Poisson(n̄). vLLM's inter-token-latency histogram records one
-sample per token per step, so a token sees the size-biased batch, which for a Poisson batch is
-1 + Poisson(n̄); the ITL quantile q is τ(1 + P_q(n̄), L) with P_q the Poisson quantile.
+The batch is a birth–death chain whose stationary law is negative binomial, NegBin(r, u) with
+r = α/(β + γ·L) and u = (λ/m)·OSL·(β + γ·L) (mean n̄; a Poisson(n̄) batch, M/G/∞, has too thin a
+tail). vLLM's inter-token-latency histogram records one sample per token per step, so a token sees
+the size-biased batch, 1 + NegBin(r + 1, u); the ITL quantile q is τ(1 + N_q, L) with N_q that
+negative binomial's quantile (`size_biased_batch_quantile`).
 KV memory: the q-quantile batch holding ISL + OSL tokens each must fit in the KV cache.
 
 Aggregated: each step carries the decode batch plus a chunk of prompt tokens (chunked prefill,
