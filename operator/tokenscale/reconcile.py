@@ -292,7 +292,7 @@ def _previous_status(document: Mapping[str, Any]) -> api.InferencePoolStatus | N
 
 
 def _desired_before(previous: api.InferencePoolStatus | None, role: Role) -> int | None:
-    pool: api.PoolStatus | None = getattr(previous.pools, role) if previous else None
+    pool = previous.pools.get(role) if previous else None
     return pool.desired_replicas if pool else None
 
 
@@ -411,7 +411,7 @@ def _cold_start(
     measured: dict[Role, float] = {}
     timing: dict[Role, tuple[float | None, int | None]] = {}
     for role, s in scales.items():
-        old: api.PoolStatus | None = getattr(previous.pools, role) if previous else None
+        old = previous.pools.get(role) if previous else None
         if old is None:
             continue
         if old.cold_start_seconds is not None:

@@ -41,23 +41,17 @@ def planner_state(status: api.InferencePoolStatus | None) -> PlannerState:
     """The planner's state as the status recorded it (the empty state when there is none)."""
     if status is None:
         return PlannerState()
-    recommendations = tuple(
-        RecommendationRecord(
-            r.time,
-            {role: n for role in ("prefill", "decode", "aggregated") if (n := getattr(r, role)) is not None},
-        )
-        for r in status.recommendations
-    )
+    recommendations = tuple(RecommendationRecord(r.time, r.by_role()) for r in status.recommendations)
     forecast = status.forecast
     last_scale: dict[Role, float] = {}
     prefill_cal: dict[Role, Calibration] = {}
     decode_cal: dict[Role, Calibration] = {}
     tail: TailFit | None = None
-    for role in ("prefill", "decode", "aggregated"):
-        pool: api.PoolStatus | None = getattr(status.pools, role)
+    for role in api.ROLES:
+        pool = status.pools.get(role)
         if pool is not None and (t := epoch_s(pool.last_scale_time)) is not None:
             last_scale[role] = t
-        fitted: api.FittedModel | None = getattr(status.performance, role) if status.performance else None
+        fitted = status.performance.get(role) if status.performance else None
         if fitted is not None:
             if fitted.prefill:
                 prefill_cal[role] = Calibration.from_list(fitted.prefill)
@@ -133,7 +127,7 @@ def decided_status(
     fitted: dict[str, api.FittedModel] = {}
     for role, d in decision.pools.items():
         f = facts[role]
-        old: api.PoolStatus = getattr(prev.pools, role) or api.PoolStatus()
+        old = prev.pools.get(role) or api.PoolStatus()
         last_scale = state.last_scale_time_s.get(role)
         pools[role] = api.PoolStatus(
             current_replicas=f.scaled_to if f.scaled_to is not None else f.current_replicas,
