@@ -164,7 +164,7 @@ async def cycle(
     state = st.planner_state(previous)
     if not state.recommendations:
         # After a restart with no recorded history nothing scales down before a full window (STYLE.md §22).
-        seeded = plan_mod.RecommendationRecord(now_s, {r: s.replicas for r, s in scales.items()})
+        seeded = plan_mod.Recommendation(now_s, {r: s.replicas for r, s in scales.items()})
         state = replace(state, recommendations=(seeded,))
     cold_starts, timing = _cold_start(previous, scales, now_s)
     cold_start_s = max(cold_starts.values()) if cold_starts else None

@@ -19,7 +19,7 @@ from tokenscale.api import Role
 from tokenscale.planner.calibration import Calibration
 from tokenscale.planner.forecast import SeriesState
 from tokenscale.planner.observation import CAVEAT_KINDS, Observation
-from tokenscale.planner.plan import ConditionUpdate, Decision, PlannerState, RecommendationRecord
+from tokenscale.planner.plan import ConditionUpdate, Decision, PlannerState, Recommendation
 from tokenscale.planner.reasons import CONDITION_TYPES
 from tokenscale.planner.tail import TailFit
 
@@ -41,7 +41,7 @@ def planner_state(status: api.InferencePoolStatus | None) -> PlannerState:
     """The planner's state as the status recorded it (the empty state when there is none)."""
     if status is None:
         return PlannerState()
-    recommendations = tuple(RecommendationRecord(r.time, r.by_role()) for r in status.recommendations)
+    recommendations = tuple(Recommendation(r.time, r.by_role()) for r in status.recommendations)
     forecast = status.forecast
     last_scale: dict[Role, float] = {}
     prefill_cal: dict[Role, Calibration] = {}

@@ -35,7 +35,7 @@ _DEFAULT_CV2 = 1.0  # exponential-like lengths/arrivals when the metric is missi
 
 
 @dataclass(frozen=True)
-class RecommendationRecord:
+class Recommendation:
     """Counts recommended from one time on, per role (for the stabilization windows).
 
     The history is a step function: a record stands until the next one, and a new one is kept only
@@ -48,9 +48,7 @@ class RecommendationRecord:
     replicas: Mapping[Role, int]
 
 
-def standing_until(
-    history: Sequence[RecommendationRecord], now_s: float, interval_s: float
-) -> list[RecommendationRecord]:
+def standing_until(history: Sequence[Recommendation], now_s: float, interval_s: float) -> list[Recommendation]:
     """Each record re-timed to the last cycle that recommended it: one interval before the next
     record (never before its own time), or the previous cycle for the last one.
 
@@ -58,14 +56,14 @@ def standing_until(
     `policy.stabilize` asks of a record's time: the same as if every cycle had been recorded (HPA).
     """
     ends = [r.time_s - interval_s for r in history[1:]] + [now_s - interval_s]
-    return [RecommendationRecord(max(end, r.time_s), r.replicas) for r, end in zip(history, ends, strict=True)]
+    return [Recommendation(max(end, r.time_s), r.replicas) for r, end in zip(history, ends, strict=True)]
 
 
 @dataclass(frozen=True)
 class PlannerState:
     """Everything a decision depends on besides spec and observation; kept in status across restarts."""
 
-    recommendations: tuple[RecommendationRecord, ...] = ()
+    recommendations: tuple[Recommendation, ...] = ()
     rate: fc.SeriesState | None = None
     isl: fc.SeriesState | None = None
     osl: fc.SeriesState | None = None
@@ -269,7 +267,7 @@ def plan(
     decisions = {r: _pool_decision(spec, r, current[r], proposals[r], sized[r], steps[r], load) for r in roles}
     # Recorded are the model's answers after the survivors check, before stabilization, as HPA
     # records its unstabilized recommendations: recording the held value would hold it forever.
-    record = RecommendationRecord(now_s, dict(recommended))
+    record = Recommendation(now_s, dict(recommended))
     kept = tuple(r for r, until in zip(history, standing, strict=True) if now_s - until.time_s < _MAX_HISTORY_S)
     if not kept or kept[-1].replicas != record.replicas:  # an unchanged recommendation still stands
         kept += (record,)
@@ -627,13 +625,11 @@ def _note(trail: list[tuple[str, str]], reason: str, message: str) -> None:
         trail.append((reason, message))
 
 
-def _history_or_seed(
-    state: PlannerState, current: Mapping[Role, int], now_s: float
-) -> tuple[RecommendationRecord, ...]:
+def _history_or_seed(state: PlannerState, current: Mapping[Role, int], now_s: float) -> tuple[Recommendation, ...]:
     """After a restart with no history, seed it with the current counts (HPA; STYLE.md 22)."""
     if state.recommendations:
         return state.recommendations
-    return (RecommendationRecord(now_s, dict(current)),)
+    return (Recommendation(now_s, dict(current)),)
 
 
 def _pool_decision(
