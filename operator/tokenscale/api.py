@@ -13,7 +13,7 @@ Durations are Kubernetes-style strings (`500ms`, `3m`, `1h30m`), parsed once int
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, JsonValue, model_validator
 from pydantic.alias_generators import to_camel
@@ -33,10 +33,43 @@ Engine = Literal["vllm", "sglang", "trtllm", "dynamo", "custom"]
 ForecastMethod = Literal["holt", "ewma", "none"]
 Precision = Literal["bf16", "fp8"]
 
+ROLES: tuple[Role, ...] = ("prefill", "decode", "aggregated")
 ROLES_BY_MODE: dict[str, tuple[Role, ...]] = {
     "Disaggregated": ("prefill", "decode"),
     "Aggregated": ("aggregated",),
 }
+
+
+def serving_role(mode: Mode) -> Role:
+    """The role whose replicas generate tokens and hold the KV cache: decode, or the aggregated pool."""
+    return "aggregated" if mode == "Aggregated" else "decode"
+
+
+def prompt_role(mode: Mode) -> Role:
+    """The role whose replicas run the prompts (prefill) and so set TTFT: prefill, or the aggregated pool."""
+    return "aggregated" if mode == "Aggregated" else "prefill"
+
+
+T = TypeVar("T")
+
+
+class ByRole(Generic[T]):
+    """Per-role fields (`prefill`, `decode`, `aggregated`) read as a mapping by role.
+
+    The resource keeps three named fields (what `kubectl explain` and the CRD show); code reads them
+    through `get` and `by_role` only, so no caller turns a role into an attribute name. No fields
+    of its own: the models below mix it in.
+    """
+
+    def get(self, role: Role) -> T | None:
+        """The value for `role`, or None when the field is unset."""
+        value: T | None = getattr(self, role)  # the one place a role names a field
+        return value
+
+    def by_role(self) -> dict[Role, T]:
+        """The set fields by role, in the order prefill, decode, aggregated."""
+        return {role: value for role in ROLES if (value := self.get(role)) is not None}
+
 
 # ---------------------------------------------------------------------------------------------
 # Durations
@@ -429,16 +462,12 @@ class WorkloadPool(ApiModel):
         return self
 
 
-class Pools(ApiModel):
+class Pools(ApiModel, ByRole[WorkloadPool]):
     """The pools that serve the model: prefill and decode (Disaggregated) or aggregated."""
 
     prefill: WorkloadPool | None = Field(None, description="Prefill pool (Disaggregated mode).")
     decode: WorkloadPool | None = Field(None, description="Decode pool (Disaggregated mode).")
     aggregated: WorkloadPool | None = Field(None, description="The single pool (Aggregated mode).")
-
-    def get(self, role: Role) -> WorkloadPool | None:
-        pool: WorkloadPool | None = getattr(self, role)
-        return pool
 
 
 class Forecast(ApiModel):
@@ -580,8 +609,7 @@ class InferencePoolSpec(ApiModel):
 
     @model_validator(mode="after")
     def _pools_match_mode(self) -> InferencePoolSpec:
-        roles: tuple[Role, ...] = ("prefill", "decode", "aggregated")
-        present = {r for r in roles if self.pools.get(r) is not None}
+        present = set(self.pools.by_role())
         needed = set(ROLES_BY_MODE[self.mode])
         if present != needed:
             need = " and ".join(f"pools.{r}" for r in ROLES_BY_MODE[self.mode])
@@ -630,8 +658,6 @@ class InferencePoolSpec(ApiModel):
 # Status
 # ---------------------------------------------------------------------------------------------
 
-ConditionType = Literal["Ready", "MetricsAvailable", "ScalingActive", "ScalingLimited", "ObjectivesMet"]
-
 
 class Condition(ApiModel):
     """A condition in the Kubernetes convention."""
@@ -664,7 +690,7 @@ class PoolStatus(ApiModel):
     scale_up_replicas: int | None = Field(None, description="Replicas the scale-up being timed asked for.")
 
 
-class PoolStatuses(ApiModel):
+class PoolStatuses(ApiModel, ByRole[PoolStatus]):
     """Status per role."""
 
     prefill: PoolStatus | None = Field(None, description="Prefill pool.")
@@ -705,7 +731,7 @@ class ForecastStatus(ApiModel):
     )
 
 
-class RecommendationRecord(ApiModel):
+class RecommendationRecord(ApiModel, ByRole[int]):
     """One planned recommendation, for the stabilization window."""
 
     time: float = Field(description="Seconds since the epoch.")
@@ -725,7 +751,7 @@ class FittedModel(ApiModel):
     )
 
 
-class FittedModels(ApiModel):
+class FittedModels(ApiModel, ByRole[FittedModel]):
     """Online-corrected performance models per role."""
 
     prefill: FittedModel | None = Field(None, description="Prefill pool.")

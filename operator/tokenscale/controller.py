@@ -37,12 +37,12 @@ import yaml
 from prometheus_client import start_http_server
 
 from tokenscale import heap
+from tokenscale.api import GROUP, PLURAL, VERSION
 from tokenscale.kube import lease
 from tokenscale.kube.scale import KubeError
 from tokenscale.reconcile import OperatorConfig, OperatorContext, PrometheusClients, cycle, first_delay_s
 from tokenscale.telemetry import OperatorMetrics
 
-GROUP, VERSION, PLURAL = "tokenscale.dev", "v1alpha1", "inferencepools"
 MALLOC_ARENAS = 2  # see tokenscale.heap
 HEAP_RELEASE_INTERVAL_S = 10.0  # free C heap memory given back to the system this often
 EXIT_LOST_LEASE = 3  # the leader could not renew its Lease in time: restart as a standby

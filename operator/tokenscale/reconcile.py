@@ -165,7 +165,7 @@ async def cycle(
     state = st.planner_state(previous)
     if not state.recommendations:
         # After a restart with no recorded history nothing scales down before a full window (STYLE.md §22).
-        seeded = plan_mod.RecommendationRecord(now_s, {r: s.replicas for r, s in scales.items()})
+        seeded = plan_mod.Recommendation(now_s, {r: s.replicas for r, s in scales.items()})
         state = replace(state, recommendations=(seeded,))
     cold_starts, timing = _cold_start(previous, scales, now_s)
     cold_start_s = max(cold_starts.values()) if cold_starts else None
@@ -293,7 +293,7 @@ def _previous_status(document: Mapping[str, Any]) -> api.InferencePoolStatus | N
 
 
 def _desired_before(previous: api.InferencePoolStatus | None, role: Role) -> int | None:
-    pool: api.PoolStatus | None = getattr(previous.pools, role) if previous else None
+    pool = previous.pools.get(role) if previous else None
     return pool.desired_replicas if pool else None
 
 
@@ -397,7 +397,8 @@ async def _profiles(ctx: OperatorContext, namespace: str, spec: api.InferencePoo
             out[role] = api.PerformanceProfile.model_validate(yaml.safe_load(text))
         except (yaml.YAMLError, ValidationError) as err:
             raise pools.MissingReference(
-                "InvalidProfile", f"ConfigMap {namespace}/{ref.name} key {ref.key} is not a PerformanceProfile: {err}"
+                reasons.INVALID_PROFILE,
+                f"ConfigMap {namespace}/{ref.name} key {ref.key} is not a PerformanceProfile: {err}",
             ) from None
     return out
 
@@ -414,7 +415,7 @@ def _cold_start(
     measured: dict[Role, float] = {}
     timing: dict[Role, tuple[float | None, int | None]] = {}
     for role, s in scales.items():
-        old: api.PoolStatus | None = getattr(previous.pools, role) if previous else None
+        old = previous.pools.get(role) if previous else None
         if old is None:
             continue
         if old.cold_start_seconds is not None:

@@ -34,7 +34,7 @@ def decision_json(decision: Decision) -> dict[str, Any]:
             "current_replicas": d.current_replicas,
             "gpus": d.gpus,
             "predicted": predicted,
-            "binding": d.binding,
+            "binding": str(d.binding),
             "reason": d.reason,
             "message": d.message,
         }

@@ -19,7 +19,7 @@ from tokenscale.api import Role
 from tokenscale.planner.calibration import Calibration
 from tokenscale.planner.forecast import SeriesState
 from tokenscale.planner.observation import CAVEAT_KINDS, Observation
-from tokenscale.planner.plan import ConditionUpdate, Decision, PlannerState, RecommendationRecord
+from tokenscale.planner.plan import ConditionUpdate, Decision, PlannerState, Recommendation
 from tokenscale.planner.reasons import CONDITION_TYPES
 from tokenscale.planner.tail import TailFit
 
@@ -41,23 +41,17 @@ def planner_state(status: api.InferencePoolStatus | None) -> PlannerState:
     """The planner's state as the status recorded it (the empty state when there is none)."""
     if status is None:
         return PlannerState()
-    recommendations = tuple(
-        RecommendationRecord(
-            r.time,
-            {role: n for role in ("prefill", "decode", "aggregated") if (n := getattr(r, role)) is not None},
-        )
-        for r in status.recommendations
-    )
+    recommendations = tuple(Recommendation(r.time, r.by_role()) for r in status.recommendations)
     forecast = status.forecast
     last_scale: dict[Role, float] = {}
     prefill_cal: dict[Role, Calibration] = {}
     decode_cal: dict[Role, Calibration] = {}
     tail: TailFit | None = None
-    for role in ("prefill", "decode", "aggregated"):
-        pool: api.PoolStatus | None = getattr(status.pools, role)
+    for role in api.ROLES:
+        pool = status.pools.get(role)
         if pool is not None and (t := epoch_s(pool.last_scale_time)) is not None:
             last_scale[role] = t
-        fitted: api.FittedModel | None = getattr(status.performance, role) if status.performance else None
+        fitted = status.performance.get(role) if status.performance else None
         if fitted is not None:
             if fitted.prefill:
                 prefill_cal[role] = Calibration.from_list(fitted.prefill)
@@ -133,7 +127,7 @@ def decided_status(
     fitted: dict[str, api.FittedModel] = {}
     for role, d in decision.pools.items():
         f = facts[role]
-        old: api.PoolStatus = getattr(prev.pools, role) or api.PoolStatus()
+        old = prev.pools.get(role) or api.PoolStatus()
         last_scale = state.last_scale_time_s.get(role)
         pools[role] = api.PoolStatus(
             current_replicas=f.scaled_to if f.scaled_to is not None else f.current_replicas,
@@ -145,7 +139,7 @@ def decided_status(
             last_scale_time=rfc3339(last_scale) if last_scale is not None else old.last_scale_time,
             predicted_ttft_seconds=d.predicted_ttft_s,
             predicted_tpot_seconds=d.predicted_tpot_s,
-            binding=d.binding,
+            binding=str(d.binding),
             cold_start_seconds=f.cold_start_s if f.cold_start_s is not None else old.cold_start_seconds,
             scale_up_time=rfc3339(f.scale_up_time_s) if f.scale_up_time_s is not None else None,
             scale_up_replicas=f.scale_up_replicas,
@@ -160,7 +154,7 @@ def decided_status(
             )
     planned = decision.planned
     conditions = merge_conditions(prev.conditions, [*decision.conditions, *extra_conditions], now_s)
-    serving: Role = "aggregated" if spec.mode == "Aggregated" else "decode"
+    serving = api.serving_role(spec.mode)
     obj = spec.objectives
 
     def replicas_text(role: Role) -> str | None:

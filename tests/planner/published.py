@@ -47,8 +47,8 @@ Measure = Literal["ttft", "itl", "batch_e2e", "output_tokens_per_s"]
 
 # LLaMA-2 shapes (meta-llama/Llama-2-7b-hf and Llama-2-70b-hf config.json; 6.74B and 68.98B
 # parameters): TensorRT-LLM v0.5's "LLaMA 7B/70B". The 7B has full multi-head attention (32 KV heads).
-LLAMA2_7B = presets.ModelShape("LLaMA-2-7B", 6.74, 6.74, 32, 32, 128, 4096)
-LLAMA2_70B = presets.ModelShape("LLaMA-2-70B", 68.98, 68.98, 80, 8, 128, 8192)
+LLAMA2_7B = presets.ModelArchitecture("LLaMA-2-7B", 6.74, 6.74, 32, 32, 128, 4096)
+LLAMA2_70B = presets.ModelArchitecture("LLaMA-2-70B", 68.98, 68.98, 80, 8, 128, 8192)
 LLAMA3_8B = presets.model_preset("Llama-3.1-8B")
 # Llama-3-70B and Llama-3.3-70B have Llama-3.1-70B's shape (same config.json but for RoPE scaling).
 LLAMA3_70B = presets.model_preset("Llama-3.1-70B")
@@ -67,7 +67,7 @@ class Published:
     measure: Measure
     source: str
     gpu: str
-    model: presets.ModelShape
+    model: presets.ModelArchitecture
     precision: Precision
     tp: int
     isl: int
@@ -85,7 +85,7 @@ def _row(
     measure: Measure,
     source: str,
     gpu: str,
-    model: presets.ModelShape,
+    model: presets.ModelArchitecture,
     precision: Precision,
     tp: int,
     isl: int,

@@ -32,7 +32,7 @@ MIXTRAL = presets.model_preset("Mixtral-8x7B")
 
 
 def _bytes_over_bandwidth_s(
-    gpu: presets.GPUSpec, model: presets.ModelShape, tp: int, batch: int, context_tokens: int
+    gpu: presets.GPUSpec, model: presets.ModelArchitecture, tp: int, batch: int, context_tokens: int
 ) -> float:
     """Independent first-principles memory time of one decode step: weights plus every sequence's KV."""
     weights_b = model.active_parameters_b * 1e9 * model.bytes_per_parameter
@@ -40,7 +40,7 @@ def _bytes_over_bandwidth_s(
     return (weights_b + kv_b) / (tp * gpu.hbm_gb_per_s * 1e9 * perf.ACHIEVABLE_BANDWIDTH_FRACTION)
 
 
-def _all_reduce_s(gpu: presets.GPUSpec, model: presets.ModelShape, tp: int, tokens: int) -> float:
+def _all_reduce_s(gpu: presets.GPUSpec, model: presets.ModelArchitecture, tp: int, tokens: int) -> float:
     """Two ring all-reduces per layer of `tokens`·hidden BF16 values, written out (Thakur et al. 2005)."""
     if tp == 1:
         return 0.0
@@ -69,7 +69,7 @@ def _mfu_s(gpu: presets.GPUSpec, tp: int, flops: float) -> float:
 )
 def test_decode_step_is_near_the_published_weight_read_time(
     gpu: presets.GPUSpec,
-    model: presets.ModelShape,
+    model: presets.ModelArchitecture,
     tp: int,
     batch: int,
     context_tokens: int,
@@ -152,7 +152,7 @@ def test_larger_model_is_slower(gpu: presets.GPUSpec, tp: int) -> None:
         pytest.param(MIXTRAL, 2, id="moe"),
     ],
 )
-def test_h200_decodes_faster_than_h100(model: presets.ModelShape, tp: int) -> None:
+def test_h200_decodes_faster_than_h100(model: presets.ModelArchitecture, tp: int) -> None:
     h100 = perf.roofline_performance(H100, model, tp)
     h200 = perf.roofline_performance(H200, model, tp)
     for batch, context in ((1, 100), (64, 2000), (256, 8000)):
@@ -167,7 +167,7 @@ def test_h200_decodes_faster_than_h100(model: presets.ModelShape, tp: int) -> No
     ("model", "tps"),
     [pytest.param(LLAMA_8B, (1, 2, 4, 8), id="8b"), pytest.param(LLAMA_70B, (2, 4, 8), id="70b")],
 )
-def test_higher_tensor_parallel_means_smaller_alpha(model: presets.ModelShape, tps: tuple[int, ...]) -> None:
+def test_higher_tensor_parallel_means_smaller_alpha(model: presets.ModelArchitecture, tps: tuple[int, ...]) -> None:
     alphas = [perf.roofline_performance(H100, model, tp).decode.alpha_s for tp in tps]
     assert all(later < earlier for earlier, later in zip(alphas, alphas[1:], strict=False))
     gammas = [perf.roofline_performance(H100, model, tp).decode.gamma_s_per_token for tp in tps]
@@ -175,7 +175,13 @@ def test_higher_tensor_parallel_means_smaller_alpha(model: presets.ModelShape, t
 
 
 def _expected_moe_step_s(
-    gpu: presets.GPUSpec, model: presets.ModelShape, tp: int, experts: int, per_token: int, batch: int, context: int
+    gpu: presets.GPUSpec,
+    model: presets.ModelArchitecture,
+    tp: int,
+    experts: int,
+    per_token: int,
+    batch: int,
+    context: int,
 ) -> float:
     """An MoE decode step with the expected share of experts read (uniform top-k routing), written out here.
 
@@ -202,7 +208,7 @@ def _expected_moe_step_s(
     ],
 )
 def test_moe_decode_is_never_optimistic_and_exact_once_every_expert_is_read(
-    model: presets.ModelShape, tp: int, experts: int, per_token: int
+    model: presets.ModelArchitecture, tp: int, experts: int, per_token: int
 ) -> None:
     decode = perf.roofline_performance(H100, model, tp).decode
     saturated_batch = 3 * experts // per_token  # (1 − k/E)^(3E/k) < e⁻³: ≥ 95% of experts read
@@ -218,7 +224,7 @@ def test_moe_decode_is_never_optimistic_and_exact_once_every_expert_is_read(
 
 
 def test_moe_reads_all_its_weights_but_computes_only_its_active_ones() -> None:
-    dense = presets.ModelShape("dense-46.7B", MIXTRAL.parameters_b, MIXTRAL.parameters_b, 32, 8, 128, 4096)
+    dense = presets.ModelArchitecture("dense-46.7B", MIXTRAL.parameters_b, MIXTRAL.parameters_b, 32, 8, 128, 4096)
     moe = perf.roofline_performance(H100, MIXTRAL, 2)
     same_size = perf.roofline_performance(H100, dense, 2)
     # Bytes: every expert is read per step (decode) and per prompt (prefill), and held in memory.
@@ -244,7 +250,7 @@ def test_moe_reads_all_its_weights_but_computes_only_its_active_ones() -> None:
     ],
 )
 def test_model_that_does_not_fit_names_gpus_per_replica(
-    gpu: presets.GPUSpec, model: presets.ModelShape, tp: int
+    gpu: presets.GPUSpec, model: presets.ModelArchitecture, tp: int
 ) -> None:
     with pytest.raises(ValueError, match="gpusPerReplica") as info:
         perf.roofline_performance(gpu, model, tp)
@@ -408,7 +414,7 @@ def test_fit_decode_rejects_too_few_or_degenerate_points(
     [pytest.param(H100, LLAMA_8B, 1, id="8b-h100"), pytest.param(H200, LLAMA_70B, 4, id="70b-h200")],
 )
 def test_fits_on_clean_roofline_points_recover_the_model_exactly(
-    gpu: presets.GPUSpec, model: presets.ModelShape, tp: int
+    gpu: presets.GPUSpec, model: presets.ModelArchitecture, tp: int
 ) -> None:
     truth = perf.roofline_performance(gpu, model, tp)
     isl = np.linspace(128, 8192, 12)
@@ -524,7 +530,7 @@ def test_fp8_on_a_gpu_without_fp8_tensor_cores_only_saves_bytes() -> None:
     ],
 )
 def test_tensor_parallel_adds_two_all_reduces_per_layer(
-    gpu: presets.GPUSpec, model: presets.ModelShape, tp: int
+    gpu: presets.GPUSpec, model: presets.ModelArchitecture, tp: int
 ) -> None:
     per_pass_s, per_token_s = perf.tensor_parallel_cost(gpu, model, tp)
     # Ring all-reduce of N bytes over p GPUs: 2(p − 1)/p · N / B each way, plus a latency; two per layer.

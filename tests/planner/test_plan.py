@@ -119,9 +119,7 @@ def test_a_scale_down_waits_out_the_largest_rise_of_the_last_hour() -> None:
 
 def test_partial_metrics_never_scale_down() -> None:
     note = DataNote("ttft_quantile", "stale", "last sample 10 minutes old")
-    state = planner.PlannerState(
-        recommendations=(planner.RecommendationRecord(-10_000.0, {"prefill": 1, "decode": 1}),)
-    )
+    state = planner.PlannerState(recommendations=(planner.Recommendation(-10_000.0, {"prefill": 1, "decode": 1}),))
     d = _plan(SPEC, _obs(0.5, prefill=6, decode=6, t=0.0, notes=(note,)), state)
     assert d.pools["prefill"].desired_replicas == 6
     metrics = next(c for c in d.conditions if c.type == reasons.METRICS_AVAILABLE)

@@ -76,7 +76,7 @@ def test_kv_bytes_of_the_llama_models_are_the_published_figures() -> None:
 
 
 def test_fp8_kv_cache_halves_kv_bytes() -> None:
-    shape = presets.ModelShape("x", 8.0, 8.0, 32, 8, 128, 4096, kv_bytes_per_value=1.0)
+    shape = presets.ModelArchitecture("x", 8.0, 8.0, 32, 8, 128, 4096, kv_bytes_per_value=1.0)
     assert shape.kv_bytes_per_token == 65536
 
 

@@ -82,3 +82,28 @@ def test_tokenscale_follows_a_load_step_up_and_back_down() -> None:
     assert after < during
     first_up = tl.t_s[(tl.t_s > 900.0) & (tl.replicas["prefill"] > before)][0]
     assert first_up <= 900.0 + 2 * SPEC.interval.seconds
+
+
+@pytest.mark.parametrize(
+    ("name", "window_s", "provisioned"),
+    [
+        pytest.param("tokenscale", max(SPEC.metrics.window.seconds, SPEC.interval.seconds), False, id="tokenscale"),
+        pytest.param("static", max(SPEC.metrics.window.seconds, 60.0), True, id="static-provisioned"),
+        pytest.param("hpa", 15.0, False, id="hpa-own-period"),
+        pytest.param("dynamo", 5.0, False, id="dynamo-own-interval"),
+        pytest.param("llm-d", 15.0, False, id="llm-d-own-period"),
+    ],
+)
+def test_registry_builds_each_policy_with_its_window_and_start(name: str, window_s: float, provisioned: bool) -> None:
+    w = synthetic_workload(np.random.default_rng(6), 300.0, 5.0, shape="constant", bursts=None)
+    (policy,) = loop.build_policies(_setup(w), [name])
+    assert policy.name == name and loop.window_for(policy, SPEC) == window_s and policy.provisioned is provisioned
+    counts, _ = policy.initial(SPEC)
+    assert set(counts) == {"prefill", "decode"}
+
+
+def test_registry_names_every_policy_and_refuses_an_unknown_one() -> None:
+    assert policies.POLICY_NAMES == ("tokenscale", "static", "hpa", "dynamo", "llm-d")
+    w = make_workload("empty", [], [], [])
+    with pytest.raises(ValueError, match="unknown policy 'nope'"):
+        loop.build_policies(_setup(w), ["nope"])

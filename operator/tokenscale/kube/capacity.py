@@ -39,8 +39,8 @@ from kubernetes.utils.quantity import parse_quantity
 
 from tokenscale.api import NodeGroup
 from tokenscale.kube.scale import KubeError, SharedReads, list_items, translate
+from tokenscale.planner.reasons import INVALID_NODE_GROUP
 
-INVALID_NODE_GROUP = "InvalidNodeGroup"
 NON_TERMINAL_PODS = "status.phase!=Succeeded,status.phase!=Failed"  # field selector
 SNAPSHOT_MAX_AGE_S = 5.0  # node and pod lists are reused this long; small against a pool's interval (30 s)
 

@@ -16,10 +16,9 @@ from typing import Any, cast
 import kubernetes
 import urllib3
 
-from tokenscale.api import ConfigMapKeyRef, SecretKeyRef
+from tokenscale.api import GROUP, KIND, PLURAL, VERSION, ConfigMapKeyRef, SecretKeyRef
 from tokenscale.kube.scale import KubeError, translate
-
-GROUP, VERSION, PLURAL = "tokenscale.dev", "v1alpha1", "inferencepools"
+from tokenscale.planner import reasons
 
 
 class MissingReference(KubeError):
@@ -57,7 +56,7 @@ async def write_status(
         for i in range(attempts):
             body = {
                 "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "InferencePool",
+                "kind": KIND,
                 "metadata": {"name": name, "namespace": namespace, "resourceVersion": version},
                 "status": dict(status),
             }
@@ -91,7 +90,7 @@ async def read_secret_key(api: kubernetes.client.ApiClient, namespace: str, ref:
     except kubernetes.client.ApiException as err:
         if err.status in (403, 404):
             raise MissingReference(
-                "SecretNotFound" if err.status == 404 else "SecretForbidden",
+                reasons.SECRET_NOT_FOUND if err.status == 404 else reasons.SECRET_FORBIDDEN,
                 f"cannot read Secret {namespace}/{ref.name} ({err.reason}): create it or grant the operator get on it",
             ) from None
         raise translate(err, f"read Secret {namespace}/{ref.name}") from None
@@ -99,7 +98,7 @@ async def read_secret_key(api: kubernetes.client.ApiClient, namespace: str, ref:
         raise translate(err, f"read Secret {namespace}/{ref.name}") from None
     data = secret.data or {}
     if ref.key not in data:
-        raise MissingReference("SecretKeyMissing", f"Secret {namespace}/{ref.name} has no key {ref.key!r}")
+        raise MissingReference(reasons.SECRET_KEY_MISSING, f"Secret {namespace}/{ref.name} has no key {ref.key!r}")
     return base64.b64decode(data[ref.key]).decode("utf-8").strip()
 
 
@@ -111,7 +110,7 @@ async def read_configmap_key(api: kubernetes.client.ApiClient, namespace: str, r
     except kubernetes.client.ApiException as err:
         if err.status in (403, 404):
             raise MissingReference(
-                "ConfigMapNotFound" if err.status == 404 else "ConfigMapForbidden",
+                reasons.CONFIG_MAP_NOT_FOUND if err.status == 404 else reasons.CONFIG_MAP_FORBIDDEN,
                 f"cannot read ConfigMap {namespace}/{ref.name} ({err.reason}): "
                 + (
                     "create it or fix performance.configMapRef" if err.status == 404 else "grant the operator get on it"
@@ -122,5 +121,7 @@ async def read_configmap_key(api: kubernetes.client.ApiClient, namespace: str, r
         raise translate(err, f"read ConfigMap {namespace}/{ref.name}") from None
     data = config_map.data or {}
     if ref.key not in data:
-        raise MissingReference("ConfigMapKeyMissing", f"ConfigMap {namespace}/{ref.name} has no key {ref.key!r}")
+        raise MissingReference(
+            reasons.CONFIG_MAP_KEY_MISSING, f"ConfigMap {namespace}/{ref.name} has no key {ref.key!r}"
+        )
     return str(data[ref.key])

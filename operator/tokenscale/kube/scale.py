@@ -28,20 +28,20 @@ import kubernetes
 import urllib3
 
 from tokenscale.api import ScaleTargetRef
+from tokenscale.planner.reasons import (
+    API_ERROR,
+    FORBIDDEN,
+    NO_SCALE_SUBRESOURCE,
+    TARGET_KIND_UNKNOWN,
+    TARGET_NOT_FOUND,
+    TARGET_NOT_NAMESPACED,
+)
 
 DISCOVERY_TTL_S = 300.0  # a resolved kind is trusted this long; a CRD installed later is found at once
 REQUEST_TIMEOUT_S = 30.0  # per API request: connect + read
 PAGE_SIZE = 500  # items per list request (the apiserver's chunking)
 WRITE_ATTEMPTS = 5  # read-modify-write rounds before a run of 409 Conflicts is reported
 CONFLICT_BACKOFF_S = 0.01  # pause after the n-th conflict: n times this (client-go's RetryOnConflict waits 10 ms)
-
-# Reasons (CamelCase, for conditions and Events).
-TARGET_NOT_FOUND = "TargetNotFound"
-NO_SCALE_SUBRESOURCE = "NoScaleSubresource"
-TARGET_KIND_UNKNOWN = "TargetKindUnknown"
-TARGET_NOT_NAMESPACED = "TargetNotNamespaced"
-FORBIDDEN = "Forbidden"
-API_ERROR = "ApiError"
 
 
 class KubeError(Exception):

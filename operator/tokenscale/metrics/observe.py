@@ -25,7 +25,7 @@ import math
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 
-from tokenscale.api import InferencePoolSpec, Objective, Role
+from tokenscale.api import InferencePoolSpec, Objective, Role, prompt_role, serving_role
 from tokenscale.metrics import promql
 from tokenscale.metrics.presets import PRESETS, EnginePreset, LengthSeries
 from tokenscale.metrics.prometheus import PrometheusClient, PrometheusError, Sample
@@ -44,6 +44,59 @@ from tokenscale.planner.observation import (
 MIN_QUANTILE_SAMPLES = 20  # fewer observations in the window than this: the quantile gets a note
 COARSE_BUCKET_WIDTH = 0.5  # bucket width / target above this: the quantile near the target is coarse
 STALE_LOOKBACK_S = 3600.0  # a series seen within this lookback but not in the window is "stale"
+
+
+# The names of one observation's queries, each the `tokenscale_signal` label of its answers in the
+# batch (`_run_batched`) and the key of `ObservationResult.queries`: `_Plan.build` asks under these
+# names and `_assemble` reads the answers by the same ones.
+Q_FINISHED = "finished"
+Q_FINISHED_RESETS = "finished_resets"
+Q_DISPERSION = "dispersion"
+Q_IN_SYSTEM_DELTA = "in_system_delta"
+Q_PREFILL_BUCKETS = "prefill_buckets"
+Q_PREFILL_SUM = "prefill_sum"
+Q_WAITING = "waiting"
+
+
+@dataclass(frozen=True)
+class LengthQueries:
+    """The query names of one request-length signal ("isl" or "osl")."""
+
+    buckets: str
+    total: str
+    tokens: str
+
+    @classmethod
+    def of(cls, signal: str) -> LengthQueries:
+        return cls(f"{signal}_buckets", f"{signal}_sum", f"{signal}_tokens")
+
+
+@dataclass(frozen=True)
+class LatencyQueries:
+    """The query names of the i-th alternative series of one latency signal ("ttft", "tpot", "itl")."""
+
+    buckets: str
+    quantile: str
+    total: str
+
+    @classmethod
+    def of(cls, signal: str, i: int) -> LatencyQueries:
+        return cls(f"{signal}_buckets_{i}", f"{signal}_quantile_{i}", f"{signal}_sum_{i}")
+
+
+def running_query(role: Role) -> str:
+    """The name of the query of a pool's running requests."""
+    return f"running_{role}"
+
+
+def replicas_query(role: Role) -> str:
+    """The name of the query of a pool's replicas seen in the metrics."""
+    return f"replicas_{role}"
+
+
+def kv_query(i: int) -> str:
+    """The name of the query of the i-th alternative KV-cache usage gauge."""
+    return f"kv_{i}"
 
 
 @dataclass(frozen=True)
@@ -66,14 +119,6 @@ class ObservationResult:
     metrics_replicas: Mapping[Role, int]  # series per pool: replicas that export metrics
 
 
-def _serving_role(spec: InferencePoolSpec) -> Role:
-    return "aggregated" if spec.mode == "Aggregated" else "decode"
-
-
-def _prefill_role(spec: InferencePoolSpec) -> Role:
-    return "aggregated" if spec.mode == "Aggregated" else "prefill"
-
-
 class _Plan:
     """The queries of one observation, named, and the label matchers they use."""
 
@@ -82,7 +127,7 @@ class _Plan:
         self.window_s = spec.metrics.window.seconds
         self.base = {preset.model_label: spec.model, **spec.metrics.labels}
         self.roles = tuple(spec.active_pools())
-        self.serving = self.base if preset.request_source == "frontend" else self.pool(_serving_role(spec))
+        self.serving = self.base if preset.request_source == "frontend" else self.pool(serving_role(spec.mode))
         self.queries: dict[str, str] = {}
 
     def pool(self, role: Role) -> dict[str, str]:
@@ -94,40 +139,42 @@ class _Plan:
 
     def build(self) -> None:
         p, w, spec = self.preset, self.window_s, self.spec
-        self.add("finished", promql.increase_sum(p.finished_requests, self.serving, w))
-        self.add("finished_resets", promql.resets_sum(p.finished_requests, self.serving, w))
-        self.add("dispersion", promql.count_dispersion(p.finished_requests, self.serving, w, dispersion_bin_s(w)))
+        self.add(Q_FINISHED, promql.increase_sum(p.finished_requests, self.serving, w))
+        self.add(Q_FINISHED_RESETS, promql.resets_sum(p.finished_requests, self.serving, w))
+        self.add(Q_DISPERSION, promql.count_dispersion(p.finished_requests, self.serving, w, dispersion_bin_s(w)))
         if p.in_system:
-            self.add("in_system_delta", promql.gauge_delta_sum(p.in_system, self.base, w))
+            self.add(Q_IN_SYSTEM_DELTA, promql.gauge_delta_sum(p.in_system, self.base, w))
         for signal, series in (("isl", p.isl), ("osl", p.osl)):
+            lq = LengthQueries.of(signal)
             if series.histogram:
-                self.add(f"{signal}_buckets", promql.histogram_buckets(series.histogram, self.serving, w))
-                self.add(f"{signal}_sum", promql.histogram_sum(series.histogram, self.serving, w))
+                self.add(lq.buckets, promql.histogram_buckets(series.histogram, self.serving, w))
+                self.add(lq.total, promql.histogram_sum(series.histogram, self.serving, w))
             elif series.tokens_counter:
-                self.add(f"{signal}_tokens", promql.increase_sum(series.tokens_counter, self.serving, w))
+                self.add(lq.tokens, promql.increase_sum(series.tokens_counter, self.serving, w))
         for signal, names, q in (
             ("ttft", p.ttft, spec.objectives.ttft.quantile),
             ("tpot", p.tpot, spec.objectives.tpot.quantile),
             ("itl", p.itl, spec.objectives.tpot.quantile),
         ):
             for i, name in enumerate(names):
-                self.add(f"{signal}_buckets_{i}", promql.histogram_buckets(name, self.serving, w))
-                self.add(f"{signal}_quantile_{i}", promql.histogram_quantile(q, name, self.serving, w))
-                self.add(f"{signal}_sum_{i}", promql.histogram_sum(name, self.serving, w))
+                hq = LatencyQueries.of(signal, i)
+                self.add(hq.buckets, promql.histogram_buckets(name, self.serving, w))
+                self.add(hq.quantile, promql.histogram_quantile(q, name, self.serving, w))
+                self.add(hq.total, promql.histogram_sum(name, self.serving, w))
         if p.prefill_time:
-            prefill = self.pool(_prefill_role(spec)) if p.request_source == "serving-pool" else self.base
-            self.add("prefill_buckets", promql.histogram_buckets(p.prefill_time, prefill, w))
-            self.add("prefill_sum", promql.histogram_sum(p.prefill_time, prefill, w))
+            prefill = self.pool(prompt_role(spec.mode)) if p.request_source == "serving-pool" else self.base
+            self.add(Q_PREFILL_BUCKETS, promql.histogram_buckets(p.prefill_time, prefill, w))
+            self.add(Q_PREFILL_SUM, promql.histogram_sum(p.prefill_time, prefill, w))
         per_pool_metric = p.running or (p.finished_requests if p.request_source == "serving-pool" else None)
         for role in self.roles:
             if p.running:
-                self.add(f"running_{role}", promql.gauge_sum(p.running, self.pool(role)))
+                self.add(running_query(role), promql.gauge_sum(p.running, self.pool(role)))
             if per_pool_metric:
-                self.add(f"replicas_{role}", promql.series_count(per_pool_metric, self.pool(role)))
+                self.add(replicas_query(role), promql.series_count(per_pool_metric, self.pool(role)))
         if p.waiting:
-            self.add("waiting", promql.gauge_sum(p.waiting, self.base))
+            self.add(Q_WAITING, promql.gauge_sum(p.waiting, self.base))
         for i, name in enumerate(p.kv_usage):
-            self.add(f"kv_{i}", promql.gauge_avg(name, self.pool(_serving_role(spec))))
+            self.add(kv_query(i), promql.gauge_avg(name, self.pool(serving_role(spec.mode))))
 
 
 async def observe(
@@ -300,15 +347,15 @@ async def _assemble(
         return ObservationResult(obs, plan.queries, {n: first.kind for n in answers}, {})
 
     # Offered load.
-    finished = r.scalar("finished")
+    finished = r.scalar(Q_FINISHED)
     rate: float | None = None
     if finished is None:
-        kind, message = await _explain(r, client, "finished", preset.finished_requests, plan.serving, w, now_s)
+        kind, message = await _explain(r, client, Q_FINISHED, preset.finished_requests, plan.serving, w, now_s)
         r.note("request_rate", kind, message)
     elif math.isnan(finished):
         r.note("request_rate", "nan", f"{preset.finished_requests}: the increase over the window is NaN")
     else:
-        growth = r.scalar("in_system_delta", signed=True) if preset.in_system else None
+        growth = r.scalar(Q_IN_SYSTEM_DELTA, signed=True) if preset.in_system else None
         if growth is None or math.isnan(growth):
             r.note(
                 "request_rate",
@@ -317,7 +364,7 @@ async def _assemble(
             )
             growth = 0.0
         rate = max(finished + growth, 0.0) / w
-        resets = r.scalar("finished_resets")
+        resets = r.scalar(Q_FINISHED_RESETS)
         if resets is not None and resets > 0:
             r.note(
                 "request_rate",
@@ -325,7 +372,7 @@ async def _assemble(
                 f"{preset.finished_requests} reset {resets:g} time(s) in the window (engine restart); "
                 "increase() compensated",
             )
-    dispersion = r.scalar("dispersion")
+    dispersion = r.scalar(Q_DISPERSION)
     arrival_cv2 = dispersion if dispersion is not None and math.isfinite(dispersion) and dispersion >= 0 else None
 
     # Lengths.
@@ -342,26 +389,26 @@ async def _assemble(
     )
     tpot_q, itl_q, itl_mean = await _tpot_and_itl(r, client, plan, preset, spec, now_s)
     prefill_mean: float | None = None
-    prefill = r.histogram("prefill_buckets", "prefill_sum") if preset.prefill_time else None
+    prefill = r.histogram(Q_PREFILL_BUCKETS, Q_PREFILL_SUM) if preset.prefill_time else None
     if prefill is not None and prefill.count > 0 and prefill.total is not None:
         prefill_mean = prefill.total / prefill.count
 
     # Gauges.
     running: dict[Role, float] = {}
     for role in plan.roles:
-        value = r.scalar(f"running_{role}")
+        value = r.scalar(running_query(role))
         if value is not None and math.isfinite(value):
             running[role] = value
-    waiting = r.scalar("waiting")
+    waiting = r.scalar(Q_WAITING)
     kv = next(
-        (v for i in range(len(preset.kv_usage)) if (v := r.scalar(f"kv_{i}")) is not None and math.isfinite(v)), None
+        (v for i in range(len(preset.kv_usage)) if (v := r.scalar(kv_query(i))) is not None and math.isfinite(v)), None
     )
     if kv is not None and kv > 1.0:
         r.note("kv_usage", "implausible", f"KV-cache use {kv:g} is above 1 (a fraction of the cache)")
         kv = None
     seen: dict[Role, int] = {}
     for role in plan.roles:
-        count = r.scalar(f"replicas_{role}")
+        count = r.scalar(replicas_query(role))
         if count is not None and math.isfinite(count):
             seen[role] = int(count)
     if replicas is None:  # a pool whose count could not be read is left out, never counted as 0
@@ -424,11 +471,12 @@ async def _length(
 ) -> tuple[float | None, float | None, LengthDistribution | None]:
     """(mean, c², shape from the buckets) of one length signal; Nones with a note where unreadable."""
     name = f"{signal}_mean"
+    lq = LengthQueries.of(signal)
     if series.histogram:
-        h = r.histogram(f"{signal}_buckets", f"{signal}_sum")
+        h = r.histogram(lq.buckets, lq.total)
         if h is None:
             kind, message = await _explain(
-                r, client, f"{signal}_buckets", series.histogram + "_bucket", plan.serving, plan.window_s, now_s
+                r, client, lq.buckets, series.histogram + "_bucket", plan.serving, plan.window_s, now_s
             )
             r.note(name, kind, message)
             return None, None, None
@@ -439,10 +487,10 @@ async def _length(
         mean, cv2 = moments_from_buckets(h.bounds, cumulative, h.total, h.count)
         return mean, cv2, lengths_mod.from_buckets(h.bounds, cumulative, h.total, h.count)
     if series.tokens_counter:
-        tokens = r.scalar(f"{signal}_tokens")
+        tokens = r.scalar(lq.tokens)
         if tokens is None:
             kind, message = await _explain(
-                r, client, f"{signal}_tokens", series.tokens_counter, plan.serving, plan.window_s, now_s
+                r, client, lq.tokens, series.tokens_counter, plan.serving, plan.window_s, now_s
             )
             r.note(name, kind, message)
             return None, None, None
@@ -500,14 +548,15 @@ async def _quantile(
     q, target_s = objective.quantile, objective.target.seconds
     label = f"p{q * 100:g} {signal.upper()}"
     for i, name in enumerate(names):
-        h = r.histogram(f"{signal}_buckets_{i}", f"{signal}_sum_{i}")
+        hq = LatencyQueries.of(signal, i)
+        h = r.histogram(hq.buckets, hq.total)
         if h is None:
             continue
         _resolution_note(r, signal, label, h.bounds, target_s)
         if h.count <= 0:
             r.note(f"{signal}_quantile", "nan", f"{name}: no observations in the last {plan.window_s:g}s")
             return None, None, h
-        value = r.scalar(f"{signal}_quantile_{i}")
+        value = r.scalar(hq.quantile)
         mean = h.total / h.count if h.total is not None and math.isfinite(h.total) else None
         if value is None or math.isnan(value):
             r.note(f"{signal}_quantile", "nan", f"{name}: histogram_quantile gave no value")
@@ -524,7 +573,7 @@ async def _quantile(
             )
         return value, mean, h
     kind, message = await _explain(
-        r, client, f"{signal}_buckets_0", names[0] + "_bucket", plan.serving, plan.window_s, now_s
+        r, client, LatencyQueries.of(signal, 0).buckets, names[0] + "_bucket", plan.serving, plan.window_s, now_s
     )
     r.note(f"{signal}_quantile", kind, message)
     return None, None, None
@@ -597,7 +646,7 @@ async def _observe_custom(
         ttft_quantile_s=values["ttft_quantile"],
         tpot_quantile_s=values["tpot_quantile"],
         waiting_requests=values.get("waiting"),
-        running_requests={_serving_role(spec): v} if (v := values.get("running")) is not None else {},
+        running_requests={serving_role(spec.mode): v} if (v := values.get("running")) is not None else {},
         kv_usage_fraction=values.get("kv_usage"),
         notes=tuple(r.notes),
     )

@@ -96,10 +96,11 @@ class PrometheusClient:
             retry=no_retry,
             disable_ssl=creds.insecure_skip_verify,
         )
-        # One connection per worker thread (the library's adapter keeps requests' default of 10).
-        self._connect._session.mount(
-            self._connect.url, HTTPAdapter(max_retries=no_retry, pool_maxsize=self.max_concurrency)
-        )
+        # The session is ours (given to PrometheusConnect, which mounts its adapter on it), so it is
+        # used through our own reference, never the library's private `_session`. One connection per
+        # worker thread (the library's adapter keeps requests' default of 10).
+        self._session = session
+        session.mount(self._connect.url, HTTPAdapter(max_retries=no_retry, pool_maxsize=self.max_concurrency))
         self._pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="prometheus")
 
     async def query(self, promql: str, time_s: float | None = None) -> list[Sample]:
@@ -126,13 +127,13 @@ class PrometheusClient:
         # parameters in the URL whatever its method, so the POST uses the session it configured.
         connect = self._connect
         try:
-            response = connect._session.post(
+            response = self._session.post(
                 f"{connect.url}/api/v1/query",
                 data={"query": promql, **params},
                 headers=connect.headers,
                 auth=connect.auth,
                 # Passed again: requests lets REQUESTS_CA_BUNDLE override the session's verify.
-                verify=connect._session.verify,
+                verify=self._session.verify,
                 timeout=self.timeout_s,
             )
         except requests.Timeout:
@@ -150,7 +151,7 @@ class PrometheusClient:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._connect._session.close()
+        self._session.close()
         if self._ca_dir is not None:
             self._ca_dir.cleanup()
 

@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tokenscale.api import Precision
-from tokenscale.planner.presets import GPUSpec, ModelShape
+from tokenscale.planner.presets import GPUSpec, ModelArchitecture
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -118,7 +118,7 @@ ACTIVATION_RESERVE_FRACTION = 0.05
 
 
 def tensor_parallel_cost(
-    gpu: GPUSpec, model: ModelShape, tensor_parallel: int, all_reduce_latency_s: float = ALL_REDUCE_LATENCY_S
+    gpu: GPUSpec, model: ModelArchitecture, tensor_parallel: int, all_reduce_latency_s: float = ALL_REDUCE_LATENCY_S
 ) -> tuple[float, float]:
     """(seconds per forward pass, seconds per token) of the tensor-parallel all-reduces; (0, 0) at TP 1.
 
@@ -142,7 +142,7 @@ def tensor_parallel_cost(
 
 def roofline_performance(
     gpu: GPUSpec,
-    model: ModelShape,
+    model: ModelArchitecture,
     tensor_parallel: int,
     *,
     achievable_compute_fraction: float | None = None,

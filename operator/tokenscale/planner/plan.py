@@ -35,7 +35,7 @@ _DEFAULT_CV2 = 1.0  # exponential-like lengths/arrivals when the metric is missi
 
 
 @dataclass(frozen=True)
-class RecommendationRecord:
+class Recommendation:
     """Counts recommended from one time on, per role (for the stabilization windows).
 
     The history is a step function: a record stands until the next one, and a new one is kept only
@@ -48,9 +48,7 @@ class RecommendationRecord:
     replicas: Mapping[Role, int]
 
 
-def standing_until(
-    history: Sequence[RecommendationRecord], now_s: float, interval_s: float
-) -> list[RecommendationRecord]:
+def standing_until(history: Sequence[Recommendation], now_s: float, interval_s: float) -> list[Recommendation]:
     """Each record re-timed to the last cycle that recommended it: one interval before the next
     record (never before its own time), or the previous cycle for the last one.
 
@@ -58,14 +56,14 @@ def standing_until(
     `policy.stabilize` asks of a record's time: the same as if every cycle had been recorded (HPA).
     """
     ends = [r.time_s - interval_s for r in history[1:]] + [now_s - interval_s]
-    return [RecommendationRecord(max(end, r.time_s), r.replicas) for r, end in zip(history, ends, strict=True)]
+    return [Recommendation(max(end, r.time_s), r.replicas) for r, end in zip(history, ends, strict=True)]
 
 
 @dataclass(frozen=True)
 class PlannerState:
     """Everything a decision depends on besides spec and observation; kept in status across restarts."""
 
-    recommendations: tuple[RecommendationRecord, ...] = ()
+    recommendations: tuple[Recommendation, ...] = ()
     rate: fc.SeriesState | None = None
     isl: fc.SeriesState | None = None
     osl: fc.SeriesState | None = None
@@ -97,7 +95,7 @@ class PoolDecision:
     predicted_ttft_s: float | None
     predicted_tpot_s: float | None
     kv_usage_fraction: float | None
-    binding: str
+    binding: sizing.Binding
     reason: str
     message: str
 
@@ -269,7 +267,7 @@ def plan(
     decisions = {r: _pool_decision(spec, r, current[r], proposals[r], sized[r], steps[r], load) for r in roles}
     # Recorded are the model's answers after the survivors check, before stabilization, as HPA
     # records its unstabilized recommendations: recording the held value would hold it forever.
-    record = RecommendationRecord(now_s, dict(recommended))
+    record = Recommendation(now_s, dict(recommended))
     kept = tuple(r for r, until in zip(history, standing, strict=True) if now_s - until.time_s < _MAX_HISTORY_S)
     if not kept or kept[-1].replicas != record.replicas:  # an unchanged recommendation still stands
         kept += (record,)
@@ -318,7 +316,7 @@ def _hold(
             predicted_ttft_s=None,
             predicted_tpot_s=None,
             kv_usage_fraction=observation.kv_usage_fraction,
-            binding="metrics",
+            binding=sizing.Binding.METRICS,
             reason=reasons.METRICS_MISSING,
             message=message,
         )
@@ -559,7 +557,9 @@ def _slack_by_count(spec: InferencePoolSpec, s: sizing.PoolSizing) -> list[float
         ratios = np.fmax(ratios, s.ttft_s / spec.objectives.ttft.target.seconds)
     if not np.isnan(s.tpot_s).all():
         ratios = np.fmax(ratios, s.tpot_s / spec.objectives.tpot.target.seconds)
-    ratios = np.where(s.feasible | (s.binding == "ttft") | (s.binding == "tpot"), ratios, np.inf)
+    ratios = np.where(
+        s.feasible | (s.binding == sizing.Binding.TTFT) | (s.binding == sizing.Binding.TPOT), ratios, np.inf
+    )
     values = [float(v) for v in ratios]
     return [math.inf, *values]
 
@@ -581,8 +581,8 @@ def _knee(slack: list[float], max_replicas: int) -> int:
     return int(np.flatnonzero(finite & (ratios <= best * (1.0 + _KNEE_TOLERANCE)))[0]) + 1
 
 
-def _binding_at(s: sizing.PoolSizing, index: int) -> str:
-    return str(s.binding[index])
+def _binding_at(s: sizing.PoolSizing, index: int) -> sizing.Binding:
+    return sizing.Binding(str(s.binding[index]))
 
 
 def _capacity_by_count(
@@ -600,10 +600,9 @@ def _capacity_by_count(
         pool = spec.active_pools()["aggregated"]
         rates = np.zeros(counts.shape)
         for i, k in enumerate(counts):
-            lo, hi = 0.0, max(load.rate_per_s, 1e-3) * 4.0 * k
-            for _ in range(30):
-                mid = (lo + hi) / 2.0
-                trial = load.scaled(mid / max(load.rate_per_s, 1e-12))
+
+            def meets(rate: npt.NDArray[np.float64], i: int = i) -> npt.NDArray[np.bool_]:
+                trial = load.scaled(float(rate[0]) / max(load.rate_per_s, 1e-12))
                 ok = sizing.aggregated_sizing(
                     counts[i : i + 1],
                     trial,
@@ -614,8 +613,10 @@ def _capacity_by_count(
                     obj.tpot.target.seconds,
                     pool.max_num_batched_tokens,
                 ).feasible[0]
-                lo, hi = (mid, hi) if ok else (lo, mid)
-            rates[i] = lo
+                return np.array([ok])
+
+            hi = np.array([max(load.rate_per_s, 1e-3) * 4.0 * k])
+            rates[i] = sizing.largest_passing_rate(meets, np.zeros(1), hi, 30)[0]
     return np.concatenate(([0.0], rates))
 
 
@@ -624,13 +625,11 @@ def _note(trail: list[tuple[str, str]], reason: str, message: str) -> None:
         trail.append((reason, message))
 
 
-def _history_or_seed(
-    state: PlannerState, current: Mapping[Role, int], now_s: float
-) -> tuple[RecommendationRecord, ...]:
+def _history_or_seed(state: PlannerState, current: Mapping[Role, int], now_s: float) -> tuple[Recommendation, ...]:
     """After a restart with no history, seed it with the current counts (HPA; STYLE.md 22)."""
     if state.recommendations:
         return state.recommendations
-    return (RecommendationRecord(now_s, dict(current)),)
+    return (Recommendation(now_s, dict(current)),)
 
 
 def _pool_decision(
@@ -656,7 +655,7 @@ def _pool_decision(
         reason, message = reasons.SCALED_DOWN, ""
     else:
         reason, message = reasons.STEADY, ""
-    binding = str(s.binding[j]) if desired > current else str(s.binding[max(i - 1, 0)]) if i > 0 else "min"
+    binding = _binding_at(s, j) if desired > current else _binding_at(s, max(i - 1, 0)) if i > 0 else sizing.Binding.MIN
     why = _explain(spec, role, current, desired, s, i, j, load)
     line = f"{role} {current}→{desired}: {why}" if desired != current else f"{role} {current}: {why}"
     if message:

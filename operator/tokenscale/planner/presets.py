@@ -54,7 +54,7 @@ class GPUSpec:
 
 
 @dataclass(frozen=True)
-class ModelShape:
+class ModelArchitecture:
     """A decoder-only transformer's shape, as the roofline needs it.
 
     parameters_b         total parameters, billions (all experts of an MoE): what memory holds
@@ -124,33 +124,33 @@ GPU_PRESETS: Mapping[str, GPUSpec] = {
     "L40S": GPUSpec("L40S", 362.0, 864.0, 45.0, 25.0, 733.0, 32.0),
 }
 
-MODEL_PRESETS: Mapping[str, ModelShape] = {
+MODEL_PRESETS: Mapping[str, ModelArchitecture] = {
     # meta-llama/Llama-3.1-8B config.json: num_hidden_layers 32, hidden_size 4096,
     # num_attention_heads 32, num_key_value_heads 8 (head dim 128); model card: 8.03B parameters.
-    "Llama-3.1-8B": ModelShape("Llama-3.1-8B", 8.03, 8.03, 32, 8, 128, 4096),
+    "Llama-3.1-8B": ModelArchitecture("Llama-3.1-8B", 8.03, 8.03, 32, 8, 128, 4096),
     # meta-llama/Llama-3.1-70B config.json: 80 layers, hidden_size 8192, 64 attention heads,
     # 8 KV heads (head dim 128); model card: 70.6B parameters.
-    "Llama-3.1-70B": ModelShape("Llama-3.1-70B", 70.6, 70.6, 80, 8, 128, 8192),
+    "Llama-3.1-70B": ModelArchitecture("Llama-3.1-70B", 70.6, 70.6, 80, 8, 128, 8192),
     # Qwen/Qwen2.5-72B config.json: 80 layers, hidden_size 8192, 64 attention heads, 8 KV heads
     # (head dim 128); model card: 72.7B parameters.
-    "Qwen2.5-72B": ModelShape("Qwen2.5-72B", 72.7, 72.7, 80, 8, 128, 8192),
+    "Qwen2.5-72B": ModelArchitecture("Qwen2.5-72B", 72.7, 72.7, 80, 8, 128, 8192),
     # Qwen/Qwen3-32B config.json: 64 layers, 64 attention heads, 8 KV heads, head_dim 128
     # (attention width 8192; hidden_size 5120); model card: 32.8B parameters.
-    "Qwen3-32B": ModelShape("Qwen3-32B", 32.8, 32.8, 64, 8, 128, 8192),
+    "Qwen3-32B": ModelArchitecture("Qwen3-32B", 32.8, 32.8, 64, 8, 128, 8192),
     # mistralai/Mixtral-8x7B-v0.1 config.json: 32 layers, hidden_size 4096, 32 attention heads,
     # 8 KV heads, 8 local experts with 2 per token; Mistral's announcement: 46.7B total,
     # 12.9B used per token.
-    "Mixtral-8x7B": ModelShape("Mixtral-8x7B", 46.7, 12.9, 32, 8, 128, 4096),
+    "Mixtral-8x7B": ModelArchitecture("Mixtral-8x7B", 46.7, 12.9, 32, 8, 128, 4096),
     # Qwen/Qwen3-30B-A3B config.json: 48 layers, 32 attention heads, 4 KV heads, head_dim 128,
     # 128 experts with 8 per token; model card: 30.5B total, 3.3B activated.
-    "Qwen3-30B-A3B": ModelShape("Qwen3-30B-A3B", 30.5, 3.3, 48, 4, 128, 4096),
+    "Qwen3-30B-A3B": ModelArchitecture("Qwen3-30B-A3B", 30.5, 3.3, 48, 4, 128, 4096),
     # Qwen/Qwen3-235B-A22B config.json: 94 layers, 64 attention heads, 4 KV heads, head_dim 128,
     # 128 experts with 8 per token; model card: 235B total, 22B activated.
-    "Qwen3-235B-A22B": ModelShape("Qwen3-235B-A22B", 235.0, 22.0, 94, 4, 128, 8192),
+    "Qwen3-235B-A22B": ModelArchitecture("Qwen3-235B-A22B", 235.0, 22.0, 94, 4, 128, 8192),
 }
 
 
-def with_precision(shape: ModelShape, precision: Precision) -> ModelShape:
+def with_precision(shape: ModelArchitecture, precision: Precision) -> ModelArchitecture:
     """`shape` served in `precision`: its GEMMs' format and its weight and KV bytes (`PRECISION_BYTES`)."""
     per_value = PRECISION_BYTES[precision]
     return replace(shape, precision=precision, bytes_per_parameter=per_value, kv_bytes_per_value=per_value)
@@ -168,7 +168,7 @@ def gpu_preset(name: str) -> GPUSpec:
     raise PresetError(f"unknown GPU {name!r}; known: {', '.join(GPU_PRESETS)} (or give peakTFLOPS/hbmGBps/memoryGiB)")
 
 
-def model_preset(name: str) -> ModelShape:
+def model_preset(name: str) -> ModelArchitecture:
     """The model preset called `name` (case-insensitive); PresetError listing the known names otherwise."""
     for key, shape in MODEL_PRESETS.items():
         if key.lower() == name.lower():
@@ -176,7 +176,7 @@ def model_preset(name: str) -> ModelShape:
     raise PresetError(f"unknown model preset {name!r}; known: {', '.join(MODEL_PRESETS)}")
 
 
-def infer_model_preset(model_name: str) -> ModelShape | None:
+def infer_model_preset(model_name: str) -> ModelArchitecture | None:
     """The preset whose name appears in a served model name (`meta-llama/Llama-3.1-8B-Instruct`), else None.
 
     When several match, the longest name wins (it is the most specific).

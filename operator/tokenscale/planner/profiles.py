@@ -37,11 +37,11 @@ def gpu_of(hardware: Hardware) -> presets.GPUSpec:
     )
 
 
-def model_shape_of(spec: InferencePoolSpec) -> presets.ModelShape | None:
+def model_shape_of(spec: InferencePoolSpec) -> presets.ModelArchitecture | None:
     """The model shape: `spec.modelShape` (preset plus overrides, or every field), else the preset
     whose name appears in `spec.model`, with `spec.modelShape.precision` and any byte counts applied."""
     shape: ModelShape | None = spec.model_shape
-    base: presets.ModelShape | None
+    base: presets.ModelArchitecture | None
     if shape is not None and shape.preset is not None:
         try:
             base = presets.model_preset(shape.preset)
@@ -53,7 +53,7 @@ def model_shape_of(spec: InferencePoolSpec) -> presets.ModelShape | None:
         if missing:
             raise ProfileError(f"spec.modelShape needs {', '.join(missing)} when no preset is given")
         assert shape.layers and shape.kv_heads and shape.head_dim
-        base = presets.ModelShape(
+        base = presets.ModelArchitecture(
             name="custom",
             parameters_b=shape.parameters_billions,
             active_parameters_b=shape.active_parameters_billions or shape.parameters_billions,

@@ -1,7 +1,8 @@
 """Condition types and the CamelCase reasons the planner and the operator set.
 
-One module so that tests, Events and status agree on the spelling. Called by `planner.policy`,
-`planner.plan`, the controller and the simulator's report.
+One module so that tests, Events and status agree on the spelling (STYLE.md §13). Called by
+`planner.policy`, `planner.plan`, `reconcile`, `kube/` (the reasons of failed reads and writes) and
+the simulator's report.
 """
 
 from __future__ import annotations
@@ -20,11 +21,6 @@ CONDITION_TYPES: Final = (READY, METRICS_AVAILABLE, SCALING_ACTIVE, SCALING_LIMI
 SCALED_UP: Final = "ScaledUp"
 SCALED_DOWN: Final = "ScaledDown"
 STEADY: Final = "Steady"
-TTFT_BOUND: Final = "TTFTBound"
-TPOT_BOUND: Final = "TPOTBound"
-KV_BOUND: Final = "KVCacheBound"
-BATCH_BOUND: Final = "MaxBatchBound"
-STABILITY_BOUND: Final = "StabilityBound"
 MIN_REPLICAS: Final = "MinReplicas"
 MAX_REPLICAS: Final = "MaxReplicas"
 UNREACHABLE_OBJECTIVE: Final = "ObjectiveUnreachable"
@@ -48,4 +44,19 @@ ACTIVE: Final = "Active"
 INVALID_SPEC: Final = "InvalidSpec"
 WOULD_SCALE: Final = "WouldScale"
 SCALE_FAILED: Final = "ScaleFailed"
-REFERENCE_MISSING: Final = "ReferenceMissing"
+INVALID_PROFILE: Final = "InvalidProfile"  # a ConfigMap's key is not a PerformanceProfile
+
+# Reasons of failed Kubernetes reads and writes (`kube.scale.KubeError.reason`).
+TARGET_NOT_FOUND: Final = "TargetNotFound"
+NO_SCALE_SUBRESOURCE: Final = "NoScaleSubresource"
+TARGET_KIND_UNKNOWN: Final = "TargetKindUnknown"
+TARGET_NOT_NAMESPACED: Final = "TargetNotNamespaced"
+FORBIDDEN: Final = "Forbidden"
+API_ERROR: Final = "ApiError"
+INVALID_NODE_GROUP: Final = "InvalidNodeGroup"
+SECRET_NOT_FOUND: Final = "SecretNotFound"
+SECRET_FORBIDDEN: Final = "SecretForbidden"
+SECRET_KEY_MISSING: Final = "SecretKeyMissing"
+CONFIG_MAP_NOT_FOUND: Final = "ConfigMapNotFound"
+CONFIG_MAP_FORBIDDEN: Final = "ConfigMapForbidden"
+CONFIG_MAP_KEY_MISSING: Final = "ConfigMapKeyMissing"

@@ -17,9 +17,12 @@ n̄ = (λ/m)·OSL·τ(n̄, L) has the closed-form solution
 
     n̄ = (λ/m)·OSL·α / (1 − (λ/m)·OSL·(β + γ·L)),          stable iff (λ/m)·OSL·(β + γ·L) < 1.
 
-The batch is M/G/∞-like, hence Poisson(n̄). vLLM's inter-token-latency histogram records one
-sample per token per step, so a token sees the size-biased batch, which for a Poisson batch is
-1 + Poisson(n̄); the ITL quantile q is τ(1 + P_q(n̄), L) with P_q the Poisson quantile.
+The batch is a birth–death chain whose stationary law is negative binomial, NegBin(r, u) with
+r = α/(β + γ·L) and u = (λ/m)·OSL·(β + γ·L) (mean n̄; a Poisson(n̄) batch, M/G/∞, has too thin a
+tail). vLLM's inter-token-latency histogram records one sample per token per step, so a token sees
+the size-biased batch, 1 + NegBin(r + 1, u); the ITL quantile q is τ(1 + N_q, L) with N_q that
+negative binomial's quantile (`size_biased_batch_quantile`). The TPOT objective is per request, the
+mean step over a request's life: its quantile over requests comes from `planner.tpot`.
 KV memory: the q-quantile batch holding ISL + OSL tokens each must fit in the KV cache.
 
 Aggregated: each step carries the decode batch plus a chunk of prompt tokens (chunked prefill,
@@ -27,14 +30,17 @@ Aggregated: each step carries the decode batch plus a chunk of prompt tokens (ch
 decode steps come (1 − u_p) as often: n̄ = (λ/m)·OSL·τ(n̄)/(1 − u_p). The prompt queue drains at
 (budget − n̄) tokens per step of τ(n̄) + b·(budget − n̄), so a prompt's work in the M/G/c queue is
 its share of those steps; its own time to first token counts every whole step its chunks ride in
-(`aggregated_prompt_service_s`, issue 16). When more than (1 − q) of steps carry a chunk, the ITL
-quantile includes the chunk's time.
+(`aggregated_prompt_service_s`, issue 16). A token waits a plain decode step or, in the share of
+steps that carry a chunk, a step stretched by that chunk (`chunked_itl_quantile_s`); a request's
+TPOT counts every prompt prefilled during its life (`planner.tpot`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from enum import StrEnum
 
 import numpy as np
 import numpy.typing as npt
@@ -64,6 +70,23 @@ class Load:
         return replace(self, rate_per_s=self.rate_per_s * factor)
 
 
+class Binding(StrEnum):
+    """What sets a count: the first objective or limit a count fails, in the order sizing checks them.
+
+    The values are what status (`pools.<role>.binding`), `plan` output and the operator's
+    `tokenscale_decisions_total{binding}` show.
+    """
+
+    OK = "ok"  # nothing fails
+    STABILITY = "stability"  # the load exceeds what the replicas can ever serve
+    BATCH = "batch"  # the decode batch outgrows max_batch
+    KV = "kv"  # the KV cache overflows
+    TPOT = "tpot"  # the TPOT objective is missed
+    TTFT = "ttft"  # the TTFT objective is missed
+    METRICS = "metrics"  # no count was sized: a load signal is missing (plan only)
+    MIN = "min"  # the fewest replicas allowed (plan only)
+
+
 @dataclass(frozen=True)
 class PoolSizing:
     """Predicted latency quantiles and the binding constraint for each candidate count.
@@ -71,7 +94,7 @@ class PoolSizing:
     `feasible[i]` says whether counts[i] meets every objective and limit. `ttft_s` / `tpot_s` are
     the predicted quantiles (inf where unstable; `tpot_s` per request, the objective's meaning) and
     `itl_s` the per-token inter-token latency at the same quantile; `binding[i]` names what fails at
-    counts[i] ("ok" where nothing does).
+    counts[i] (a `Binding` value; "ok" where nothing does).
     """
 
     counts: IntArray
@@ -363,7 +386,7 @@ def prefill_sizing(
     service, delay, weights = _prefill_times(load, perf, extra_delay_s)
     ttft = _sojourn_quantile(counts, load, service, delay, weights, ttft_quantile)
     feasible = ttft <= ttft_target_s
-    binding = np.where(~np.isfinite(ttft), "stability", np.where(feasible, "ok", "ttft"))
+    binding = np.where(~np.isfinite(ttft), Binding.STABILITY, np.where(feasible, Binding.OK, Binding.TTFT))
     return PoolSizing(
         counts=counts,
         ttft_s=ttft,
@@ -397,6 +420,22 @@ def prefill_ttft_exceedance_by_cv2(
     return out
 
 
+def largest_passing_rate(
+    passes: Callable[[FloatArray], npt.NDArray[np.bool_]], lo: FloatArray, hi: FloatArray, halvings: int
+) -> FloatArray:
+    """Largest rate per element in [lo, hi] for which `passes` holds, by `halvings` bisection steps.
+
+    `passes` maps an array of rates (req/s) to whether each meets its objectives, and must hold below
+    some rate and fail above it; the result is the highest rate seen to pass (`lo` if none did). The
+    one bisection behind every capacity-by-count table (prefill, decode and aggregated).
+    """
+    for _ in range(halvings):
+        mid = (lo + hi) / 2.0
+        ok = passes(mid)
+        lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
+    return lo
+
+
 def prefill_capacity_per_s(
     counts: IntArray,
     load: Load,
@@ -408,14 +447,15 @@ def prefill_capacity_per_s(
     """Largest arrival rate each prefill count serves within the TTFT objective (bisection, vectorized)."""
     service, delay, weights = _prefill_times(load, perf, extra_delay_s)
     mean_s, cs2 = queueing.service_moments(service, weights)
-    lo = np.zeros(counts.shape)
-    hi = counts / mean_s  # the stability limit
-    for _ in range(40):
-        mid = (lo + hi) / 2.0
-        ttft = queueing.sojourn_quantile_s(ttft_quantile, counts, mid, mean_s, load.arrival_cv2, cs2, delay, weights)
-        ok = ttft <= ttft_target_s
-        lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
-    return lo
+
+    def meets_ttft(rate_per_s: FloatArray) -> npt.NDArray[np.bool_]:
+        ttft = queueing.sojourn_quantile_s(
+            ttft_quantile, counts, rate_per_s, mean_s, load.arrival_cv2, cs2, delay, weights
+        )
+        return np.asarray(ttft <= ttft_target_s)
+
+    # Up to the stability limit, counts / mean_s.
+    return largest_passing_rate(meets_ttft, np.zeros(counts.shape), counts / mean_s, 40)
 
 
 def decode_capacity_per_s(
@@ -426,21 +466,18 @@ def decode_capacity_per_s(
     Decode replicas share nothing, so m replicas carry m times what one does (bisection on one).
     """
     one = np.array([1])
-    lo, hi = 0.0, 1.0
-    while decode_sizing(
-        one, load.scaled(hi / max(load.rate_per_s, 1e-12)), perf, tpot_quantile, tpot_target_s
-    ).feasible[0]:
+
+    def one_meets(rate_per_s: float) -> bool:
+        trial = load.scaled(rate_per_s / max(load.rate_per_s, 1e-12))
+        return bool(decode_sizing(one, trial, perf, tpot_quantile, tpot_target_s).feasible[0])
+
+    hi = 1.0
+    while one_meets(hi):
         hi *= 2.0
         if hi > 1e7:
             break
-    for _ in range(40):
-        mid = (lo + hi) / 2.0
-        trial = load.scaled(mid / max(load.rate_per_s, 1e-12))
-        if decode_sizing(one, trial, perf, tpot_quantile, tpot_target_s).feasible[0]:
-            lo = mid
-        else:
-            hi = mid
-    return counts.astype(np.float64) * lo
+    lo = largest_passing_rate(lambda rate: np.array([one_meets(float(rate[0]))]), np.zeros(1), np.array([hi]), 40)
+    return counts.astype(np.float64) * float(lo[0])
 
 
 def _sojourn_quantile(
@@ -501,7 +538,7 @@ def aggregated_sizing(
     lam = load.rate_per_s / m
     isl, weights = isl_points(load)
     prompt_compute = np.asarray(perf.prefill.service_time_s(isl), dtype=np.float64) - perf.prefill.a_s
-    mean_compute = float(np.dot(weights, prompt_compute))
+    mean_compute, compute_cs2 = queueing.service_moments(prompt_compute, weights)
     u_p = lam * mean_compute
     n_mean = decode_batch_mean(counts, load, perf, u_p)
     room = np.maximum(chunk_tokens - n_mean, 1.0)
@@ -526,12 +563,12 @@ def aggregated_sizing(
         lead[i] = delayed / theta + own_mean + lead_in if theta > 0 else np.inf
         # W is 0 with probability 1 − C, else exponential at rate θ: Var W = (2C − C²)/θ².
         lead_var[i] = (2.0 * delayed - delayed**2) / theta**2 + float(np.dot(weights, (own - own_mean) ** 2))
-    second = float(np.dot(weights, prompt_compute**2))
+    second = mean_compute**2 * (1.0 + compute_cs2)  # E[w²] = E[w]²·(1 + c²)
     prompts = tpot.PromptWork(lam, mean_compute, second, u_p, load.arrival_cv2, lead, lead_var)
     decode = decode_sizing(counts, load, perf, tpot_quantile, tpot_target_s, prompts, chunk_tokens)
     meets_ttft = ttft <= ttft_target_s
     feasible = decode.feasible & meets_ttft
-    binding = np.where(decode.binding != "ok", decode.binding, np.where(meets_ttft, "ok", "ttft"))
+    binding = np.where(decode.binding != Binding.OK, decode.binding, np.where(meets_ttft, Binding.OK, Binding.TTFT))
     return PoolSizing(
         counts=counts,
         ttft_s=ttft,

@@ -4,7 +4,8 @@ Called by `tokenscale simulate --serve-metrics PORT` and by the tests. Three par
 
 - `render(snapshot, role, engine, model)`: the Prometheus text exposition of what one pool's engines
   (or, for role "frontend", the Dynamo frontend) would export at one `FleetSnapshot`: the real
-  engines' metric names, types and labels, the snapshot's cumulative counters and histograms as
+  engines' metric names (those the planner reads come from `metrics.presets`, newest name of each),
+  types and labels, the snapshot's cumulative counters and histograms as
   they are, and the pool's gauges. One pool is one scrape target: its gauges are the pool's totals
   (running, waiting) or its pool-wide fraction (KV use), as a `sum`/`avg` over replicas would give.
 - `LiveFleet`: one `Fleet` run in wall-clock time × `speedup` on a background thread, with Poisson
@@ -50,6 +51,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from tokenscale.api import Role
+from tokenscale.metrics.presets import PRESETS
 from tokenscale.sim.fleet import Fleet, FleetConfig, FleetSnapshot, RequestRecords
 from tokenscale.sim.histogram import HistogramSnapshot
 from tokenscale.sim.workload import LengthDistribution, make_workload
@@ -137,21 +139,25 @@ def _gauge(name: str, doc: str, value: float, labels: Mapping[str, str]) -> Gaug
     return family
 
 
+def _named(series: str | None) -> str:
+    """A series the engine's preset names: the exporter serves what the planner reads (`metrics.presets`)."""
+    if series is None:
+        raise ValueError("the engine preset names no such series")
+    return series
+
+
 def _vllm(s: FleetSnapshot, role: Role, model: str) -> list[Metric]:
     """vLLM V1 (`vllm/v1/metrics/loggers.py`): labels model_name and engine (the engine index)."""
-    labels = {"model_name": model, "engine": "0"}
+    p = PRESETS["vllm"]
+    labels = {p.model_label: model, "engine": "0"}
     pool = s.pools[role]
     out: list[Metric] = []
     if role != "prefill":
         out += [
+            _histogram(p.ttft[0], "Histogram of time to first token in seconds.", s.ttft_s, labels),
+            _histogram(p.itl[0], "Histogram of inter-token latency in seconds.", s.itl_s, labels),
             _histogram(
-                "vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", s.ttft_s, labels
-            ),
-            _histogram(
-                "vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", s.itl_s, labels
-            ),
-            _histogram(
-                "vllm:request_time_per_output_token_seconds",
+                p.tpot[0],
                 "Histogram of time_per_output_token_seconds per request.",
                 s.tpot_s,
                 labels,
@@ -159,13 +165,11 @@ def _vllm(s: FleetSnapshot, role: Role, model: str) -> list[Metric]:
             _histogram(
                 "vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", s.e2e_s, labels
             ),
-            _histogram("vllm:request_prompt_tokens", "Number of prefill tokens processed.", s.prompt_tokens, labels),
-            _histogram(
-                "vllm:request_generation_tokens", "Number of generation tokens processed.", s.generation_tokens, labels
-            ),
+            _histogram(_named(p.isl.histogram), "Number of prefill tokens processed.", s.prompt_tokens, labels),
+            _histogram(_named(p.osl.histogram), "Number of generation tokens processed.", s.generation_tokens, labels),
         ]
         success = CounterMetricFamily(
-            "vllm:request_success_total",
+            p.finished_requests,
             "Count of successfully processed requests.",
             labels=[*labels, "finished_reason"],
         )
@@ -200,42 +204,33 @@ def _vllm(s: FleetSnapshot, role: Role, model: str) -> list[Metric]:
                 labels,
             ),
             _histogram(
-                "vllm:request_prefill_time_seconds",
+                _named(p.prefill_time),
                 "Histogram of time spent in PREFILL phase for request.",
                 s.prefill_time_s,
                 labels,
             ),
         ]
     out += [
-        _gauge(
-            "vllm:num_requests_running", "Number of requests in model execution batches.", pool.running_requests, labels
-        ),
-        _gauge(
-            "vllm:num_requests_waiting", "Number of requests waiting to be processed.", pool.waiting_requests, labels
-        ),
-        _gauge(
-            "vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", pool.kv_usage_fraction, labels
-        ),
+        _gauge(_named(p.running), "Number of requests in model execution batches.", pool.running_requests, labels),
+        _gauge(_named(p.waiting), "Number of requests waiting to be processed.", pool.waiting_requests, labels),
+        _gauge(p.kv_usage[0], "KV-cache usage. 1 means 100 percent usage.", pool.kv_usage_fraction, labels),
     ]
     return out
 
 
 def _sglang(s: FleetSnapshot, role: Role, model: str) -> list[Metric]:
     """SGLang (`sglang/srt/metrics/collector.py`): labels model_name and engine_type."""
-    labels = {"model_name": model, "engine_type": "unified" if role == "aggregated" else role}
+    p = PRESETS["sglang"]
+    labels = {p.model_label: model, "engine_type": "unified" if role == "aggregated" else role}
     pool = s.pools[role]
     out: list[Metric] = []
     if role != "prefill":
         # SGLang counts a request's prompt and generated tokens when it finishes.
         out += [
+            _histogram(p.ttft[0], "Histogram of time to first token in seconds.", s.ttft_s, labels),
+            _histogram(p.itl[0], "Histogram of inter-token latency in seconds.", s.itl_s, labels),
             _histogram(
-                "sglang:time_to_first_token_seconds", "Histogram of time to first token in seconds.", s.ttft_s, labels
-            ),
-            _histogram(
-                "sglang:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", s.itl_s, labels
-            ),
-            _histogram(
-                "sglang:time_per_output_token_seconds",
+                p.tpot[0],
                 "Histogram of time per output token in seconds.",
                 s.tpot_s,
                 labels,
@@ -246,44 +241,43 @@ def _sglang(s: FleetSnapshot, role: Role, model: str) -> list[Metric]:
                 s.e2e_s,
                 labels,
             ),
-            _counter("sglang:prompt_tokens_total", "Number of prefill tokens processed.", s.prompt_tokens.sum, labels),
+            _counter(_named(p.isl.tokens_counter), "Number of prefill tokens processed.", s.prompt_tokens.sum, labels),
             _counter(
-                "sglang:generation_tokens_total",
+                _named(p.osl.tokens_counter),
                 "Number of generation tokens processed.",
                 s.generation_tokens.sum,
                 labels,
             ),
-            _counter("sglang:num_requests_total", "Number of requests processed.", float(s.finished_total), labels),
+            _counter(p.finished_requests, "Number of requests processed.", float(s.finished_total), labels),
         ]
     else:
         out.append(
-            _counter("sglang:prompt_tokens_total", "Number of prefill tokens processed.", s.prompt_tokens_total, labels)
+            _counter(_named(p.isl.tokens_counter), "Number of prefill tokens processed.", s.prompt_tokens_total, labels)
         )
     out += [
-        _gauge("sglang:num_running_reqs", "The number of running requests.", pool.running_requests, labels),
-        _gauge("sglang:num_queue_reqs", "The number of requests in the waiting queue.", pool.waiting_requests, labels),
-        _gauge("sglang:token_usage", "The token usage.", pool.kv_usage_fraction, labels),
+        _gauge(_named(p.running), "The number of running requests.", pool.running_requests, labels),
+        _gauge(_named(p.waiting), "The number of requests in the waiting queue.", pool.waiting_requests, labels),
+        _gauge(p.kv_usage[0], "The token usage.", pool.kv_usage_fraction, labels),
     ]
     return out
 
 
 def _trtllm(s: FleetSnapshot, role: Role, model: str) -> list[Metric]:
     """TensorRT-LLM's MetricsCollector as Dynamo exposes it (prefix trtllm_): model_name, engine_type."""
-    labels = {"model_name": model, "engine_type": "trtllm"}
+    p = PRESETS["trtllm"]
+    labels = {p.model_label: model, "engine_type": "trtllm"}
     out: list[Metric] = []
     if role != "prefill":
         success = CounterMetricFamily(
-            "trtllm_request_success_total",
+            p.finished_requests,
             "Count of successfully processed requests.",
             labels=[*labels, "finished_reason"],
         )
         success.add_metric([*labels.values(), "stop"], float(s.finished_total))
         out += [
+            _histogram(p.ttft[0], "Histogram of time to first token in seconds.", s.ttft_s, labels),
             _histogram(
-                "trtllm_time_to_first_token_seconds", "Histogram of time to first token in seconds.", s.ttft_s, labels
-            ),
-            _histogram(
-                "trtllm_time_per_output_token_seconds",
+                p.tpot[0],
                 "Histogram of time per output token in seconds.",
                 s.tpot_s,
                 labels,
@@ -310,19 +304,20 @@ def _trtllm(s: FleetSnapshot, role: Role, model: str) -> list[Metric]:
 
 def _dynamo_frontend(s: FleetSnapshot, model: str) -> list[Metric]:
     """Dynamo's HTTP frontend (`lib/llm/src/http/service/metrics.rs`): label model, whole fleet."""
-    labels = {"model": model}
+    p = PRESETS["dynamo"]
+    labels = {p.model_label: model}
     requests = CounterMetricFamily(
-        "dynamo_frontend_requests_total",
+        p.finished_requests,
         "Total number of LLM requests processed",
-        labels=["model", "endpoint", "request_type", "status"],
+        labels=[p.model_label, "endpoint", "request_type", "status"],
     )
     requests.add_metric([model, "chat_completions", "stream", "success"], float(s.finished_total))
     # Queued: from the HTTP handler until the first token (Dynamo's http queue gauge).
     queued = max(s.arrivals_total - round(s.ttft_s.count), 0)
     return [
         requests,
-        _gauge("dynamo_frontend_inflight_requests", "Number of inflight requests", s.in_system, labels),
-        _gauge("dynamo_frontend_queued_requests", "Number of requests in HTTP processing queue", queued, labels),
+        _gauge(p.in_system[0], "Number of inflight requests", s.in_system, labels),
+        _gauge(_named(p.waiting), "Number of requests in HTTP processing queue", queued, labels),
         _counter(
             "dynamo_frontend_output_tokens_total",
             "Total number of output tokens generated (updates in real-time)",
@@ -330,12 +325,10 @@ def _dynamo_frontend(s: FleetSnapshot, model: str) -> list[Metric]:
             labels,
         ),
         _histogram("dynamo_frontend_request_duration_seconds", "Duration of LLM requests", s.e2e_s, labels),
-        _histogram("dynamo_frontend_input_sequence_tokens", "Input sequence length in tokens", s.prompt_tokens, labels),
-        _histogram(
-            "dynamo_frontend_output_sequence_tokens", "Output sequence length in tokens", s.generation_tokens, labels
-        ),
-        _histogram("dynamo_frontend_time_to_first_token_seconds", "Time to first token in seconds", s.ttft_s, labels),
-        _histogram("dynamo_frontend_inter_token_latency_seconds", "Inter-token latency in seconds", s.itl_s, labels),
+        _histogram(_named(p.isl.histogram), "Input sequence length in tokens", s.prompt_tokens, labels),
+        _histogram(_named(p.osl.histogram), "Output sequence length in tokens", s.generation_tokens, labels),
+        _histogram(p.ttft[0], "Time to first token in seconds", s.ttft_s, labels),
+        _histogram(p.itl[0], "Inter-token latency in seconds", s.itl_s, labels),
     ]
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tokenscale.api import Role
+from tokenscale.api import Role, prompt_role, serving_role
 from tokenscale.planner import plan as planner
 from tokenscale.sim import loop
 from tokenscale.sim.fleet import Fleet
@@ -141,8 +141,7 @@ def measure(setup: loop.SimSetup, counts: Mapping[Role, int]) -> Fidelity:
         at = {r: int(counts[r]) - 1 for r in roles}
         closed_sized = planner.size_pools(spec, closed, setup.truth)
         open_sized = planner.size_pools(spec, opened, setup.truth)
-        ttft_role: Role = "aggregated" if "aggregated" in roles else "prefill"
-        tpot_role: Role = "aggregated" if "aggregated" in roles else "decode"
+        ttft_role, tpot_role = prompt_role(spec.mode), serving_role(spec.mode)
         out.append(
             WindowFidelity(
                 start_s=before.time_s,

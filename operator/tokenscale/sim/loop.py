@@ -14,10 +14,11 @@ import math
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 
-from tokenscale.api import InferencePoolSpec, Role
+from tokenscale.api import InferencePoolSpec, Role, serving_role
 from tokenscale.planner import lengths
 from tokenscale.planner.observation import (
     DataNote,
@@ -34,6 +35,7 @@ from tokenscale.sim.report import PolicyRun, Timeline
 from tokenscale.sim.workload import Workload
 
 Progress = Callable[[float], None]  # called with simulated seconds advanced
+S = TypeVar("S")  # a policy's state
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,7 @@ def observe(
         else:
             max_batch = spec.active_pools()[r].max_batch_size
             utilization[r] = max(p.kv_usage_fraction, p.running_requests / (ready * max_batch))
-    serving: Role = "aggregated" if "aggregated" in roles else "decode"
+    serving = serving_role(spec.mode)
     observation = Observation(
         time_s=now.time_s,
         request_rate_per_s=rate,
@@ -174,15 +176,15 @@ def _dispersion(arrivals_s: np.ndarray, start_s: float, end_s: float) -> float |
 
 def run_policy(
     setup: SimSetup,
-    policy: policies.Policy,
+    policy: policies.Policy[S],
     window_s: float,
     progress: Progress | None = None,
 ) -> PolicyRun:
     """Replay the workload under `policy`; return per-request outcomes, timeline and GPU use."""
     spec, w = setup.spec, setup.workload
     roles = tuple(spec.active_pools())
-    _, state = policy.initial(spec)
-    initial = policy.initial(spec)[0] if isinstance(policy, policies.StaticPolicy) else warm_start_counts(setup)
+    own, state = policy.initial(spec)
+    initial = own if policy.provisioned else warm_start_counts(setup)
     rng = np.random.default_rng(setup.seed)
     fleet = Fleet(w, fleet_config(setup, initial, policy.cold_start), rng)
     history: deque[FleetSnapshot] = deque()
@@ -242,30 +244,17 @@ def run_policy(
     )
 
 
-def build_policies(setup: SimSetup, names: list[str]) -> list[policies.Policy]:
-    """The named policies for this setup, in the order given."""
-    spec = setup.spec
-    out: list[policies.Policy] = []
+def build_policies(setup: SimSetup, names: list[str]) -> list[policies.Policy[Any]]:
+    """The named policies for this setup, in the order given (`policies.REGISTRY`)."""
+    out: list[policies.Policy[Any]] = []
     for name in names:
-        if name == "tokenscale":
-            out.append(policies.TokenscalePolicy(spec, setup.prior))
-        elif name == "static":
-            w = setup.workload
-            peak = policies.peak_minute_load(w.arrival_s, w.isl_tokens, w.osl_tokens)
-            out.append(policies.StaticPolicy(policies.size_for(spec, peak, setup.prior)))
-        elif name == "hpa":
-            out.append(policies.HpaPolicy(spec))
-        elif name == "dynamo":
-            out.append(policies.DynamoPolicy(spec, setup.truth))
-        elif name == "llm-d":
-            out.append(policies.LlmdPolicy(spec, setup.truth))
-        else:
+        build = policies.REGISTRY.get(name)
+        if build is None:
             raise ValueError(f"unknown policy {name!r}; choose from {', '.join(policies.POLICY_NAMES)}")
+        out.append(build(setup))
     return out
 
 
-def window_for(policy: policies.Policy, spec: InferencePoolSpec) -> float:
-    """The metrics window each policy reads: its own interval for HPA and Dynamo, spec.metrics.window else."""
-    if isinstance(policy, policies.HpaPolicy | policies.DynamoPolicy | policies.LlmdPolicy):
-        return policy.interval_s
-    return max(spec.metrics.window.seconds, policy.interval_s)
+def window_for(policy: policies.Policy[Any], spec: InferencePoolSpec) -> float:
+    """The metrics window each policy reads: its own interval for HPA, Dynamo and llm-d, spec.metrics.window else."""
+    return policy.metrics_window_s(spec)

@@ -1,8 +1,10 @@
 """The scaling policies the simulator compares: tokenscale, static, hpa, dynamo and llm-d.
 
 Called by `sim.loop` every control interval with what the fleet would export (`ControlView`).
-Each policy is a pure step `decide(now_s, view, state) -> (counts, state)` over a frozen state,
-so runs are reproducible and the same inputs give the same decisions.
+Each policy is a pure step `decide(now_s, view, state) -> (counts, state)` over a frozen state of
+its own type (`Policy[S]`), so runs are reproducible and the same inputs give the same decisions.
+`REGISTRY` names them and builds each for a simulation setup: adding a policy is one class here
+and one line there.
 
 - `tokenscale`: the planner's `plan()`, exactly as the operator calls it.
 - `static`: fixed counts, sized by the planner's model for the trace's peak minute (the usual
@@ -35,22 +37,22 @@ The references every policy is measured against (`best-static`, `clairvoyant`) a
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from tokenscale.api import ROLES_BY_MODE, InferencePoolSpec, Role
+from tokenscale.api import ROLES_BY_MODE, InferencePoolSpec, Role, serving_role
 from tokenscale.planner import plan as planner
 from tokenscale.planner import sizing
 from tokenscale.planner.observation import Observation
 from tokenscale.planner.perf import ReplicaPerformance
 from tokenscale.sim.fleet import PoolSnapshot
+from tokenscale.sim.workload import Workload
 
 Counts = dict[Role, int]
-
-POLICY_NAMES = ("tokenscale", "static", "hpa", "dynamo", "llm-d")
+S = TypeVar("S")  # a policy's state
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,9 @@ class ControlView:
     gauges: Mapping[Role, PoolSnapshot] = field(default_factory=dict)
 
 
-class Policy(Protocol):
+class Policy(Protocol[S]):
+    """A scaling policy with state of type S, threaded through `decide` by the loop."""
+
     @property
     def name(self) -> str: ...
 
@@ -80,9 +84,39 @@ class Policy(Protocol):
     def cold_start(self) -> bool:
         """Whether replicas it adds take the cold start (a static fleet is provisioned beforehand)."""
 
-    def initial(self, spec: InferencePoolSpec) -> tuple[Counts, object]: ...
+    @property
+    def provisioned(self) -> bool:
+        """Whether the fleet starts at the policy's own initial counts, not the warm start every autoscaler gets."""
 
-    def decide(self, now_s: float, view: ControlView, state: object) -> tuple[Counts, object]: ...
+    def metrics_window_s(self, spec: InferencePoolSpec) -> float:
+        """The metrics window the policy reads (the loop differences counters over it)."""
+
+    def initial(self, spec: InferencePoolSpec) -> tuple[Counts, S]: ...
+
+    def decide(self, now_s: float, view: ControlView, state: S) -> tuple[Counts, S]: ...
+
+
+class Setup(Protocol):
+    """What a policy is built from (`sim.loop.SimSetup` is one)."""
+
+    @property
+    def spec(self) -> InferencePoolSpec: ...
+
+    @property
+    def workload(self) -> Workload: ...
+
+    @property
+    def prior(self) -> Mapping[Role, ReplicaPerformance]:
+        """What the planner believes."""
+
+    @property
+    def truth(self) -> Mapping[Role, ReplicaPerformance]:
+        """How the simulated replicas really perform."""
+
+
+def _spec_window_s(spec: InferencePoolSpec, interval_s: float) -> float:
+    """spec.metrics.window, at least one interval: what the operator reads."""
+    return max(spec.metrics.window.seconds, interval_s)
 
 
 def _bounded(spec: InferencePoolSpec, role: Role, value: int) -> int:
@@ -110,16 +144,25 @@ class TokenscalePolicy:
     performance: Mapping[Role, ReplicaPerformance]
     name: str = "tokenscale"
     cold_start: bool = True
+    provisioned: bool = False
+
+    @classmethod
+    def for_setup(cls, setup: Setup) -> TokenscalePolicy:
+        return cls(setup.spec, setup.prior)
 
     @property
     def interval_s(self) -> float:
         return self.spec.interval.seconds
 
-    def initial(self, spec: InferencePoolSpec) -> tuple[Counts, object]:
+    def metrics_window_s(self, spec: InferencePoolSpec) -> float:
+        return _spec_window_s(spec, self.interval_s)
+
+    def initial(self, spec: InferencePoolSpec) -> tuple[Counts, planner.PlannerState]:
         return {r: p.min_replicas for r, p in spec.active_pools().items()}, planner.PlannerState()
 
-    def decide(self, now_s: float, view: ControlView, state: object) -> tuple[Counts, object]:
-        assert isinstance(state, planner.PlannerState)
+    def decide(
+        self, now_s: float, view: ControlView, state: planner.PlannerState
+    ) -> tuple[Counts, planner.PlannerState]:
         decision = planner.plan(self.spec, view.observation, state, now_s, self.performance)
         return {r: d.desired_replicas for r, d in decision.pools.items()}, decision.state
 
@@ -133,11 +176,22 @@ class StaticPolicy:
     name: str = "static"
     interval_s: float = 60.0
     cold_start: bool = False  # provisioned before the run starts
+    provisioned: bool = True
 
-    def initial(self, spec: InferencePoolSpec) -> tuple[Counts, object]:
+    @classmethod
+    def for_setup(cls, setup: Setup) -> StaticPolicy:
+        """Sized by the planner's model for the workload's peak minute."""
+        w = setup.workload
+        peak = peak_minute_load(w.arrival_s, w.isl_tokens, w.osl_tokens)
+        return cls(size_for(setup.spec, peak, setup.prior))
+
+    def metrics_window_s(self, spec: InferencePoolSpec) -> float:
+        return _spec_window_s(spec, self.interval_s)
+
+    def initial(self, spec: InferencePoolSpec) -> tuple[Counts, None]:
         return dict(self.counts), None
 
-    def decide(self, now_s: float, view: ControlView, state: object) -> tuple[Counts, object]:
+    def decide(self, now_s: float, view: ControlView, state: None) -> tuple[Counts, None]:
         return dict(self.counts), None
 
 
@@ -158,12 +212,19 @@ class HpaPolicy:
     cold_start: bool = True
     tolerance: float = 0.1
     down_window_s: float = 300.0
+    provisioned: bool = False
 
-    def initial(self, spec: InferencePoolSpec) -> tuple[Counts, object]:
+    @classmethod
+    def for_setup(cls, setup: Setup) -> HpaPolicy:
+        return cls(setup.spec)
+
+    def metrics_window_s(self, spec: InferencePoolSpec) -> float:
+        return self.interval_s  # the utilization over its own period
+
+    def initial(self, spec: InferencePoolSpec) -> tuple[Counts, HpaState]:
         return {r: p.min_replicas for r, p in spec.active_pools().items()}, HpaState()
 
-    def decide(self, now_s: float, view: ControlView, state: object) -> tuple[Counts, object]:
-        assert isinstance(state, HpaState)
+    def decide(self, now_s: float, view: ControlView, state: HpaState) -> tuple[Counts, HpaState]:
         raw: Counts = {}
         out: Counts = {}
         for role in ROLES_BY_MODE[self.spec.mode]:
@@ -213,12 +274,19 @@ class DynamoPolicy:
     down_sensitivity: float = 0.8  # load_scaling_down_sensitivity / 100
     chunk_tokens: int = 2048  # max_num_batched_tokens
     cold_start: bool = True
+    provisioned: bool = False
 
-    def initial(self, spec: InferencePoolSpec) -> tuple[Counts, object]:
+    @classmethod
+    def for_setup(cls, setup: Setup) -> DynamoPolicy:
+        return cls(setup.spec, setup.truth)
+
+    def metrics_window_s(self, spec: InferencePoolSpec) -> float:
+        return self.interval_s  # the last load interval
+
+    def initial(self, spec: InferencePoolSpec) -> tuple[Counts, DynamoState]:
         return {r: p.min_replicas for r, p in spec.active_pools().items()}, DynamoState()
 
-    def decide(self, now_s: float, view: ControlView, state: object) -> tuple[Counts, object]:
-        assert isinstance(state, DynamoState)
+    def decide(self, now_s: float, view: ControlView, state: DynamoState) -> tuple[Counts, DynamoState]:
         obs = view.observation
         current = {r: c.current for r, c in obs.replicas.items()}
         n = view.requests_in_interval
@@ -329,7 +397,7 @@ class DynamoPolicy:
         return replace(fresh, bounds=bounds, prefill_correction=p_corr, decode_correction=d_corr)
 
     def _decode_correction(self, view: ControlView, rate: float, isl: float, osl: float, state: DynamoState) -> float:
-        role: Role = "aggregated" if self.spec.mode == "Aggregated" else "decode"
+        role = serving_role(self.spec.mode)
         if view.itl_mean_s is None:
             return state.decode_correction
         replicas = max(view.observation.replicas[role].ready, 1)
@@ -373,12 +441,19 @@ class LlmdPolicy:
     up_every_s: float = 180.0  # at most one pod per 180 s up ...
     down_every_s: float = 300.0  # ... and per 300 s down
     down_window_s: float = 300.0
+    provisioned: bool = False
 
-    def initial(self, spec: InferencePoolSpec) -> tuple[Counts, object]:
+    @classmethod
+    def for_setup(cls, setup: Setup) -> LlmdPolicy:
+        return cls(setup.spec, setup.truth)
+
+    def metrics_window_s(self, spec: InferencePoolSpec) -> float:
+        return self.interval_s  # the HPA's own period
+
+    def initial(self, spec: InferencePoolSpec) -> tuple[Counts, LlmdState]:
         return {r: p.min_replicas for r, p in spec.active_pools().items()}, LlmdState()
 
-    def decide(self, now_s: float, view: ControlView, state: object) -> tuple[Counts, object]:
-        assert isinstance(state, LlmdState)
+    def decide(self, now_s: float, view: ControlView, state: LlmdState) -> tuple[Counts, LlmdState]:
         obs = view.observation
         raw: Counts = {}
         out: Counts = {}
@@ -423,6 +498,19 @@ class LlmdPolicy:
             work_s = (g.waiting_prompt_tokens + g.held_tokens) / peak_tokens_per_s
             return work_s, max(self.slo_share * budget_s, 0.05)
         return g.kv_usage_fraction * max(g.replicas_ready, 0), self.kv_target
+
+
+# --- registry ---------------------------------------------------------------------------------
+
+# Each policy by name, built for one simulation setup. A new policy is a class above and a line here.
+REGISTRY: Mapping[str, Callable[[Setup], Policy[Any]]] = {
+    "tokenscale": TokenscalePolicy.for_setup,
+    "static": StaticPolicy.for_setup,
+    "hpa": HpaPolicy.for_setup,
+    "dynamo": DynamoPolicy.for_setup,
+    "llm-d": LlmdPolicy.for_setup,
+}
+POLICY_NAMES = tuple(REGISTRY)
 
 
 def _decode_thpt_per_gpu(perf: ReplicaPerformance, itl_s: float, context_tokens: float, gpus: int) -> float:
