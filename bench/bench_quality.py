@@ -202,7 +202,7 @@ def main() -> None:
             f"(before any tail fit, {before['windows']} window: {_pct(before['ttft']['worst_optimistic_error'])}; "
             f"open loop: {_pct(open_loop['median_abs_error'])}, {_pct(open_loop['worst_optimistic_error'])}); "
             f"p90 TPOT (per request) {_pct(tpot['median_abs_error'])}, {_pct(tpot['worst_optimistic_error'])}; "
-            f"p90 inter-token latency (per token, read through vLLM's buckets) {_pct(itl['median_abs_error'])}, "
+            f"p90 inter-token latency (per token) {_pct(itl['median_abs_error'])}, "
             f"{_pct(itl['worst_optimistic_error'])}.",
             "",
             f"![{name}](benchmarks/{plot.name})",

@@ -3,33 +3,31 @@ decode-side predictions (`planner.tpot`, `sizing.chunked_itl_quantile_s`) are ch
 
 The simulator runs continuous batching step by step (aggregated: every step also carries the waiting
 prompts' chunks) and shares no code with the planner's formulas. Its inter-token-latency histogram
-is read at 1% resolution (log-spaced bounds in place of vLLM's), so the per-token quantile is exact
-to the bucket, not interpolated across vLLM's 10–25 ms buckets.
+is kept at 1% resolution (`histogram.FINE_LATENCY_BUCKETS_S` in place of vLLM's buckets), so the
+per-token quantile is exact to the bucket, not interpolated across vLLM's 10–25 ms buckets.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import pytest
 import yaml
 
 from tokenscale import api
 from tokenscale.planner import profiles
 from tokenscale.planner.perf import ReplicaPerformance
 from tokenscale.planner.sizing import Load
-from tokenscale.sim import fleet as fleet_module
 from tokenscale.sim import loop
-from tokenscale.sim.histogram import HistogramSnapshot
+from tokenscale.sim.fleet import Fleet
+from tokenscale.sim.histogram import FINE_LATENCY_BUCKETS_S, HistogramSnapshot
 from tokenscale.sim.workload import make_workload
 
 REPO = Path(__file__).resolve().parents[2]
 DURATION_S = 900.0
-FINE_ITL_BOUNDS_S = tuple(float(b) for b in np.geomspace(1e-4, 30.0, 1270))  # 1% apart
 
 
 @dataclass(frozen=True)
@@ -38,7 +36,7 @@ class Replay:
     performance: dict[api.Role, ReplicaPerformance]
     load: Load  # the trace's own load: rate, length means and c², index of dispersion of 1-s counts
     tpot_s: npt.NDArray[np.float64]  # per request, NaN for one-token answers
-    itl_s: HistogramSnapshot  # per token, at FINE_ITL_BOUNDS_S
+    itl_s: HistogramSnapshot  # per token, at FINE_LATENCY_BUCKETS_S
 
 
 # A replica like tests/sim/test_vs_vllm.py's CPU engine: prompts cost 0.13 ms a token, a decode step
@@ -82,7 +80,6 @@ def trace(rate_per_s: float, burst: int, seed: int, short: bool = False) -> tupl
 
 
 def replay(
-    monkeypatch: pytest.MonkeyPatch,
     example: str,
     role: api.Role,
     replicas: int,
@@ -92,14 +89,14 @@ def replay(
 ) -> Replay:
     """15 minutes of the trace through `replicas` of `role` (8 of any other pool), no cold start;
     `cpu_engine`: on `CPU_ENGINE_POOL` with the engine test's short requests."""
-    monkeypatch.setattr(fleet_module, "ITL_BUCKETS_S", FINE_ITL_BOUNDS_S)
     spec = example_spec(example, role, CPU_ENGINE_POOL if cpu_engine else None)
     performance = profiles.resolve_all(spec)
     arrivals, isl, osl = trace(rate_per_s, burst, seed=1, short=cpu_engine)
     workload = make_workload("replay", arrivals, isl, osl)
     setup = loop.SimSetup(spec, workload, performance, performance, 0.0)
     counts = {r: replicas if r == role else 8 for r in spec.active_pools()}
-    fleet = fleet_module.Fleet(workload, loop.fleet_config(setup, counts, cold_start=False), np.random.default_rng(0))
+    config = replace(loop.fleet_config(setup, counts, cold_start=False), itl_buckets_s=FINE_LATENCY_BUCKETS_S)
+    fleet = Fleet(workload, config, np.random.default_rng(0))
     fleet.run_to_completion()
     per_second = np.bincount(arrivals.astype(np.int64))
     load = Load(

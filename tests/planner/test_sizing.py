@@ -152,13 +152,11 @@ def test_aggregated_prompt_is_charged_every_step_it_rides_in(
         pytest.param(32.0, 5, id="bursts-of-5"),
     ],
 )
-def test_aggregated_itl_quantile_matches_the_simulator(
-    monkeypatch: pytest.MonkeyPatch, rate_per_s: float, burst: int
-) -> None:
+def test_aggregated_itl_quantile_matches_the_simulator(rate_per_s: float, burst: int) -> None:
     # 8B aggregated on 4 replicas: the share of steps carrying a prompt chunk grows from ~2% to
     # past 10%, and the per-token p90 moves from a plain decode step (~8 ms) to a chunk step (~55 ms).
     # Measured: within −6%…+8% (the step-function rule before was −36% and −61% at 26 and 32 req/s).
-    r = replay(monkeypatch, "vllm-aggregated-8b.yaml", "aggregated", 4, rate_per_s, burst)
+    r = replay("vllm-aggregated-8b.yaml", "aggregated", 4, rate_per_s, burst)
     predicted = float(_sized(r).itl_s[3])
     simulated = r.itl_s.quantile(0.9)
     print(f"{rate_per_s:g} req/s: p90 ITL {predicted * 1e3:.2f} vs {simulated * 1e3:.2f} ms")

@@ -43,7 +43,6 @@ from fleet_replay import replay  # noqa: E402
     ],
 )
 def test_per_request_p90_tpot_matches_the_simulator(
-    monkeypatch: pytest.MonkeyPatch,
     example: str,
     role: api.Role,
     replicas: int,
@@ -51,7 +50,7 @@ def test_per_request_p90_tpot_matches_the_simulator(
     burst: int,
     cpu_engine: bool,
 ) -> None:
-    r = replay(monkeypatch, example, role, replicas, rate_per_s, burst, cpu_engine)
+    r = replay(example, role, replicas, rate_per_s, burst, cpu_engine)
     predicted = float(planner.size_pools(r.spec, r.load, r.performance)[role].tpot_s[replicas - 1])
     simulated = float(np.nanquantile(r.tpot_s, 0.9))
     error = predicted / simulated - 1.0

@@ -7,8 +7,8 @@ given, no cold start, the fleet's true performance); for every 5-minute window b
 histograms, `loop.observe`) and ask the model for its p-quantile TTFT and TPOT at the fleet's counts;
 compare with the quantiles of the requests that arrived in the window (the score's definition: TPOT
 per request, (finish − first token)/(OSL − 1)). The per-token inter-token latency is compared too: the
-model's step-time quantile against the fleet's ITL histogram over the window, read as Prometheus's
-`histogram_quantile` would (interpolated within vLLM's ITL buckets, so coarser than the others).
+model's step-time quantile against the fleet's ITL histogram over the window, kept for this replay at
+1% resolution (`histogram.FINE_LATENCY_BUCKETS_S`) rather than vLLM's 10–25 ms buckets.
 
 The model is judged as the planner runs it: slow rate variation from the window's own 15-s counts
 (what Prometheus shows), and the closed-loop tail fit (`planner.tail`) learned from the windows
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,7 @@ from tokenscale.api import Role, prompt_role, serving_role
 from tokenscale.planner import plan as planner
 from tokenscale.sim import loop
 from tokenscale.sim.fleet import Fleet
+from tokenscale.sim.histogram import FINE_LATENCY_BUCKETS_S
 from tokenscale.sim.report import WINDOW_S
 
 FloatArray = npt.NDArray[np.float64]
@@ -120,7 +121,8 @@ def measure(setup: loop.SimSetup, counts: Mapping[Role, int]) -> Fidelity:
     spec, w = setup.spec, setup.workload
     roles = tuple(spec.active_pools())
     rng = np.random.default_rng(setup.seed)
-    fleet = Fleet(w, loop.fleet_config(setup, dict(counts), cold_start=False), rng)
+    config = replace(loop.fleet_config(setup, dict(counts), cold_start=False), itl_buckets_s=FINE_LATENCY_BUCKETS_S)
+    fleet = Fleet(w, config, rng)
     edges = np.arange(0.0, w.duration_s, WINDOW_S)
     snaps = [fleet.snapshot(float(t)) for t in [*edges, w.duration_s]]
     fleet.run_to_completion()

@@ -106,6 +106,7 @@ class FleetConfig:
     prefill_batch_tokens: int = 0  # Disaggregated: 0 = one prompt per prefill batch, else a token budget
     chunk_tokens: int = 2048  # Aggregated: tokens per step, decode tokens included
     max_model_len_tokens: int = 32768  # range of the prompt/generation token-count histograms
+    itl_buckets_s: tuple[float, ...] = ITL_BUCKETS_S  # the inter-token-latency histogram's bounds (vLLM's)
 
     def __post_init__(self) -> None:
         need = set(ROLES_BY_MODE[self.mode])
@@ -296,7 +297,7 @@ class Fleet:
         self._kv_cap = float(dec.kv_capacity_tokens)
         # Histograms (vLLM buckets).
         self._h_ttft = BucketHistogram(TTFT_BUCKETS_S)
-        self._h_itl = BucketHistogram(ITL_BUCKETS_S)
+        self._h_itl = BucketHistogram(config.itl_buckets_s)
         self._h_tpot = BucketHistogram(ITL_BUCKETS_S)
         self._h_e2e = BucketHistogram(REQUEST_LATENCY_BUCKETS_S)
         self._h_queue = BucketHistogram(REQUEST_LATENCY_BUCKETS_S)
