@@ -139,7 +139,9 @@ def main() -> None:
         "Written by `bench/bench_quality.py` (seed 7; cold start 240 s ± 10%; the simulated decode is 25% slower",
         "than the planner's prior). References are searched with the simulator, never the planner's model:",
         "`best-static` is the smallest constant fleet meeting both objectives in ≥ 99% of 5-minute windows;",
-        "`clairvoyant` is, per window, the fewest GPUs meeting it with no cold start. Fidelity: the planner's",
+        "`clairvoyant` is, per window, the fewest GPUs meeting it with no cold start; `clairvoyant-late` asks",
+        "for those counts as each window starts and waits the cold start: a window it misses is one no policy",
+        "without foresight meets (a rise faster than the cold start). Fidelity: the planner's",
         "p90 predictions at the best-static fleet against the simulated p90, per window (negative = optimistic).",
         "",
         'Traces: Azure LLM inference trace 2023, conversation (Patel et al., "Splitwise: Efficient generative',
@@ -189,6 +191,12 @@ def main() -> None:
                 f"dominated by {', '.join(beaten_by)}."
                 if beaten_by
                 else "no baseline meets as many windows with fewer."
+            )
+            + (
+                f" Asked for as each window starts, the clairvoyant fleet meets "
+                f"{_pct(refs['clairvoyant-late']['windows_meeting_both'])} of windows through the cold start."
+                if ours["windows_meeting_both"] < 0.99
+                else ""
             ),
         ]
         plot = out / "benchmarks" / f"pareto-{i}.png"

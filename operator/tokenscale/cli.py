@@ -435,7 +435,8 @@ def _simulate_and_report(
             runs.append(loop.run_policy(setup, policy, loop.window_for(policy, spec), advance))
     console.print("searching fleets with the simulator for the references (best-static, clairvoyant)…")
     static_ref = references.best_static(setup)
-    refs = (static_ref, references.clairvoyant(setup))
+    clairvoyant = references.clairvoyant(setup)
+    refs = (static_ref, clairvoyant, references.clairvoyant_late(setup, clairvoyant))
     model_check = fidelity.measure(setup, static_ref.counts[0])
     described = {
         "name": w.name,
