@@ -13,7 +13,8 @@ simulated fleet itself (its true performance, no cold start):
 - `clairvoyant-late`: one replay that asks, as each window starts, for that window's clairvoyant
   counts, and waits the cold start for them like any autoscaler. It knows each window's need the
   moment the window begins, which no policy reading metrics does; so a window it misses is one that
-  no policy without foresight longer than a window meets (bursts shorter than the cold start).
+  sizing for the load as it comes cannot meet: only capacity held before the rise (foresight, or
+  spare replicas all along, as a peak-sized static fleet holds) meets it.
 
 Search: met windows grow with each pool's count (more replicas never slow a request in this fleet),
 so each pool is bisected with the other at its maximum, then the other with the first fixed.
