@@ -196,6 +196,67 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
+@dataclass(frozen=True)
+class Look:
+    """One observer round: the targets' replicas now and at the last round (monotonic times), and what
+    the soak itself did meanwhile."""
+
+    now: float
+    previous_at: float
+    replicas: dict[str, int]  # target → spec.replicas; deleted targets absent
+    previous: dict[str, int]
+    data_fault: tuple[str, float, float | None] | None  # (kind, started, ended or None) of a data fault
+    touched: dict[str, float] = field(default_factory=dict)  # target → last write by the racer or the soak
+    racer_touched: dict[str, float] = field(default_factory=dict)  # pool → last racer write
+    allocatable: dict[str, int] = field(default_factory=dict)  # target → its node group's GPUs
+    allocatable_before: dict[str, int] = field(default_factory=dict)  # … before the last capacity change
+    capacity_changed: float = -math.inf
+    gone: frozenset[str] = frozenset()  # targets the soak deleted
+
+
+def check(pools: list[str], interval_s: float, look: Look) -> tuple[list[tuple[str, str, str]], int]:
+    """The invariants over one round: (invariant, subject, detail) of each violation, and how many
+    replicas changes were the operator's (neither the racer nor the soak wrote the target since the
+    last round; half a second more covers a write in flight when that round read)."""
+    found: list[tuple[str, str, str]] = []
+    changes = 0
+    for pool in pools:
+        total = 0
+        for role in ROLES:
+            target = f"{pool}-{role}"
+            if target not in look.replicas:
+                if target not in look.gone:
+                    found.append(("target", target, "missing though the soak did not delete it"))
+                continue
+            n = look.replicas[target]
+            total += n * GPUS_PER_REPLICA
+            low, high = BOUNDS[role]
+            if not low <= n <= high:
+                found.append(("bounds", target, f"{n} replicas outside [{low}, {high}]"))
+            old = look.previous.get(target)
+            if old is None or old == n or look.touched.get(target, -math.inf) >= look.previous_at - 0.5:
+                continue  # unchanged, new, or written by the racer or the soak since the last round
+            changes += 1
+            if look.data_fault is not None:
+                kind, started, ended = look.data_fault
+                # Only a change seen while the fault surely lasted: from a grace after it started (a
+                # cycle that read good data just before), to its end (a round just after it is ambiguous).
+                if look.previous_at >= started + DATA_GRACE_S and (ended is None or look.now <= ended):
+                    found.append(("no-scale-on-bad-data", target, f"{old}→{n} during {kind}"))
+            if n > old:
+                limit = look.allocatable.get(target, 0)
+                if look.now - look.capacity_changed <= interval_s + SNAPSHOT_MAX_AGE_S + 2 * OBSERVE_EVERY_S:
+                    limit = max(limit, look.allocatable_before.get(target, limit))
+                if n * GPUS_PER_REPLICA > limit:
+                    found.append(
+                        ("node-group", target, f"scaled up {old}→{n} ({n * GPUS_PER_REPLICA} GPUs) past {limit}")
+                    )
+        excused = look.now - look.racer_touched.get(pool, -math.inf) <= 2 * interval_s + OBSERVE_EVERY_S
+        if total > GPU_BUDGET and not excused:
+            found.append(("gpu-budget", pool, f"{total} GPUs over gpuBudget {GPU_BUDGET}"))
+    return found, changes
+
+
 # --- garbage and the proxy -----------------------------------------------------------------------
 
 
@@ -696,50 +757,25 @@ class Soak:
             self.report.observations += 1
 
     def _check(self, replicas: dict[str, int], previous: dict[str, int] | None, previous_at: float, now: float) -> None:
-        interval = self.config.interval_s
         with self.state.lock:
             fault = self.state.fault
-            touched = dict(self.state.touched)
-            racer_touched = dict(self.state.racer_touched)
-            allocatable, before = dict(self.state.allocatable), dict(self.state.allocatable_before)
-            capacity_changed = self.state.capacity_changed
-            gone = set(self.state.gone)
-        for pool in self.pools:
-            total = 0
-            for role in ROLES:
-                target = f"{pool}-{role}"
-                if target not in replicas:
-                    if target not in gone:
-                        self._violation("target", target, "missing though the soak did not delete it")
-                    continue
-                n = replicas[target]
-                total += n * GPUS_PER_REPLICA
-                low, high = BOUNDS[role]
-                if not low <= n <= high:
-                    self._violation("bounds", target, f"{n} replicas outside [{low}, {high}]")
-                old = (previous or {}).get(target)
-                if old is None or old == n or touched.get(target, -math.inf) >= previous_at - 0.5:
-                    continue  # unchanged, new, or written by the racer or the soak since the last look
-                self.report.operator_scale_changes += 1
-                if (
-                    fault is not None
-                    and fault.data_fault
-                    and now >= fault.started + DATA_GRACE_S
-                    and previous_at <= (fault.data_until or math.inf)
-                ):
-                    self._violation(
-                        "no-scale-on-bad-data", target, f"{old}→{n} during {fault.kind} ({fault.detail or 'ongoing'})"
-                    )
-                if n > old:
-                    limit = allocatable[target]
-                    if now - capacity_changed <= interval + SNAPSHOT_MAX_AGE_S + 2 * OBSERVE_EVERY_S:
-                        limit = max(limit, before.get(target, limit))
-                    if n * GPUS_PER_REPLICA > limit:
-                        self._violation(
-                            "node-group", target, f"scaled up {old}→{n} ({n * GPUS_PER_REPLICA} GPUs) past {limit}"
-                        )
-            if total > GPU_BUDGET and now - racer_touched.get(pool, -math.inf) > 2 * interval + OBSERVE_EVERY_S:
-                self._violation("gpu-budget", pool, f"{total} GPUs over gpuBudget {GPU_BUDGET}")
+            look = Look(
+                now=now,
+                previous_at=previous_at,
+                replicas=replicas,
+                previous=previous or {},
+                data_fault=(fault.kind, fault.started, fault.data_until) if fault and fault.data_fault else None,
+                touched=dict(self.state.touched),
+                racer_touched=dict(self.state.racer_touched),
+                allocatable=dict(self.state.allocatable),
+                allocatable_before=dict(self.state.allocatable_before),
+                capacity_changed=self.state.capacity_changed,
+                gone=frozenset(self.state.gone),
+            )
+        found, changes = check(self.pools, self.config.interval_s, look)
+        self.report.operator_scale_changes += changes
+        for invariant, subject, detail in found:
+            self._violation(invariant, subject, detail)
 
     def _track_recovery(self, now: float) -> None:
         with self.state.lock:
