@@ -256,7 +256,8 @@ def write_order(pools: Mapping[Role, plan_mod.PoolDecision]) -> list[Role]:
 
     A pool's two targets are written one after the other, so a rebalance under `gpuBudget` (prefill
     up, decode down) written in role order holds both the new prefill and the old decode replicas for
-    a moment: over the budget, which the soak's watch saw (issue 13). Freeing GPUs first never does.
+    a moment: over the budget (found writing the chaos soak's budget check, issue 13). Freeing GPUs first
+    never does.
     """
     return sorted(pools, key=lambda role: pools[role].desired_replicas > pools[role].current_replicas)
 

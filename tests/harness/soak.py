@@ -13,9 +13,10 @@ in a seeded order that covers every kind each round:
 - `scale-race`: a second writer replaces `/scale` of some pools, read-modify-write, for two intervals;
 - `operator-kill`: the operator SIGKILLed and started again (as its Deployment would).
 
-Meanwhile the fleet's load follows a slow sine, so the planner always has reasons to scale, and an
-observer thread checks invariants every second from outside (the apiserver's objects and the
-operator's /metrics):
+Meanwhile the fleet's load follows a slow cosine from its peak, so the planner always has reasons to
+scale (and the budget binds), and an observer thread checks invariants every second from outside
+(the apiserver's objects and the operator's /metrics); a watch on the Deployments checks bounds and
+budget again at every replicas change, between the rounds:
 
 - `bounds`: every target's replicas within [minReplicas, maxReplicas];
 - `gpu-budget`: a pool's replicas × gpusPerReplica within gpuBudget, except within two intervals
@@ -56,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
+import kubernetes.watch
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
@@ -80,12 +82,13 @@ GPU = "nvidia.com/gpu"
 GROUP_KEY = "soak.tokenscale.dev/group"
 GPUS_PER_REPLICA = 4  # operator_env.POOL_SPEC, both roles
 BOUNDS = {"prefill": (1, 8), "decode": (1, 16)}  # (minReplicas, maxReplicas) of operator_env.POOL_SPEC
-GPU_BUDGET = 48  # 12 replicas of 4 GPUs for both roles: binds when the load is high
+GPU_BUDGET = 24  # 6 replicas of 4 GPUs for both roles: binds near the peak load (5 prefill + 2 decode)
 INITIAL_ALLOCATABLE = {"prefill": 24, "decode": 40}  # GPUs of each node group at the start
 ALLOCATABLE_CHOICES = (8, 16, 24, 32, 40, 64)  # what a capacity change sets
-RATE_LOW, RATE_HIGH, RATE_PERIOD_S = 4.0, 40.0, 240.0  # the fleet's load: a sine between these
+RATE_LOW, RATE_HIGH, RATE_PERIOD_S = 4.0, 40.0, 240.0  # the fleet's load: a cosine between these
 WINDOW_S = 10.0  # spec.metrics.window of operator_env.POOL_SPEC
 OBSERVE_EVERY_S = 1.0
+WATCH_TIMEOUT_S = 10  # the Deployment watch is renewed this often (so it ends soon after the soak)
 DATA_GRACE_S = 5.0  # a cycle that read good data just before a data fault may still write after it starts
 PROMETHEUS_DOWN_S = 10.0
 APISERVER_DOWN_S = 3.0
@@ -138,9 +141,11 @@ class SoakReport:
     unexpected_exits: int = 0
     operator_starts: int = 0
     racer_writes: int = 0
+    watch_events: int = 0  # replicas changes the watch saw, each checked for bounds and budget at once
     racer_conflicts: int = 0
     operator_scale_changes: int = 0  # replicas changes the observer attributed to the operator
     tracebacks: int = 0
+    events: dict[str, int] = field(default_factory=dict)  # the pools' Events by reason (their counts summed)
 
     def recoveries_by_kind(self) -> dict[str, list[float]]:
         out: dict[str, list[float]] = {}
@@ -175,13 +180,15 @@ class SoakReport:
             )
         out.append(
             f"invariant checks: {self.observations} observer rounds × {c.pools} pools "
-            f"({self.skipped_observations} rounds while the apiserver was down)"
+            f"({self.skipped_observations} rounds while the apiserver was down); {self.watch_events} replicas "
+            "changes checked the moment the watch saw them"
         )
         out.append(
             f"operator: {self.operator_starts} starts, {self.unexpected_exits} unexpected exits, "
             f"{self.tracebacks} tracebacks in its log; {self.operator_scale_changes} replicas changes by it"
         )
         out.append(f"racer: {self.racer_writes} /scale writes, {self.racer_conflicts} conflicts (409) it retried")
+        out.append("the operator's Events by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(self.events.items())))
         out.append(f"violations: {len(self.violations)}")
         for v in self.violations[:30]:
             out.append(f"  t={v.at_s:6.1f}s {v.invariant} {v.subject}: {v.detail}")
@@ -431,6 +438,8 @@ class Soak:
         self.racer_api = cluster.api_client()
         self.racer_api.user_agent = "tokenscale-soak-racer"
         self.racer_apps = kubernetes.client.AppsV1Api(self.racer_api)
+        self.watch_apps = kubernetes.client.AppsV1Api(cluster.api_client())
+        self.watch = kubernetes.watch.Watch()
         self.started = time.monotonic()
         self.stop = threading.Event()
         self.fleet: SimulatedFleet | None = None
@@ -505,7 +514,7 @@ class Soak:
 
     def _rate(self, elapsed_s: float) -> float:
         middle, half = (RATE_HIGH + RATE_LOW) / 2, (RATE_HIGH - RATE_LOW) / 2
-        return middle - half * math.cos(2 * math.pi * elapsed_s / RATE_PERIOD_S)
+        return middle + half * math.cos(2 * math.pi * elapsed_s / RATE_PERIOD_S)  # from the peak: the budget binds
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -524,9 +533,11 @@ class Soak:
 
     def run(self) -> SoakReport:
         observer = threading.Thread(target=self._observe_loop, name="soak-observer", daemon=True)
+        watcher = threading.Thread(target=self._watch_loop, name="soak-watch", daemon=True)
         try:
             self.setup()
             observer.start()
+            watcher.start()
             # Warm-up: every pool has decided once before the first fault.
             self._wait(
                 lambda: len(self._fresh_decisions()[1]) == len(self.pools),
@@ -547,9 +558,12 @@ class Soak:
             self.report.elapsed_s = time.monotonic() - self.started
         finally:
             self.stop.set()
+            self.watch.stop()
             observer.join(timeout=10)
+            watcher.join(timeout=WATCH_TIMEOUT_S + 5)
             if self.operator is not None:
                 self.report.tracebacks = len(self.operator.tracebacks())
+            self.report.events = self._events()
             self.teardown()
         return self.report
 
@@ -736,6 +750,58 @@ class Soak:
                 if labels.get("binding") != "metrics":
                     counts[labels["pool"]] = counts.get(labels["pool"], 0.0) + float(match.group(2))
         return start, counts
+
+    def _watch_loop(self) -> None:
+        """Every replicas change the moment the apiserver reports it: bounds and GPU budget hold at every
+        instant, not only at the observer's rounds (a pool's two targets are written one after the other)."""
+        while not self.stop.is_set():
+            try:
+                listed = self.watch_apps.list_namespaced_deployment(self.namespace, _request_timeout=5)
+                replicas = {d.metadata.name: int(d.spec.replicas) for d in listed.items}
+                stream = self.watch.stream(
+                    self.watch_apps.list_namespaced_deployment,
+                    self.namespace,
+                    resource_version=listed.metadata.resource_version,
+                    timeout_seconds=WATCH_TIMEOUT_S,
+                    _request_timeout=WATCH_TIMEOUT_S + 5,
+                )
+                for event in stream:
+                    name, n = event["object"].metadata.name, int(event["object"].spec.replicas)
+                    if event["type"] == "DELETED":
+                        replicas.pop(name, None)
+                        continue
+                    if replicas.get(name) == n:
+                        continue  # the controller's status updates
+                    replicas[name] = n
+                    self.report.watch_events += 1
+                    self._check_instant(name.rpartition("-")[0], replicas)
+            except (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError):
+                self.stop.wait(0.5)  # the apiserver restarted, or the watch expired (410): list again
+
+    def _check_instant(self, pool: str, replicas: dict[str, int]) -> None:
+        targets = [f"{pool}-{role}" for role in ROLES]
+        mine = {t: replicas[t] for t in targets if t in replicas}
+        with self.state.lock:
+            racer_touched = dict(self.state.racer_touched)
+        look = Look(
+            now=time.monotonic(),
+            previous_at=time.monotonic(),
+            replicas=mine,
+            previous=mine,
+            data_fault=None,
+            racer_touched=racer_touched,
+            gone=frozenset(t for t in targets if t not in mine),
+        )
+        found, _ = check([pool], self.config.interval_s, look)
+        for invariant, subject, detail in found:
+            self._violation(invariant, subject, detail + " (seen by the watch)")
+
+    def _events(self) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for event in self.core.list_namespaced_event(self.namespace).items:
+            if event.involved_object.kind == "InferencePool":
+                found[event.reason] = found.get(event.reason, 0) + int(event.count or 1)
+        return found
 
     def _replicas(self) -> dict[str, int]:
         raw = self.apps.list_namespaced_deployment(self.namespace, _preload_content=False, _request_timeout=5)
