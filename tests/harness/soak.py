@@ -88,6 +88,7 @@ ALLOCATABLE_CHOICES = (8, 16, 24, 32, 40, 64)  # what a capacity change sets
 RATE_LOW, RATE_HIGH, RATE_PERIOD_S = 4.0, 40.0, 240.0  # the fleet's load: a cosine between these
 WINDOW_S = 10.0  # spec.metrics.window of operator_env.POOL_SPEC
 OBSERVE_EVERY_S = 1.0
+LIST_TIMEOUT_S = 5.0  # the observer's list of Deployments
 WATCH_TIMEOUT_S = 10  # the Deployment watch is renewed this often (so it ends soon after the soak)
 DATA_GRACE_S = 5.0  # a cycle that read good data just before a data fault may still write after it starts
 PROMETHEUS_DOWN_S = 10.0
@@ -404,7 +405,9 @@ class _State:
     allocatable: dict[str, int] = field(default_factory=dict)  # target → its node group's allocatable GPUs
     allocatable_before: dict[str, int] = field(default_factory=dict)  # … before the last capacity change
     capacity_changed: float = -math.inf
-    gone: set[str] = field(default_factory=set)  # targets deleted by target-recreate
+    # Targets target-recreate deleted: inf while gone, then when they were created again (a round that
+    # listed the Deployments just before that still misses them).
+    gone: dict[str, float] = field(default_factory=dict)
 
 
 class Soak:
@@ -472,13 +475,14 @@ class Soak:
 
     def _set_allocatable(self, target: str, gpus: int) -> None:
         pool, _, role = target.rpartition("-")
+        with self.state.lock:  # before the patch: the checker allows either figure from now on, for a while
+            self.state.allocatable_before[target] = self.state.allocatable.get(target, gpus)
+            self.state.allocatable[target] = gpus
+            self.state.capacity_changed = time.monotonic()
         resources = {"cpu": "64", "memory": "512Gi", "pods": "110", GPU: str(gpus)}
         self.core.patch_node_status(
             node_name(self.namespace, pool, role), {"status": {"capacity": resources, "allocatable": resources}}
         )
-        with self.state.lock:
-            self.state.allocatable_before[target] = self.state.allocatable.get(target, gpus)
-            self.state.allocatable[target] = gpus
 
     def teardown(self) -> None:
         self.stop.set()
@@ -637,7 +641,7 @@ class Soak:
         for pool, role in chosen:
             target = f"{pool}-{role}"
             with self.state.lock:
-                self.state.gone.add(target)
+                self.state.gone[target] = math.inf
                 self.state.touched[target] = time.monotonic()
             self.apps.delete_namespaced_deployment(target, self.namespace)
         self._sleep(TARGET_GONE_S)
@@ -661,7 +665,7 @@ class Soak:
             self._wait(created, f"{target} created again", timeout_s=60)
             with self.state.lock:
                 self.state.touched[target] = time.monotonic()
-                self.state.gone.discard(target)
+                self.state.gone[target] = time.monotonic()
         fault.detail = f"{len(chosen)} targets: {', '.join(p + '-' + r for p, r in chosen[:4])}…"
 
     def _capacity_change(self, fault: Fault) -> None:
@@ -671,8 +675,6 @@ class Soak:
             gpus = self.rng.choice(ALLOCATABLE_CHOICES)
             self._set_allocatable(f"{pool}-{role}", gpus)
             changes.append(f"{pool}-{role}={gpus}")
-        with self.state.lock:
-            self.state.capacity_changed = time.monotonic()
         fault.detail = f"{len(changes)} node groups: {', '.join(changes[:4])}…"
 
     def _scale_race(self, fault: Fault) -> None:
@@ -798,13 +800,19 @@ class Soak:
 
     def _events(self) -> dict[str, int]:
         found: dict[str, int] = {}
-        for event in self.core.list_namespaced_event(self.namespace).items:
+        try:
+            events = self.core.list_namespaced_event(self.namespace, _request_timeout=10).items
+        except (ApiException, urllib3.exceptions.HTTPError, OSError):
+            return found  # the soak failed with the apiserver down: its own error is the one to report
+        for event in events:
             if event.involved_object.kind == "InferencePool":
                 found[event.reason] = found.get(event.reason, 0) + int(event.count or 1)
         return found
 
     def _replicas(self) -> dict[str, int]:
-        raw = self.apps.list_namespaced_deployment(self.namespace, _preload_content=False, _request_timeout=5)
+        raw = self.apps.list_namespaced_deployment(
+            self.namespace, _preload_content=False, _request_timeout=LIST_TIMEOUT_S
+        )
         return {d["metadata"]["name"]: int(d["spec"]["replicas"]) for d in json.loads(raw.data)["items"]}
 
     def _observe_loop(self) -> None:
@@ -836,7 +844,7 @@ class Soak:
                 allocatable=dict(self.state.allocatable),
                 allocatable_before=dict(self.state.allocatable_before),
                 capacity_changed=self.state.capacity_changed,
-                gone=frozenset(self.state.gone),
+                gone=frozenset(t for t, back in self.state.gone.items() if time.monotonic() - back < LIST_TIMEOUT_S),
             )
         found, changes = check(self.pools, self.config.interval_s, look)
         self.report.operator_scale_changes += changes
