@@ -1,9 +1,10 @@
 """One control cycle of one InferencePool: read, plan, act, explain.
 
 Called by the controller's per-pool daemon every `spec.interval`. The cycle reads the pool's
-targets through `/scale` and its metrics from Prometheus (concurrently, each with a deadline), asks
-`planner.plan` for the counts, keeps scale-ups within the node group's free GPUs, writes `/scale`
-(unless dry run or paused), and writes the status — only when it changed (STYLE.md §14). It
+targets through `/scale` (then their node groups' GPUs) and its metrics from Prometheus
+(concurrently, each with a deadline), asks `planner.plan` for the counts, keeps scale-ups within the
+node group's free GPUs, writes `/scale` (scale-downs first; unless dry run or paused), and writes the
+status — only when it changed (STYLE.md §14). It
 returns the Events to post; the controller posts them. What the cycle cannot do (a bad spec, a
 missing target, a missing Secret, Prometheus down) becomes a condition and an Event, and replicas
 are held, never zeroed.
