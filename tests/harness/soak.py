@@ -768,6 +768,8 @@ class Soak:
                     _request_timeout=WATCH_TIMEOUT_S + 5,
                 )
                 for event in stream:
+                    if event["type"] not in ("ADDED", "MODIFIED", "DELETED"):
+                        break  # an ERROR (the watch expired): list again
                     name, n = event["object"].metadata.name, int(event["object"].spec.replicas)
                     if event["type"] == "DELETED":
                         replicas.pop(name, None)
