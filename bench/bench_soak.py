@@ -8,7 +8,7 @@ operator SIGKILLed) while an observer checks the invariants every second. The fa
 how recovery is measured are described in tests/harness/soak.py. Prints the report and exits 1 on any
 violation. tests/e2e/test_soak.py runs the same soak shorter in CI.
 
-    PYTHONPATH=$PWD/operator .venv/bin/python bench/bench_soak.py [--duration-s 600] [--pools 50]
+    .venv/bin/python bench/bench_soak.py [--duration-s 600] [--pools 50]
         [--interval-s 10] [--garbage-s 60] [--seed 1]
 """
 
