@@ -22,7 +22,7 @@ ROOM = {"p-000-prefill": 24, "p-000-decode": 40, "p-001-prefill": 24, "p-001-dec
 
 
 def _look(replicas: dict[str, int], previous: dict[str, int] | None = None, **fields: Any) -> Look:
-    base = {"p-000-prefill": 1, "p-000-decode": 2, "p-001-prefill": 1, "p-001-decode": 2}  # 12 GPUs of 24
+    base = {"p-000-prefill": 1, "p-000-decode": 2, "p-001-prefill": 1, "p-001-decode": 2}  # 12 GPUs of 20
     return Look(
         now=T,
         previous_at=T - 1.0,

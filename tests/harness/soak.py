@@ -82,7 +82,7 @@ GPU = "nvidia.com/gpu"
 GROUP_KEY = "soak.tokenscale.dev/group"
 GPUS_PER_REPLICA = 4  # operator_env.POOL_SPEC, both roles
 BOUNDS = {"prefill": (1, 8), "decode": (1, 16)}  # (minReplicas, maxReplicas) of operator_env.POOL_SPEC
-GPU_BUDGET = 24  # 6 replicas of 4 GPUs for both roles: binds near the peak load (5 prefill + 2 decode)
+GPU_BUDGET = 20  # 5 replicas of 4 GPUs for both roles: binds from about half the peak load (5 prefill + 2 decode)
 INITIAL_ALLOCATABLE = {"prefill": 24, "decode": 40}  # GPUs of each node group at the start
 ALLOCATABLE_CHOICES = (8, 16, 24, 32, 40, 64)  # what a capacity change sets
 RATE_LOW, RATE_HIGH, RATE_PERIOD_S = 4.0, 40.0, 240.0  # the fleet's load: a cosine between these
@@ -97,6 +97,7 @@ TARGET_GONE_S = 5.0
 FRACTION_TOUCHED = 0.2  # of the pools, by target-recreate, capacity-change and scale-race
 _DECISION_LINE = re.compile(r"^tokenscale_decisions_total\{([^}]*)\} ([0-9.e+-]+)$")
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
+_SCALED_LINE = re.compile(r" scaled \w+ \d+->\d+ reason=(\w+)")
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,9 @@ class SoakReport:
     operator_scale_changes: int = 0  # replicas changes the observer attributed to the operator
     tracebacks: int = 0
     events: dict[str, int] = field(default_factory=dict)  # the pools' Events by reason (their counts summed)
+    scale_reasons: dict[str, int] = field(
+        default_factory=dict
+    )  # the operator's /scale writes by the step that set them
 
     def recoveries_by_kind(self) -> dict[str, list[float]]:
         out: dict[str, list[float]] = {}
@@ -190,6 +194,8 @@ class SoakReport:
         )
         out.append(f"racer: {self.racer_writes} /scale writes, {self.racer_conflicts} conflicts (409) it retried")
         out.append("the operator's Events by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(self.events.items())))
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.scale_reasons.items()))
+        out.append(f"the operator's /scale writes by reason (its log): {reasons}")
         out.append(f"violations: {len(self.violations)}")
         for v in self.violations[:30]:
             out.append(f"  t={v.at_s:6.1f}s {v.invariant} {v.subject}: {v.detail}")
@@ -567,6 +573,8 @@ class Soak:
             watcher.join(timeout=WATCH_TIMEOUT_S + 5)
             if self.operator is not None:
                 self.report.tracebacks = len(self.operator.tracebacks())
+                for reason in _SCALED_LINE.findall(self.operator.log()):
+                    self.report.scale_reasons[reason] = self.report.scale_reasons.get(reason, 0) + 1
             self.report.events = self._events()
             self.teardown()
         return self.report
