@@ -1,4 +1,5 @@
-"""The pure steps of one operator cycle: cold-start timing and node-group limits."""
+"""The pure steps of one operator cycle: cold-start timing, the first cycles' phases, a node group's room and
+the order of /scale writes."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import pytest
 
 from tokenscale import api, reconcile
 from tokenscale import status as st
+from tokenscale.api import Role
+from tokenscale.kube import capacity
+from tokenscale.planner.plan import PoolDecision
 
 T0 = 1_790_000_000.0
 
@@ -75,3 +79,47 @@ def test_first_cycles_spread_over_the_interval_and_stay_put() -> None:
     assert max(delays) - min(delays) > 25.0  # spread, not bunched
     again = reconcile.first_delay_s({"metadata": {"uid": "uid-7"}, "spec": {"interval": "30s"}})
     assert again == delays[7]  # the same phase after a restart
+
+
+def _capacity(free: int, pending: int, own: int | None) -> capacity.GpuCapacity:
+    return capacity.GpuCapacity(nodes=1, cordoned_nodes=0, allocatable_gpus=free, used_gpus=0, free_gpus=free,
+                                pending_gpus=pending, own_gpus=own)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("cap", "replicas", "room"),
+    [
+        pytest.param(_capacity(8, 4, 4), 1, 4, id="pods-of-every-replica-listed"),
+        pytest.param(_capacity(8, 0, 0), 1, 4, id="target-just-created-its-pod-not-listed-yet"),
+        pytest.param(_capacity(16, 4, 4), 3, 4, id="scaled-up-two-pods-not-listed-yet"),
+        pytest.param(_capacity(16, 12, 12), 1, 4, id="scale-down-pods-still-listed-counted-once"),
+        pytest.param(_capacity(8, 0, None), 1, 8, id="selector-not-equality-based-as-before"),
+        pytest.param(_capacity(8, 12, 4), 1, -4, id="other-pods-pending-beyond-the-group"),
+    ],
+)
+def test_room_in_a_node_group_counts_replicas_whose_pods_are_not_listed_yet(
+    cap: capacity.GpuCapacity, replicas: int, room: int
+) -> None:
+    assert reconcile.room_gpus(cap, replicas, 4) == room
+
+
+def _decision(role: Role, current: int, desired: int) -> PoolDecision:
+    return PoolDecision(role=role, current_replicas=current, desired_replicas=desired, gpus=4 * desired,
+                        predicted_ttft_s=None, predicted_tpot_s=None, kv_usage_fraction=None, binding="ttft",
+                        reason="", message="")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("changes", "order"),
+    [
+        pytest.param({"prefill": (4, 5), "decode": (8, 7)}, ["decode", "prefill"], id="rebalance-frees-gpus-first"),
+        pytest.param({"prefill": (5, 4), "decode": (7, 8)}, ["prefill", "decode"], id="the-other-way"),
+        pytest.param({"prefill": (4, 5), "decode": (7, 8)}, ["prefill", "decode"], id="both-up-role-order"),
+        pytest.param({"prefill": (5, 4), "decode": (8, 7)}, ["prefill", "decode"], id="both-down-role-order"),
+        pytest.param({"prefill": (4, 5), "decode": (8, 8)}, ["decode", "prefill"], id="unchanged-before-up"),
+        pytest.param({"aggregated": (2, 3)}, ["aggregated"], id="one-pool"),
+    ],
+)
+def test_scale_downs_are_written_before_scale_ups(changes: dict[Role, tuple[int, int]], order: list[Role]) -> None:
+    pools = {role: _decision(role, current, desired) for role, (current, desired) in changes.items()}
+    assert reconcile.write_order(pools) == order

@@ -1,9 +1,10 @@
 """One control cycle of one InferencePool: read, plan, act, explain.
 
 Called by the controller's per-pool daemon every `spec.interval`. The cycle reads the pool's
-targets through `/scale` and its metrics from Prometheus (concurrently, each with a deadline), asks
-`planner.plan` for the counts, keeps scale-ups within the node group's free GPUs, writes `/scale`
-(unless dry run or paused), and writes the status — only when it changed (STYLE.md §14). It
+targets through `/scale` (then their node groups' GPUs) and its metrics from Prometheus
+(concurrently, each with a deadline), asks `planner.plan` for the counts, keeps scale-ups within the
+node group's free GPUs, writes `/scale` (scale-downs first; unless dry run or paused), and writes the
+status — only when it changed (STYLE.md §14). It
 returns the Events to post; the controller posts them. What the cycle cannot do (a bad spec, a
 missing target, a missing Secret, Prometheus down) becomes a condition and an Event, and replicas
 are held, never zeroed.
@@ -133,10 +134,9 @@ async def cycle(
         return await _conditions_only(ctx, seen, updates, now_s, interval_s)
 
     roles = spec.active_pools()
-    # Read the targets, the node groups, the referenced ConfigMaps and the metrics concurrently.
+    # Read the targets (then their node groups), the referenced ConfigMaps and the metrics concurrently.
     reads = await asyncio.gather(
-        _read_scales(ctx, namespace, spec),
-        _read_capacities(ctx, spec),
+        _read_targets(ctx, namespace, spec),
         _profiles(ctx, namespace, spec),
         _observe(ctx, namespace, spec, now_s),
         return_exceptions=True,
@@ -151,11 +151,12 @@ async def cycle(
         return await _conditions_only(ctx, seen, updates, now_s, interval_s)
     if failed is not None:
         raise failed
-    scales, capacities, loaded_profiles, result = cast(
-        tuple[dict[Role, scale.ScaleState], dict[Role, capacity.GpuCapacity], dict[Role, api.PerformanceProfile],
-              ObservationResult],
+    targets, loaded_profiles, result = cast(
+        tuple[tuple[dict[Role, scale.ScaleState], dict[Role, capacity.GpuCapacity]],
+              dict[Role, api.PerformanceProfile], ObservationResult],
         reads,
     )  # fmt: skip
+    scales, capacities = targets
 
     replicas = {role: ReplicaCounts(s.replicas, s.ready_replicas) for role, s in scales.items()}
     observation = replace(result.observation, replicas=replicas)
@@ -177,7 +178,7 @@ async def cycle(
         return await _conditions_only(ctx, seen, [update], now_s, INVALID_SPEC_RETRY_S)
     plan_started = time.perf_counter()
     free_gpus = {
-        role: cap.free_gpus - cap.pending_gpus
+        role: room_gpus(cap, scales[role].replicas, spec.active_pools()[role].gpus_per_replica)
         for role, cap in capacities.items()
         if cap is not None and spec.active_pools()[role].node_group is not None
     }
@@ -196,7 +197,9 @@ async def cycle(
         extra.append(ConditionUpdate(reasons.SCALING_LIMITED, "True", reasons.NODE_GROUP_FULL, limited))
         events.append(EventSpec("Warning", reasons.NODE_GROUP_FULL, limited))
     facts: dict[Role, st.PoolFacts] = {}
-    for role, d in decision.pools.items():
+    failed_down: str | None = None  # a scale-down that failed: under a GPU budget, the scale-ups wait for it
+    for role in write_order(decision.pools):
+        d = decision.pools[role]
         s = scales[role]
         cap = capacities.get(role)
         scale_up_time, scale_up_replicas = timing.get(role, (None, None))
@@ -207,6 +210,10 @@ async def cycle(
             if dry_run:
                 if _desired_before(previous, role) != d.desired_replicas:
                     events.append(EventSpec("Normal", reasons.WOULD_SCALE, text))
+            elif failed_down is not None and spec.gpu_budget is not None and d.desired_replicas > d.current_replicas:
+                message = f"{role}: scale-up to {d.desired_replicas} not written, since {failed_down}"
+                events.append(EventSpec("Warning", reasons.SCALE_FAILED, message))
+                extra.append(ConditionUpdate(reasons.SCALING_ACTIVE, "False", reasons.SCALE_FAILED, message))
             else:
                 try:
                     written = await scale.write_scale(ctx.api, namespace, roles[role].scale_target_ref,
@@ -214,6 +221,8 @@ async def cycle(
                 except scale.KubeError as err:
                     events.append(EventSpec("Warning", reasons.SCALE_FAILED, f"{role}: {err}"))
                     extra.append(ConditionUpdate(reasons.SCALING_ACTIVE, "False", reasons.SCALE_FAILED, str(err)))
+                    if d.desired_replicas < d.current_replicas:
+                        failed_down = f"the scale-down of {role} that makes room for it within gpuBudget failed"
                 else:
                     scaled_to = written.replicas
                     up = d.desired_replicas > d.current_replicas
@@ -233,6 +242,7 @@ async def cycle(
             scale_up_replicas=scale_up_replicas,
         )
         ctx.metrics.decisions.labels(namespace, name, role, d.binding).inc()
+    facts = {role: facts[role] for role in decision.pools}  # the roles' own order, for the status
 
     new_status = st.decided_status(spec, previous, seen.generation, observation, decision, facts, extra, dry_run, now_s)
     wrote = await _write_if_changed(ctx, seen, new_status)
@@ -241,6 +251,30 @@ async def cycle(
     if decision.held and _reason_changed(previous, reasons.METRICS_AVAILABLE, new_status):
         events.append(EventSpec("Warning", reasons.METRICS_MISSING, decision.reason))
     return CycleOutcome(tuple(events), interval_s, wrote, decision)
+
+
+def write_order(pools: Mapping[Role, plan_mod.PoolDecision]) -> list[Role]:
+    """The roles in the order their `/scale` is written: scale-downs first.
+
+    A pool's two targets are written one after the other, so a rebalance under `gpuBudget` (prefill
+    up, decode down) written in role order holds both the new prefill and the old decode replicas for
+    a moment: over the budget (found writing the chaos soak's budget check, issue 13). Freeing GPUs first
+    never does.
+    """
+    return sorted(pools, key=lambda role: pools[role].desired_replicas > pools[role].current_replicas)
+
+
+def room_gpus(cap: capacity.GpuCapacity, replicas: int, gpus_per_replica: int) -> int:
+    """GPUs of a node group a scale-up may still take: free, less what Pending pods ask for, less the
+    GPUs of the target's replicas whose pods the pod list does not show yet.
+
+    The pod list is a snapshot up to `capacity.SNAPSHOT_MAX_AGE_S` old, and a workload controller
+    makes pods a moment after its replicas change: a target created or scaled up just before (by us,
+    or by someone else) would otherwise read as free room, and be scaled past the group (issue 13's
+    soak). Replicas are counted at least once, never twice: their pods in the list count already.
+    """
+    unseen = 0 if cap.own_gpus is None else max(0, replicas * gpus_per_replica - cap.own_gpus)
+    return cap.free_gpus - cap.pending_gpus - unseen
 
 
 def first_delay_s(body: Mapping[str, Any]) -> float:
@@ -349,11 +383,27 @@ async def _read_scales(ctx: OperatorContext, namespace: str, spec: api.Inference
     return {role: s for (role, _), s in zip(roles, states, strict=True)}
 
 
-async def _read_capacities(ctx: OperatorContext, spec: api.InferencePoolSpec) -> dict[Role, Any]:
+async def _read_targets(
+    ctx: OperatorContext, namespace: str, spec: api.InferencePoolSpec
+) -> tuple[dict[Role, Any], dict[Role, Any]]:
+    """The targets' `/scale`, then their node groups' capacity (counting each target's own pods)."""
+    scales = await _read_scales(ctx, namespace, spec)
+    return scales, await _read_capacities(ctx, namespace, spec, scales)
+
+
+async def _read_capacities(
+    ctx: OperatorContext, namespace: str, spec: api.InferencePoolSpec, scales: Mapping[Role, scale.ScaleState]
+) -> dict[Role, Any]:
     groups = [(role, p.node_group) for role, p in spec.active_pools().items() if p.node_group is not None]
     namespaces = ctx.config.namespaces
     found = await asyncio.gather(
-        *(capacity.node_group_capacity(ctx.api, g, namespaces=namespaces) for _, g in groups if g is not None)
+        *(
+            capacity.node_group_capacity(
+                ctx.api, g, namespaces=namespaces, own_namespace=namespace, own_selector=scales[role].selector
+            )
+            for role, g in groups
+            if g is not None
+        )
     )
     return {role: c for (role, _), c in zip(groups, found, strict=True)}
 

@@ -115,7 +115,17 @@ class Cluster:
 
         Watches and connections break; objects stay; a watch from an old resourceVersion may get 410.
         """
+        self.stop_apiserver()
+        self.start_apiserver(timeout_s=timeout_s)
+
+    def stop_apiserver(self) -> None:
+        """Kill kube-apiserver (SIGKILL) and leave it down; `start_apiserver` brings it back."""
         self.apiserver.kill()
+
+    def start_apiserver(self, *, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Start a stopped kube-apiserver again on its port over the same etcd; return once /readyz answers."""
+        if self.apiserver.alive():
+            raise RuntimeError(f"kube-apiserver (pid {self.apiserver.pid}) is already running")
         self.apiserver = self.supervisor.start(self.apiserver.name, self.apiserver.argv, self.apiserver.log_path)
         _wait_healthy(
             self.apiserver, f"{self.server_url}/readyz", token=self.token, ca_path=self.ca_path, timeout_s=timeout_s

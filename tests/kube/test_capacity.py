@@ -368,3 +368,45 @@ def test_namespaced_mode_counts_only_the_watched_namespaces_pods(
     assert used((namespace,)) == 3
     assert used(("default",)) == 0  # the pod's namespace is not watched: its GPUs are not seen
     assert used(("default", namespace)) == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "labels"),
+    [
+        pytest.param("app=llama-decode", {"app": "llama-decode"}, id="match-labels"),
+        pytest.param("a=1,b==2", {"a": "1", "b": "2"}, id="double-equals"),
+        pytest.param("tier=", {"tier": ""}, id="empty-value"),
+        pytest.param("", None, id="empty-selects-all-so-none"),
+        pytest.param("a!=1", None, id="not-equal"),
+        pytest.param("a in (1,2)", None, id="set-based"),
+        pytest.param("a=1,!b", None, id="does-not-exist"),
+        pytest.param("a", None, id="exists"),
+    ],
+)
+def test_equality_selector_reads_match_labels_and_refuses_the_rest(text: str, labels: dict[str, str] | None) -> None:
+    assert capacity.equality_selector(text) == labels
+
+
+def _pending(namespace: str, app: str, gpus: int, group: str = "g") -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": namespace, "labels": {"app": app}},
+        "spec": {"nodeSelector": {GROUP_KEY: group}, "containers": [container("e", {GPU: str(gpus)})]},
+        "status": {"phase": "Pending"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("pods", "own", "pending", "own_gpus"),
+    [
+        pytest.param([_pending("ns", "a", 4), _pending("ns", "b", 4)], ("ns", {"app": "a"}), 8, 4, id="own-of-two"),
+        pytest.param([_pending("other", "a", 4)], ("ns", {"app": "a"}), 4, 0, id="same-labels-other-namespace"),
+        pytest.param([_pending("ns", "a", 4, group="h")], ("ns", {"app": "a"}), 0, 0, id="aimed-at-another-group"),
+        pytest.param([_pending("ns", "a", 4)], None, 4, None, id="no-selector-no-count"),
+    ],
+)
+def test_own_gpus_are_the_targets_pods_counted_in_the_group(
+    pods: list[dict[str, Any]], own: tuple[str, dict[str, str]] | None, pending: int, own_gpus: int | None
+) -> None:
+    nodes = [{"metadata": {"name": "n", "labels": {GROUP_KEY: "g"}}, "status": {"allocatable": {GPU: "16"}}}]
+    counted = capacity._count(nodes, pods, NodeGroup(match_labels={GROUP_KEY: "g"}), own)
+    assert (counted.free_gpus, counted.pending_gpus, counted.own_gpus) == (16, pending, own_gpus)

@@ -15,6 +15,10 @@ pools cost a few lists, not one each.
   group. Best effort: only `nodeSelector` is evaluated (a pod counts when its selector names all of
   the group's labels, or when some node of the group carries every label it asks for); node
   affinity, taints and tolerations are not.
+- `own_gpus`: of the pods counted in `used_gpus` or `pending_gpus`, the GPUs of those in the pool's
+  namespace matching its target's selector (the `/scale` status.selector), so the caller can add the
+  replicas whose pods the snapshot does not show yet (issue 13's soak: a target scaled or created
+  just before the pod list was read); None when no selector is given or it is not equality-based.
 
 A pod's GPUs follow Kubernetes' rule for its effective request (the scheduler's and the kubelet's):
 max(sum of app containers + sidecars, the largest init container + the sidecars started before it)
@@ -65,6 +69,22 @@ class GpuCapacity:
     used_gpus: int
     free_gpus: int
     pending_gpus: int
+    own_gpus: int | None = None
+
+
+def equality_selector(text: str) -> dict[str, str] | None:
+    """The labels an equality-based selector (`a=b,c==d`, what `/scale` reports for a matchLabels
+    selector) requires; None when it is empty or has other terms (`!=`, `in`, `notin`, `!key`, `key`)."""
+    if not text:
+        return None
+    labels: dict[str, str] = {}
+    for term in text.split(","):
+        key, sep, value = term.partition("=")
+        value = value.removeprefix("=")
+        if not sep or not key or key.endswith("!") or any(c in key + value for c in " ()!="):
+            return None
+        labels[key] = value
+    return labels
 
 
 def label_selector(labels: Mapping[str, str]) -> str:
@@ -130,8 +150,14 @@ def _could_land_in_group(
     return any(all(labels.get(k) == v for k, v in node_selector.items()) for labels in node_labels)
 
 
-def _count(nodes: Sequence[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]], group: NodeGroup) -> GpuCapacity:
-    """The group's capacity from the JSON of its nodes and of the cluster's non-terminal pods."""
+def _count(
+    nodes: Sequence[Mapping[str, Any]],
+    pods: Sequence[Mapping[str, Any]],
+    group: NodeGroup,
+    own: tuple[str, Mapping[str, str]] | None = None,
+) -> GpuCapacity:
+    """The group's capacity from the JSON of its nodes and of the cluster's non-terminal pods; `own`
+    (namespace, labels) selects the pods whose GPUs `own_gpus` sums."""
     resource = group.gpu_resource
     allocatable: dict[str, int] = {}
     cordoned: set[str] = set()
@@ -144,6 +170,7 @@ def _count(nodes: Sequence[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]]
             cordoned.add(name)
     used: dict[str, int] = dict.fromkeys(allocatable, 0)
     pending = 0
+    own_gpus = 0
     for pod in pods:
         spec = pod.get("spec") or {}
         if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
@@ -152,15 +179,23 @@ def _count(nodes: Sequence[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]]
         if gpus == 0:
             continue
         node_name = spec.get("nodeName")
+        metadata = pod.get("metadata") or {}
         if node_name:
-            if node_name in used:
-                used[node_name] += gpus
+            if node_name not in used:
+                continue
+            used[node_name] += gpus
         elif (
             (pod.get("status") or {}).get("phase") == "Pending"
-            and not (pod.get("metadata") or {}).get("deletionTimestamp")
+            and not metadata.get("deletionTimestamp")
             and _could_land_in_group(spec.get("nodeSelector") or {}, group.match_labels, labels)
         ):
             pending += gpus
+        else:
+            continue
+        if own is not None and metadata.get("namespace") == own[0]:
+            pod_labels = metadata.get("labels") or {}
+            if all(pod_labels.get(k) == v for k, v in own[1].items()):
+                own_gpus += gpus
     return GpuCapacity(
         nodes=len(allocatable),
         cordoned_nodes=len(cordoned),
@@ -168,6 +203,7 @@ def _count(nodes: Sequence[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]]
         used_gpus=sum(used.values()),
         free_gpus=sum(max(0, allocatable[n] - used[n]) for n in allocatable if n not in cordoned),
         pending_gpus=pending,
+        own_gpus=own_gpus if own is not None else None,
     )
 
 
@@ -202,6 +238,8 @@ async def node_group_capacity(
     *,
     namespaces: Sequence[str] = (),
     max_age_s: float = SNAPSHOT_MAX_AGE_S,
+    own_namespace: str = "",
+    own_selector: str = "",
 ) -> GpuCapacity:
     """Allocatable, used, free and pending GPUs of the nodes matching `group.match_labels`.
 
@@ -210,7 +248,8 @@ async def node_group_capacity(
     the cluster's, or only those of `namespaces` (the operator's watched namespaces, where its RBAC
     may list pods: GPUs other namespaces' pods use are then not seen, and read as free).
     Raises `InvalidNodeGroup` for a malformed label, `Forbidden` when the operator may not list
-    nodes or pods, `ApiError` otherwise.
+    nodes or pods, `ApiError` otherwise. `own_namespace` and `own_selector` (a target's namespace
+    and `/scale` selector) pick the pods whose GPUs `own_gpus` sums.
     """
     selector = label_selector(group.match_labels)
     core = kubernetes.client.CoreV1Api(api)
@@ -231,4 +270,6 @@ async def node_group_capacity(
         if isinstance(outcome, BaseException):
             raise outcome
     nodes, pods = cast(tuple[list[dict[str, Any]], list[dict[str, Any]]], listed)
-    return await asyncio.to_thread(_count, nodes, pods, group)
+    own_labels = equality_selector(own_selector)
+    own = (own_namespace, own_labels) if own_labels is not None else None
+    return await asyncio.to_thread(_count, nodes, pods, group, own)
