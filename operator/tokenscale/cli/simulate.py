@@ -62,7 +62,6 @@ def add_parser(subparsers: Subparsers) -> None:
         "(azure-conv-2023, mooncake-synthetic), or a file: Azure CSV, Mooncake JSONL or plain t_s,isl,osl CSV "
         "(default: the synthetic workload)",
     )
-    p.add_argument("--workload", choices=("synthetic",), default="synthetic", help="built-in workload")
     p.add_argument("--policy", default=",".join(POLICY_NAMES), help="comma-separated: " + ", ".join(POLICY_NAMES))
     p.add_argument("--rate-scale", type=float, default=1.0, help="multiply the arrival rate")
     p.add_argument("--speedup", type=float, default=1.0, help="compress time by this factor")
