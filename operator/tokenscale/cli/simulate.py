@@ -301,7 +301,7 @@ def _serve_metrics(
     import threading
 
     from tokenscale.planner.sizing import Load
-    from tokenscale.sim import exporter, loop, policies, workload
+    from tokenscale.sim import engine_metrics, exporter, loop, policies, workload
 
     port_flag("--serve-metrics", args.serve_metrics)
     if args.rate is None:
@@ -314,7 +314,7 @@ def _serve_metrics(
     empty = workload.make_workload("live", [], [], [])
     setup = loop.SimSetup(spec, empty, prior, truth, cold_start_s, cold_start_s * 0.1, args.seed)
     config = loop.fleet_config(setup, counts, cold_start=True)
-    workers: dict[str, exporter.WorkerEngine] = {"sglang": "sglang", "trtllm": "trtllm"}
+    workers: dict[str, engine_metrics.WorkerEngine] = {"sglang": "sglang", "trtllm": "trtllm"}
     engine = workers.get(spec.metrics.engine, "vllm")  # a Dynamo frontend in front of vLLM workers, or custom
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
