@@ -1,6 +1,6 @@
 """Shell completion scripts generated from the CLI's argparse parser: `tokenscale completion bash|zsh`.
 
-Called by `cli.py`. The script is data, not logic: for each subcommand it lists the options, and
+Called by `cli/completion.py`. The script is data, not logic: for each subcommand it lists the options, and
 for each option with fixed choices (`-o json|yaml|table`, `--log-format`) those choices; options
 that take a file (`-f`, `--trace`, `--observation`, ...) complete file names, and the other
 options that take a value complete nothing. zsh loads the same bash function through

@@ -1,6 +1,6 @@
 """Plain-text tables that fit the terminal: what the CLI prints for people (`-o table`).
 
-Called by `report.py` (plan's decision and observation tables) and `cli.py` (validate, simulate).
+Called by `report.py` (plan's decision and observation tables) and `cli/` (validate, simulate).
 Columns are separated by two spaces, like `kubectl get`; when the rows are wider than the terminal,
 the widest columns wrap onto continuation lines until the table fits: between words first, then
 breaking words down to 6 characters. Width: `$COLUMNS` when set, else the terminal's, else

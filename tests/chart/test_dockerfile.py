@@ -120,7 +120,7 @@ def test_builder_copies_only_files_in_the_context() -> None:
 @pytest.mark.parametrize(
     ("path", "ignored"),
     [
-        pytest.param("operator/tokenscale/cli.py", False, id="package-source"),
+        pytest.param("operator/tokenscale/cli/__init__.py", False, id="package-source"),
         pytest.param("operator/tokenscale/planner/__init__.py", False, id="subpackage-source"),
         pytest.param("pyproject.toml", False, id="pyproject"),
         pytest.param("operator/tokenscale/__pycache__/cli.cpython-311.pyc", True, id="bytecode"),

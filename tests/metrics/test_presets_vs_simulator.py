@@ -41,6 +41,7 @@ from tokenscale.planner.observation import Observation
 from tokenscale.planner.sizing import Load
 from tokenscale.sim import exporter, loop, policies, workload
 from tokenscale.sim.histogram import ITL_BUCKETS_S, TTFT_BUCKETS_S
+from tokenscale.sim.truth import Truth
 
 pytestmark = pytest.mark.prometheus
 
@@ -67,7 +68,7 @@ def _spec(engine: str, url: str) -> api.InferencePoolSpec:
 @dataclass(frozen=True)
 class Readings:
     observations: dict[str, Observation]
-    truth: exporter.Truth
+    truth: Truth
     prometheus: Prometheus
     truth_fleet: exporter.LiveFleet
 

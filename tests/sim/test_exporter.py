@@ -1,4 +1,5 @@
-"""The engine-metrics exporter (sim/exporter.py): expositions per engine and role, the live fleet, the HTTP server.
+"""The engine-metrics exporter (sim/engine_metrics.py, sim/exporter.py, sim/truth.py): expositions per engine and
+role, the live fleet, the HTTP server, the ground truth.
 
 Also `Fleet.append_arrivals` (sim/fleet.py), which the live fleet is built on.
 """
@@ -21,16 +22,8 @@ from prometheus_client.samples import Sample
 
 from tokenscale.api import Mode, Role
 from tokenscale.planner.perf import DecodeModel, PrefillModel, ReplicaPerformance
-from tokenscale.sim.exporter import (
-    Control,
-    ExportEngine,
-    ExportRole,
-    LiveFleet,
-    MetricsServer,
-    ground_truth,
-    parse_control,
-    render,
-)
+from tokenscale.sim.engine_metrics import ExportEngine, ExportRole, render
+from tokenscale.sim.exporter import Control, LiveFleet, MetricsServer, parse_control
 from tokenscale.sim.fleet import Fleet, FleetConfig, FleetSnapshot, PoolConfig, RequestRecords
 from tokenscale.sim.histogram import (
     ITL_BUCKETS_S,
@@ -39,6 +32,7 @@ from tokenscale.sim.histogram import (
     HistogramSnapshot,
     token_buckets,
 )
+from tokenscale.sim.truth import ground_truth
 from tokenscale.sim.workload import LengthDistribution, make_workload, synthetic_workload
 
 PERF = ReplicaPerformance(

@@ -1,6 +1,6 @@
 """The simulator's vLLM exporter against a real vLLM's `/metrics`, so the imitation cannot drift.
 
-For every family `sim.exporter.render` writes with `engine="vllm"` (prefill, decode and aggregated
+For every family `sim.engine_metrics.render` writes with `engine="vllm"` (prefill, decode and aggregated
 pools), the real engine (tests/harness/engine.py, vLLM 0.32 on the CPU) must expose a family of the
 same name and type; every label the exporter sets must be one the engine sets; and a histogram's
 bucket bounds must be the engine's. The presets (`metrics.presets`) read these names, so a preset
@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tokenscale import manifests
 from tokenscale.metrics import presets
 from tokenscale.planner import profiles
-from tokenscale.sim import exporter, loop
+from tokenscale.sim import engine_metrics, loop
 from tokenscale.sim.fleet import Fleet
 from tokenscale.sim.workload import make_workload
 
@@ -53,7 +53,7 @@ def _simulated(role: str, max_model_len: int) -> dict[str, Metric]:
     config = loop.fleet_config(setup, {r: 1 for r in spec.active_pools()}, cold_start=False)
     # The engine under test runs with a shorter max-model-len; vLLM's length buckets end there.
     fleet = Fleet(w, replace(config, max_model_len_tokens=max_model_len), rng)
-    return _families(exporter.render(fleet.snapshot(30.0), role, "vllm", "m").decode())  # type: ignore[arg-type]
+    return _families(engine_metrics.render(fleet.snapshot(30.0), role, "vllm", "m").decode())  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")

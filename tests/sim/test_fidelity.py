@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tokenscale import manifests
-from tokenscale.cli import simulated_truth
+from tokenscale.cli.simulate import simulated_truth
 from tokenscale.planner import profiles
 from tokenscale.sim import fidelity, loop, traces, workload
 
