@@ -8,6 +8,10 @@ status — only when it changed (STYLE.md §14). It
 returns the Events to post; the controller posts them. What the cycle cannot do (a bad spec, a
 missing target, a missing Secret, Prometheus down) becomes a condition and an Event, and replicas
 are held, never zeroed.
+
+`cycle` runs four steps, passing frozen values between them: `_read` (the concurrent reads) →
+`_decide` (planner state, cold start, performance, free GPUs, `plan()`) → `_act` (the `/scale`
+writes and their Events) → `_explain` (status, exported metrics, the held-decision Event).
 """
 
 from __future__ import annotations
@@ -112,7 +116,7 @@ async def cycle(
     body: Mapping[str, Any],
     logger: logging.Logger | logging.LoggerAdapter[Any],
 ) -> CycleOutcome:
-    """Run one cycle for the pool whose current object is `body`."""
+    """Run one cycle for the pool whose current object is `body`: read, decide, act, explain."""
     started = time.monotonic()
     now_s = time.time()
     seen = _Seen.of(namespace, name, body)
@@ -122,9 +126,7 @@ async def cycle(
         spec = api.InferencePoolSpec.model_validate(body.get("spec") or {})
     except ValidationError as err:
         message = "; ".join(manifests.format_validation_error(err, "spec."))
-        ctx.metrics.cycle_errors.labels(namespace, name, reasons.INVALID_SPEC).inc()
-        update = ConditionUpdate(reasons.READY, "False", reasons.INVALID_SPEC, message)
-        return await _conditions_only(ctx, seen, [update], now_s, INVALID_SPEC_RETRY_S)
+        return await _invalid_spec(ctx, seen, message, now_s)
     interval_s = spec.interval.seconds
     if spec.paused:
         updates = [
@@ -132,9 +134,74 @@ async def cycle(
             ConditionUpdate(reasons.SCALING_ACTIVE, "False", reasons.PAUSED, "spec.paused is true"),
         ]
         return await _conditions_only(ctx, seen, updates, now_s, interval_s)
+    try:
+        reads = await _read(ctx, namespace, name, spec, now_s)
+    except scale.KubeError as failed:  # pools.MissingReference too
+        ctx.metrics.cycle_errors.labels(namespace, name, failed.reason).inc()
+        updates = [
+            ConditionUpdate(reasons.READY, "False", failed.reason, str(failed)),
+            ConditionUpdate(reasons.SCALING_ACTIVE, "False", failed.reason, "replicas are held: " + str(failed)),
+        ]
+        return await _conditions_only(ctx, seen, updates, now_s, interval_s)
+    try:
+        decided = _decide(ctx, spec, previous, reads, now_s)
+    except profiles.ProfileError as err:  # an unknown GPU or model preset: the spec's, not a bug (issue 13)
+        return await _invalid_spec(ctx, seen, str(err), now_s)
+    acted = await _act(ctx, seen, spec, previous, reads, decided, now_s, logger)
+    return await _explain(ctx, seen, spec, previous, reads, decided, acted, now_s, started)
 
-    roles = spec.active_pools()
-    # Read the targets (then their node groups), the referenced ConfigMaps and the metrics concurrently.
+
+@dataclass(frozen=True)
+class _Reads:
+    """What a cycle read: the targets' `/scale`, their node groups, the ConfigMap profiles and the metrics."""
+
+    scales: Mapping[Role, scale.ScaleState]
+    capacities: Mapping[Role, capacity.GpuCapacity]
+    profiles: Mapping[Role, api.PerformanceProfile]
+    observation: Observation  # with the replicas `/scale` reported
+
+
+@dataclass(frozen=True)
+class _Decided:
+    """The planner's decision, with the cold starts it was made with and the scale-ups still being timed."""
+
+    decision: Decision
+    cold_starts: Mapping[Role, float]
+    timing: Mapping[Role, tuple[float | None, int | None]]
+
+
+@dataclass(frozen=True)
+class _Acted:
+    """What acting on a decision did: Events, conditions beyond the planner's, and what each pool became."""
+
+    events: tuple[EventSpec, ...]
+    conditions: tuple[ConditionUpdate, ...]
+    facts: Mapping[Role, st.PoolFacts]  # in the roles' own order, for the status
+
+
+@dataclass(frozen=True)
+class _Scaled:
+    """One pool's `/scale` write (or its absence): its Events and conditions, and the replicas written."""
+
+    events: tuple[EventSpec, ...] = ()
+    conditions: tuple[ConditionUpdate, ...] = ()
+    scaled_to: int | None = None  # None: not written
+    failed_down: str | None = None  # a scale-down that failed: under a GPU budget, the scale-ups wait for it
+
+
+async def _invalid_spec(ctx: OperatorContext, seen: _Seen, message: str, now_s: float) -> CycleOutcome:
+    """A spec that can never be planned: Ready=False InvalidSpec, counted, retried after a while."""
+    ctx.metrics.cycle_errors.labels(seen.namespace, seen.name, reasons.INVALID_SPEC).inc()
+    update = ConditionUpdate(reasons.READY, "False", reasons.INVALID_SPEC, message)
+    return await _conditions_only(ctx, seen, [update], now_s, INVALID_SPEC_RETRY_S)
+
+
+async def _read(ctx: OperatorContext, namespace: str, name: str, spec: api.InferencePoolSpec, now_s: float) -> _Reads:
+    """Read the targets (then their node groups), the referenced ConfigMaps and the metrics concurrently.
+
+    Raises the first read's exception: a `scale.KubeError` is the world's (the caller holds), any
+    other a bug.
+    """
     reads = await asyncio.gather(
         _read_targets(ctx, namespace, spec),
         _profiles(ctx, namespace, spec),
@@ -142,13 +209,6 @@ async def cycle(
         return_exceptions=True,
     )
     failed = next((r for r in reads if isinstance(r, BaseException)), None)
-    if isinstance(failed, scale.KubeError):  # pools.MissingReference too
-        ctx.metrics.cycle_errors.labels(namespace, name, failed.reason).inc()
-        updates = [
-            ConditionUpdate(reasons.READY, "False", failed.reason, str(failed)),
-            ConditionUpdate(reasons.SCALING_ACTIVE, "False", failed.reason, "replicas are held: " + str(failed)),
-        ]
-        return await _conditions_only(ctx, seen, updates, now_s, interval_s)
     if failed is not None:
         raise failed
     targets, loaded_profiles, result = cast(
@@ -157,12 +217,25 @@ async def cycle(
         reads,
     )  # fmt: skip
     scales, capacities = targets
-
     replicas = {role: ReplicaCounts(s.replicas, s.ready_replicas) for role, s in scales.items()}
     observation = replace(result.observation, replicas=replicas)
     for kind in result.errors.values():
         ctx.metrics.query_errors.labels(namespace, name, kind).inc()
+    return _Reads(scales, capacities, loaded_profiles, observation)
 
+
+def _decide(
+    ctx: OperatorContext,
+    spec: api.InferencePoolSpec,
+    previous: api.InferencePoolStatus | None,
+    reads: _Reads,
+    now_s: float,
+) -> _Decided:
+    """Plan the pool from what was read and the state its status carries.
+
+    Raises `profiles.ProfileError` for an unknown GPU or model preset.
+    """
+    scales = reads.scales
     state = st.planner_state(previous)
     if not state.recommendations:
         # After a restart with no recorded history nothing scales down before a full window (STYLE.md §22).
@@ -170,23 +243,32 @@ async def cycle(
         state = replace(state, recommendations=(seeded,))
     cold_starts, timing = _cold_start(previous, scales, now_s)
     cold_start_s = max(cold_starts.values()) if cold_starts else None
-    try:
-        performance = profiles.resolve_all(spec, loaded_profiles)
-    except profiles.ProfileError as err:  # an unknown GPU or model preset: the spec's, not a bug (issue 13)
-        ctx.metrics.cycle_errors.labels(namespace, name, reasons.INVALID_SPEC).inc()
-        update = ConditionUpdate(reasons.READY, "False", reasons.INVALID_SPEC, str(err))
-        return await _conditions_only(ctx, seen, [update], now_s, INVALID_SPEC_RETRY_S)
+    performance = profiles.resolve_all(spec, reads.profiles)
     plan_started = time.perf_counter()
     free_gpus = {
         role: room_gpus(cap, scales[role].replicas, spec.active_pools()[role].gpus_per_replica)
-        for role, cap in capacities.items()
+        for role, cap in reads.capacities.items()
         if cap is not None and spec.active_pools()[role].node_group is not None
     }
-    decision = plan_mod.plan(spec, observation, state, now_s, performance, cold_start_s, free_gpus)
+    decision = plan_mod.plan(spec, reads.observation, state, now_s, performance, cold_start_s, free_gpus)
     ctx.metrics.planner_seconds.observe(time.perf_counter() - plan_started)
-    limited = "; ".join(f"{r} {d.message}" for r, d in decision.pools.items() if d.reason == reasons.NODE_GROUP_FULL)
+    return _Decided(decision, cold_starts, timing)
 
+
+async def _act(
+    ctx: OperatorContext,
+    seen: _Seen,
+    spec: api.InferencePoolSpec,
+    previous: api.InferencePoolStatus | None,
+    reads: _Reads,
+    decided: _Decided,
+    now_s: float,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+) -> _Acted:
+    """Write each pool's `/scale` (scale-downs first; not in dry run), with its Events; collect the facts."""
+    decision = decided.decision
     dry_run = spec.dry_run or ctx.config.dry_run
+    limited = "; ".join(f"{r} {d.message}" for r, d in decision.pools.items() if d.reason == reasons.NODE_GROUP_FULL)
     events: list[EventSpec] = []
     extra: list[ConditionUpdate] = [ConditionUpdate(reasons.READY, "True", reasons.ACTIVE, "the pool is planned")]
     if ctx.config.dry_run and not spec.dry_run:
@@ -197,60 +279,101 @@ async def cycle(
         extra.append(ConditionUpdate(reasons.SCALING_LIMITED, "True", reasons.NODE_GROUP_FULL, limited))
         events.append(EventSpec("Warning", reasons.NODE_GROUP_FULL, limited))
     facts: dict[Role, st.PoolFacts] = {}
-    failed_down: str | None = None  # a scale-down that failed: under a GPU budget, the scale-ups wait for it
+    failed_down: str | None = None
     for role in write_order(decision.pools):
         d = decision.pools[role]
-        s = scales[role]
-        cap = capacities.get(role)
-        scale_up_time, scale_up_replicas = timing.get(role, (None, None))
-        scaled_to: int | None = None
-        if d.changed:
-            verb = "would scale" if dry_run else "scaled"
-            text = f"{role} {verb} {d.current_replicas}→{d.desired_replicas}: {d.message or d.reason}"
-            if dry_run:
-                if _desired_before(previous, role) != d.desired_replicas:
-                    events.append(EventSpec("Normal", reasons.WOULD_SCALE, text))
-            elif failed_down is not None and spec.gpu_budget is not None and d.desired_replicas > d.current_replicas:
-                message = f"{role}: scale-up to {d.desired_replicas} not written, since {failed_down}"
-                events.append(EventSpec("Warning", reasons.SCALE_FAILED, message))
-                extra.append(ConditionUpdate(reasons.SCALING_ACTIVE, "False", reasons.SCALE_FAILED, message))
-            else:
-                try:
-                    written = await scale.write_scale(ctx.api, namespace, roles[role].scale_target_ref,
-                                                      d.desired_replicas)  # fmt: skip
-                except scale.KubeError as err:
-                    events.append(EventSpec("Warning", reasons.SCALE_FAILED, f"{role}: {err}"))
-                    extra.append(ConditionUpdate(reasons.SCALING_ACTIVE, "False", reasons.SCALE_FAILED, str(err)))
-                    if d.desired_replicas < d.current_replicas:
-                        failed_down = f"the scale-down of {role} that makes room for it within gpuBudget failed"
-                else:
-                    scaled_to = written.replicas
-                    up = d.desired_replicas > d.current_replicas
-                    events.append(EventSpec("Normal", reasons.SCALED_UP if up else reasons.SCALED_DOWN, text))
-                    ctx.metrics.scaling_actions.labels(namespace, name, role, "up" if up else "down").inc()
-                    logger.info("scaled %s %d->%d reason=%s", role, d.current_replicas, d.desired_replicas, d.reason)
-                    if up and scale_up_time is None:
-                        scale_up_time, scale_up_replicas = now_s, d.desired_replicas
+        s = reads.scales[role]
+        cap = reads.capacities.get(role)
+        scale_up_time, scale_up_replicas = decided.timing.get(role, (None, None))
+        scaled = await _scale(ctx, seen, spec, role, d, previous, dry_run, failed_down, logger)
+        events.extend(scaled.events)
+        extra.extend(scaled.conditions)
+        if scaled.failed_down is not None:
+            failed_down = scaled.failed_down
+        if scaled.scaled_to is not None and d.desired_replicas > d.current_replicas and scale_up_time is None:
+            scale_up_time, scale_up_replicas = now_s, d.desired_replicas
         facts[role] = st.PoolFacts(
             current_replicas=s.replicas,
             ready_replicas=s.ready_replicas,
             gpu_capacity=cap.allocatable_gpus if cap else None,
             gpus_free=cap.free_gpus if cap else None,
-            scaled_to=scaled_to,
-            cold_start_s=cold_starts.get(role),
+            scaled_to=scaled.scaled_to,
+            cold_start_s=decided.cold_starts.get(role),
             scale_up_time_s=scale_up_time,
             scale_up_replicas=scale_up_replicas,
         )
-        ctx.metrics.decisions.labels(namespace, name, role, d.binding).inc()
-    facts = {role: facts[role] for role in decision.pools}  # the roles' own order, for the status
+        ctx.metrics.decisions.labels(seen.namespace, seen.name, role, d.binding).inc()
+    ordered = {role: facts[role] for role in decision.pools}  # the roles' own order, for the status
+    return _Acted(tuple(events), tuple(extra), ordered)
 
-    new_status = st.decided_status(spec, previous, seen.generation, observation, decision, facts, extra, dry_run, now_s)
+
+async def _scale(
+    ctx: OperatorContext,
+    seen: _Seen,
+    spec: api.InferencePoolSpec,
+    role: Role,
+    d: plan_mod.PoolDecision,
+    previous: api.InferencePoolStatus | None,
+    dry_run: bool,
+    failed_down: str | None,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+) -> _Scaled:
+    """Act on one pool's decision: nothing, a WouldScale Event (dry run), a held scale-up, or a `/scale` write."""
+    if not d.changed:
+        return _Scaled()
+    verb = "would scale" if dry_run else "scaled"
+    text = f"{role} {verb} {d.current_replicas}→{d.desired_replicas}: {d.message or d.reason}"
+    if dry_run:
+        if _desired_before(previous, role) != d.desired_replicas:
+            return _Scaled(events=(EventSpec("Normal", reasons.WOULD_SCALE, text),))
+        return _Scaled()
+    if failed_down is not None and spec.gpu_budget is not None and d.desired_replicas > d.current_replicas:
+        message = f"{role}: scale-up to {d.desired_replicas} not written, since {failed_down}"
+        return _Scaled(
+            events=(EventSpec("Warning", reasons.SCALE_FAILED, message),),
+            conditions=(ConditionUpdate(reasons.SCALING_ACTIVE, "False", reasons.SCALE_FAILED, message),),
+        )
+    target = spec.active_pools()[role].scale_target_ref
+    try:
+        written = await scale.write_scale(ctx.api, seen.namespace, target, d.desired_replicas)
+    except scale.KubeError as err:
+        down = d.desired_replicas < d.current_replicas
+        return _Scaled(
+            events=(EventSpec("Warning", reasons.SCALE_FAILED, f"{role}: {err}"),),
+            conditions=(ConditionUpdate(reasons.SCALING_ACTIVE, "False", reasons.SCALE_FAILED, str(err)),),
+            failed_down=f"the scale-down of {role} that makes room for it within gpuBudget failed" if down else None,
+        )
+    up = d.desired_replicas > d.current_replicas
+    ctx.metrics.scaling_actions.labels(seen.namespace, seen.name, role, "up" if up else "down").inc()
+    logger.info("scaled %s %d->%d reason=%s", role, d.current_replicas, d.desired_replicas, d.reason)
+    event = EventSpec("Normal", reasons.SCALED_UP if up else reasons.SCALED_DOWN, text)
+    return _Scaled(events=(event,), scaled_to=written.replicas)
+
+
+async def _explain(
+    ctx: OperatorContext,
+    seen: _Seen,
+    spec: api.InferencePoolSpec,
+    previous: api.InferencePoolStatus | None,
+    reads: _Reads,
+    decided: _Decided,
+    acted: _Acted,
+    now_s: float,
+    started: float,
+) -> CycleOutcome:
+    """Write the status (when it changed), export the metrics, and add the Event for a decision held for data."""
+    decision, observation = decided.decision, reads.observation
+    dry_run = spec.dry_run or ctx.config.dry_run
+    new_status = st.decided_status(
+        spec, previous, seen.generation, observation, decision, acted.facts, acted.conditions, dry_run, now_s
+    )
     wrote = await _write_if_changed(ctx, seen, new_status)
-    _export(ctx.metrics, namespace, name, spec, observation, decision, facts, new_status)
-    ctx.metrics.reconcile_seconds.labels(namespace, name).observe(time.monotonic() - started)
+    _export(ctx.metrics, seen.namespace, seen.name, spec, observation, decision, acted.facts, new_status)
+    ctx.metrics.reconcile_seconds.labels(seen.namespace, seen.name).observe(time.monotonic() - started)
+    events = acted.events
     if decision.held and _reason_changed(previous, reasons.METRICS_AVAILABLE, new_status):
-        events.append(EventSpec("Warning", reasons.METRICS_MISSING, decision.reason))
-    return CycleOutcome(tuple(events), interval_s, wrote, decision)
+        events += (EventSpec("Warning", reasons.METRICS_MISSING, decision.reason),)
+    return CycleOutcome(events, spec.interval.seconds, wrote, decision)
 
 
 def write_order(pools: Mapping[Role, plan_mod.PoolDecision]) -> list[Role]:
