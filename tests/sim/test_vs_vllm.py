@@ -5,28 +5,27 @@ with `profiling.measure` (the points `tokenscale profile` fits). Then the same s
 (1) through the engine, from a client that records every request's TTFT, per-request TPOT and the
 gaps between its tokens, and (2) through the simulator's aggregated fleet of one replica running on
 the fitted profile (chunked prefill of the engine's 2,048-token budget, its `max_num_seqs`); and
-(3) the planner predicts p90 TTFT and p90 inter-token latency at the trace's measured load.
+(3) the planner predicts p90 TTFT, p90 per-request TPOT and p90 inter-token latency at the trace's
+measured load.
 
-Two traces: Poisson arrivals, and the same mean rate in bursts of five. The figures are printed;
-the goal is ≤ 15% at p50 and p90. Measured here with the engine's compute on its own core (2 cores:
-the API server, the client's threads and the rest of the suite share the other), one run:
+Four traces of one minute: Poisson at 2, 6 and 10 req/s, and 6 req/s in bursts of five. The figures
+are printed; the goal is ≤ 15% at p50 and p90 (20% for the planner's per-request TPOT). Measured
+here on a quiet machine (nothing else running), one run:
 
-| trace | quantity | simulator vs engine | planner vs engine |
+| trace | TTFT p50 / p90, simulator | per-request TPOT p50 / p90, simulator | p90 TPOT, planner vs engine / sim |
 |---|---|---|---|
-| Poisson 6 req/s | TTFT p50 / p90 | −11% / −14% | p90 −17% |
-| | per-request TPOT p50 / p90 | +10% / −13% | |
-| | inter-token p90 | | −26% |
-| bursts of 5, 6 req/s | TTFT p50 / p90 | −26% / −34% | p90 −44% |
-| | per-request TPOT p50 / p90 | −14% / −23% | |
-| | inter-token p90 | | −46% |
+| Poisson 2 req/s | −40% / −48% | +8% / −23% | −24% / −1% |
+| Poisson 6 req/s | −38% / −41% | +8% / −30% | −39% / −14% |
+| Poisson 10 req/s | −40% / −47% | −8% / −44% | −49% / −10% |
+| bursts of 5, 6 req/s | −73% / −72% | −61% / −65% | −76% / −33% |
 
-Run to run on this machine the errors move by 10–30 points (with the engine sharing a core they
-were −31% to −67% for TTFT). Both are optimistic about TTFT under bursts: the profile is measured
-one prompt at a time at idle, while in a burst prompts share their 2,048-token chunks with each
-other and with the running decodes. Closing the gap to 15% is open work. In full-suite runs the
-decode profile itself has come out 2.5× too fast (simulated TPOT −58%…−64%, the planner's
-inter-token p90 −79%…−88%), so the assertions are sanity bounds (within 10×) and the figures are
-printed for the record.
+The median TPOT matches; the engine's TPOT tail and its TTFT are what the fitted profile misses
+(its prefill is timed one prompt at a time at idle; the engine's API server and its streaming add
+time the profile does not see). On the same profile the planner's per-request TPOT follows the
+simulator's within 14% under Poisson load (asserted within 25%), 33% low under bursts, where the
+prompt queue stalls decode the most (tests/planner/test_tpot.py). Run to run on this 2-core machine
+the errors move by 10–30 points, and with other work running the engine's figures run 2–5× the
+profile's, so the engine comparisons are sanity bounds (within 10×), printed for the record.
 """
 
 from __future__ import annotations
