@@ -225,6 +225,10 @@ def test_the_readme_install_commands_end_with_a_pool_that_reads_metrics_and_deci
         assert pool["status"]["lastDecision"]["reason"], pool["status"]
         log = (tmp_path / "operator.log").read_text()
         assert "Traceback" not in log, log[-4000:]
+        # The documented uninstall order's first step, while the operator runs: no pool is left Terminating.
+        cluster.kubectl("delete", "tspool", "--all", "-n", "llm", "--wait=true", "--timeout=60s")
+        left = custom.list_namespaced_custom_object("tokenscale.dev", "v1alpha1", "llm", "inferencepools")["items"]
+        assert left == [], [p["metadata"] for p in left]
     finally:
         # The documented order: the pools while the operator runs (it removes their finalizer), then the release.
         cluster.kubectl("delete", "tspool", "--all", "-n", "llm", "--wait=true", "--timeout=60s", check=False)
