@@ -18,7 +18,7 @@ import math
 import numpy as np
 import pytest
 
-from tokenscale.planner import calibration, perf, presets
+from tokenscale.planner import calibration, lengths, perf, presets
 from tokenscale.planner.calibration import Calibration
 from tokenscale.planner.perf import DecodeModel, PrefillModel
 
@@ -90,12 +90,44 @@ def test_prefill_converges_to_a_fleet_25_percent_slower(seed: int) -> None:
     for _ in range(TOTAL_UPDATES):
         isl = rng.uniform(256, 4096)
         observed_s = float(PREFILL_TRUTH.service_time_s(isl)) * (1 + NOISE_REL * rng.standard_normal())
-        cal, reason = calibration.update_prefill(cal, PREFILL_PRIOR, isl, observed_s)
+        cal, reason = calibration.update_prefill(cal, PREFILL_PRIOR, lengths.lognormal(isl, 0.0), observed_s)
         assert reason is None
         predicted = np.asarray(cal.prefill(PREFILL_PRIOR).service_time_s(grid_isl))
         errors.append(float(np.max(np.abs(predicted / truth_grid - 1))))
     assert 1 <= _settled_after(errors) <= MAX_UPDATES
     assert cal.samples == TOTAL_UPDATES
+
+
+def _window_means(seed: int, shape_of: str) -> float:
+    """Feed 40 windows of long, spread-out prompts (lognormal, mean 15k tokens, c² 1.4: the Mooncake
+    trace's) from a fleet running exactly at its prior; each window's mean prefill time is E[s(ISL)]
+    over its own prompts. Returns the largest |predicted / prior − 1| over ISL 1k..40k afterwards.
+    `shape_of` is what the filter is told of a window: its prompts ("window") or their mean ("mean")."""
+    rng = np.random.default_rng(seed)
+    sigma = math.sqrt(math.log1p(1.4))
+    cal = Calibration()
+    for _ in range(40):
+        prompts = np.sort(15_000 * np.exp(sigma * rng.standard_normal(300) - sigma**2 / 2))
+        observed_s = float(np.mean(PREFILL_PRIOR.service_time_s(prompts)))
+        isl = (
+            lengths.LengthDistribution(prompts, np.full(prompts.size, 1.0 / prompts.size))
+            if shape_of == "window"
+            else lengths.lognormal(float(prompts.mean()), 0.0)
+        )
+        cal, reason = calibration.update_prefill(cal, PREFILL_PRIOR, isl, observed_s)
+        assert reason is None
+    grid = np.linspace(1_000, 40_000, 16)
+    predicted = np.asarray(cal.prefill(PREFILL_PRIOR).service_time_s(grid))
+    return float(np.max(np.abs(predicted / np.asarray(PREFILL_PRIOR.service_time_s(grid)) - 1)))
+
+
+@pytest.mark.parametrize("seed", range(3), ids=lambda s: f"seed{s}")
+def test_prefill_at_its_prior_stays_there_under_spread_out_prompts(seed: int) -> None:
+    # The window's mean prefill time is E[s(ISL)], above s(E[ISL]) by the ISL² term (Jensen): the
+    # basis must be taken over the window's prompts. Told only the mean, the same filter reads the
+    # fleet as slower than its prior (it does, by more than 5%: the contrast shows the test can fail).
+    assert _window_means(seed, "window") < 0.02
+    assert _window_means(seed, "mean") > 0.05
 
 
 @pytest.mark.parametrize("seed", range(3), ids=lambda s: f"seed{s}")
@@ -178,7 +210,7 @@ def test_unusable_decode_samples_are_ignored_with_a_reason(batch: float, context
 )
 def test_unusable_prefill_samples_are_ignored_with_a_reason(isl: float, observed_s: float) -> None:
     before = _calibrated(3)
-    after, reason = calibration.update_prefill(before, PREFILL_PRIOR, isl, observed_s)
+    after, reason = calibration.update_prefill(before, PREFILL_PRIOR, lengths.lognormal(isl, 0.0), observed_s)
     assert after == before
     assert isinstance(reason, str) and "ignored" in reason
 
@@ -233,7 +265,7 @@ def test_a_wildly_wrong_sample_resets_to_the_prior(start_steps: int, factor: flo
 def test_a_wildly_wrong_prefill_sample_resets_to_the_prior() -> None:
     before = Calibration(multipliers=(1.2, 1.1, 0.9), samples=5)
     predicted_s = float(before.prefill(PREFILL_PRIOR).service_time_s(2000))
-    after, reason = calibration.update_prefill(before, PREFILL_PRIOR, 2000, predicted_s * 100)
+    after, reason = calibration.update_prefill(before, PREFILL_PRIOR, lengths.lognormal(2000, 0.0), predicted_s * 100)
     assert after == Calibration()
     assert reason is not None and "reset to the prior" in reason
 
