@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from tokenscale.planner import forecast as fc
@@ -72,6 +73,34 @@ def test_a_past_rise_is_carried_in_load_units_not_as_a_ratio() -> None:
     # At the busy level that rise is +80%, not the ×5 (+400%) it was against the quiet base.
     assert fc.horizon_headroom(state, 240.0, 0.9, 20.0) == pytest.approx(rise / 20.0, rel=0.02)
     assert fc.horizon_headroom(None, 240.0, 0.9, 20.0) == 0.0
+
+
+def _rises_by_definition(state: fc.SeriesState, horizon_s: float, quantiles: tuple[float, ...]) -> tuple[float, ...]:
+    """The module docstring's definition, pair by pair: for every t, max y over (t, t + H] − base(t)."""
+    t, y, base = state.samples()
+    rises = [
+        max(y[j] for j in range(t.size) if t[i] < t[j] <= t[i] + horizon_s) - base[i]
+        for i in range(t.size)
+        if any(t[i] < t[j] <= t[i] + horizon_s for j in range(t.size))
+    ]
+    if len(rises) < fc.MIN_HEADROOM_SAMPLES:
+        return tuple(0.0 for _ in quantiles)
+    return tuple(max(float(r), 0.0) for r in np.quantile(rises, list(quantiles)))
+
+
+@pytest.mark.parametrize("seed", range(6), ids=lambda s: f"seed{s}")
+def test_rises_follow_their_definition_for_any_history(seed: int) -> None:
+    # Any history a status can hold: irregular spacing, equal times, out of order (read back from a
+    # hand-edited status), gaps longer than the horizon.
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 120))
+    times = np.cumsum(rng.choice([0.0, 10.0, 30.0, 31.0, 600.0], size=n, p=[0.1, 0.2, 0.5, 0.15, 0.05]))
+    if seed % 2:
+        rng.shuffle(times)
+    triples = np.column_stack((times, rng.uniform(0, 50, n), rng.uniform(0, 50, n)))
+    state = fc.SeriesState(1.0, 0.0, float(times.max()), tuple(triples.ravel().tolist()))
+    quantiles = (0.5, 0.9, 1.0)
+    assert fc.horizon_rises(state, 240.0, quantiles) == pytest.approx(_rises_by_definition(state, 240.0, quantiles))
 
 
 def test_never_below_observed() -> None:

@@ -121,8 +121,9 @@ def _remember(history: tuple[float, ...], sample: tuple[float, float, float]) ->
     now_s = sample[0]
     if len(history) >= 3 and now_s - history[-3] < HISTORY_SPACING_S - HISTORY_JITTER_S:
         return history
-    triples = [*zip(history[0::3], history[1::3], history[2::3], strict=True), sample]
-    return tuple(x for triple in triples if now_s - triple[0] <= HISTORY_S for x in triple)
+    triples = np.asarray(history, dtype=np.float64).reshape(-1, 3)
+    kept: list[float] = triples[now_s - triples[:, 0] <= HISTORY_S].ravel().tolist()
+    return (*kept, *sample)
 
 
 def horizon_rise(state: SeriesState | None, horizon_s: float, quantile: float) -> float:
@@ -140,12 +141,19 @@ def horizon_rises(state: SeriesState | None, horizon_s: float, quantiles: Sequen
     if state is None or not state.history:
         return none
     t, y, base = state.samples()
-    later = (t[None, :] > t[:, None]) & (t[None, :] <= t[:, None] + horizon_s)
-    usable = later.any(axis=1)
+    # In time order, the observations later than t_i and within the horizon are one run of indices,
+    # [start_i, end_i): the peak of each run is one `maximum.reduceat` over (start, end) pairs.
+    order = np.argsort(t, kind="stable")
+    t, y, base = t[order], y[order], base[order]
+    start = np.searchsorted(t, t, side="right")
+    end = np.searchsorted(t, t + horizon_s, side="right")
+    usable = end > start
     if int(usable.sum()) < MIN_HEADROOM_SAMPLES:
         return none
-    peaks = np.where(later, y[None, :], -np.inf).max(axis=1)
-    rises = np.quantile(peaks[usable] - base[usable], list(quantiles))
+    bounds = np.empty(2 * int(usable.sum()), dtype=np.int64)
+    bounds[0::2], bounds[1::2] = start[usable], end[usable]
+    peaks = np.maximum.reduceat(np.append(y, -np.inf), bounds)[0::2]
+    rises = np.quantile(peaks - base[usable], list(quantiles))
     return tuple(max(float(r), 0.0) for r in rises)
 
 

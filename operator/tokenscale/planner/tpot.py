@@ -48,6 +48,7 @@ FloatArray = npt.NDArray[np.float64]
 
 OSL_POINTS = 16
 # Probabilists' Gauss–Hermite nodes and weights (E[g(Z)] for Z ~ N(0, 1)) at 5 points.
+_OSL_Z = np.array([NormalDist().inv_cdf((i + 0.5) / OSL_POINTS) for i in range(OSL_POINTS)])  # equiprobable
 _HERMITE_Z = np.array([-2.8569700138728056, -1.3556261799742659, 0.0, 1.3556261799742659, 2.8569700138728056])
 _HERMITE_W = np.array(
     [0.011257411327720691, 0.22207592200561266, 0.5333333333333333, 0.22207592200561266, 0.011257411327720691]
@@ -72,8 +73,7 @@ def output_steps(osl_mean_tokens: float, osl_cv2: float) -> FloatArray:
     """k = OSL − 1 (at least 1) at 16 equiprobable points of a lognormal OSL with the given mean and c²."""
     sigma = math.sqrt(math.log1p(max(osl_cv2, 0.0)))
     mu = math.log(max(osl_mean_tokens, 1.0)) - sigma * sigma / 2.0
-    z = np.array([NormalDist().inv_cdf((i + 0.5) / OSL_POINTS) for i in range(OSL_POINTS)])
-    steps: FloatArray = np.maximum(np.exp(mu + sigma * z) - 1.0, 1.0)
+    steps: FloatArray = np.maximum(np.exp(mu + sigma * _OSL_Z) - 1.0, 1.0)
     return steps
 
 
