@@ -74,6 +74,9 @@ def one_request(isl: int, osl: int) -> Workload:
 # ---------------------------------------------------------------------------------------------
 
 
+OUTSIDE = A - ALPHA  # aggregated: the part of s(0) outside the engine's steps, seen on every token
+
+
 def decode_time(n_steps: int, context0: float) -> float:
     """∫ τ(1, context0 + x) dx over x ∈ [0, n_steps]: one sequence whose context grows continuously."""
     return n_steps * (ALPHA + BETA + GAMMA * context0) + GAMMA * n_steps * n_steps / 2.0
@@ -102,16 +105,16 @@ def decode_time(n_steps: int, context0: float) -> float:
             "Aggregated",
             1000,
             50,
-            ALPHA + B * 1000 + C * 1e6,
-            ALPHA + B * 1000 + C * 1e6 + decode_time(49, 1001),
+            ALPHA + B * 1000 + C * 1e6 + OUTSIDE,
+            ALPHA + B * 1000 + C * 1e6 + decode_time(49, 1001) + OUTSIDE,
             id="agg-one-chunk",
         ),
         pytest.param(
             "Aggregated",
             3000,
             10,
-            2 * ALPHA + B * 3000 + C * 9e6,  # two chunks: 2048 then 952 tokens; c·ISL² split exactly
-            2 * ALPHA + B * 3000 + C * 9e6 + decode_time(9, 3001),
+            2 * ALPHA + B * 3000 + C * 9e6 + OUTSIDE,  # two chunks: 2048 then 952 tokens; c·ISL² split exactly
+            2 * ALPHA + B * 3000 + C * 9e6 + decode_time(9, 3001) + OUTSIDE,
             id="agg-two-chunks",
         ),
     ],
@@ -126,6 +129,14 @@ def test_single_request_timings(mode: Mode, isl: int, osl: int, ttft_s: float, e
         assert rec.tpot_s[0] == pytest.approx((e2e_s - ttft_s) / (osl - 1), rel=1e-9)
     else:
         assert math.isnan(rec.tpot_s[0])
+
+
+def test_a_prior_whose_intercept_is_inside_a_step_adds_no_outside_time() -> None:
+    # A roofline prior's s(0) is below the step's fixed cost α: nothing is spent outside the steps.
+    perf = perf_with(prefill=PrefillModel(ALPHA / 2, B, C))
+    f = fleet(one_request(1000, 50), "Aggregated", replicas=(1,), perf=perf, cold_start_s=0.0)
+    f.run_to_completion()
+    assert f.records().ttft_s[0] == pytest.approx(ALPHA + B * 1000 + C * 1e6, rel=1e-9)
 
 
 def test_prefill_batching_serves_waiting_prompts_together() -> None:

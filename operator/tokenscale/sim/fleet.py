@@ -36,8 +36,12 @@ Aggregated
   `max_num_batched_tokens`). Step time = τ(n, L) + b·chunk + c·((p + chunk)² − p²) for a prompt
   processed from position p (the quadratic term summed over chunks is c·ISL²; the per-request a is
   not charged again: α is the step's fixed cost). A prompt's first token comes at the end of the step
-  that finishes it, and it then needs OSL − 1 decode steps. Cost: one event per step while prompts are
-  pending on a replica; pure decode phases use the same step counter as disaggregated decode.
+  that finishes it, and it then needs OSL − 1 decode steps. The user sees each of its tokens a − α
+  later (when positive): a profile measured from outside (`tokenscale profile`) has as its intercept
+  a the time to first token of an empty prompt at idle, which is one step's fixed cost α plus what
+  the request spends outside the steps (the API server, the network); a roofline prior has none.
+  Cost: one event per step while prompts are pending on a replica; pure decode phases use the same
+  step counter as disaggregated decode.
 
 Replicas
   `set_replicas` adds replicas that become ready after `cold_start_s` ± U(−jitter, +jitter) (drawn
@@ -295,6 +299,8 @@ class Fleet:
         self._gamma = dec.decode.gamma_s_per_token
         self._max_batch = dec.max_batch
         self._kv_cap = float(dec.kv_capacity_tokens)
+        # Aggregated: what a request spends outside the engine's steps (module docstring).
+        self._outside_s = max(self._pa - self._alpha, 0.0) if self._mode == "Aggregated" else 0.0
         # Histograms (vLLM buckets).
         self._h_ttft = BucketHistogram(TTFT_BUCKETS_S)
         self._h_itl = BucketHistogram(config.itl_buckets_s)
@@ -872,11 +878,13 @@ class Fleet:
     # ------------------------------------------------------------------ request records
 
     def _record_first(self, j: int, t: float) -> None:
+        t += self._outside_s
         self._first[j] = t
         self._first_prompt_tokens += self._isl[j]
         self._h_ttft.observe(t - self._arr[j])
 
     def _record_finish(self, j: int, t: float) -> None:
+        t += self._outside_s
         self._finish[j] = t
         self._finished += 1
         self._h_e2e.observe(t - self._arr[j])
