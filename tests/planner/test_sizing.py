@@ -118,26 +118,39 @@ def test_decode_binding_constraint_at_one_replica(
 
 
 @pytest.mark.parametrize(
-    ("isl_tokens", "room_tokens", "prompt_share", "steps"),
+    ("isl_tokens", "room_tokens", "arriving_tokens_per_s", "prompt_share", "steps", "joining_tokens"),
     [
-        pytest.param(500.0, 2000.0, 0.0, 1, id="short-prompt-one-whole-step"),
-        pytest.param(2000.0, 2000.0, 0.0, 1, id="exactly-one-step"),
-        pytest.param(2001.0, 2000.0, 0.0, 2, id="one-token-over-two-steps"),
-        pytest.param(4500.0, 1900.0, 0.0, 3, id="long-prompt-three-steps"),
-        pytest.param(500.0, 2000.0, 0.5, 1, id="half-busy-shares-the-step"),
+        pytest.param(500.0, 2000.0, 0.0, 0.0, 1, 0.0, id="short-prompt-one-whole-step"),
+        pytest.param(2000.0, 2000.0, 0.0, 0.0, 1, 0.0, id="exactly-one-step"),
+        pytest.param(2001.0, 2000.0, 0.0, 0.0, 2, 0.0, id="one-token-over-two-steps"),
+        pytest.param(4500.0, 1900.0, 0.0, 0.0, 3, 0.0, id="long-prompt-three-steps"),
+        # 10,000 prompt tokens/s arrive; half a step (6 ms, stretched to 12 ms at u_p = 0.5) brings 120.
+        pytest.param(500.0, 2000.0, 10_000.0, 0.5, 1, 120.0, id="arrivals-during-half-a-step-join"),
+        # Two steps: the window adds one full chunk step (12 ms + 2000·60 µs): 1,380 tokens, capped
+        # at the 1,000 left in the last step.
+        pytest.param(3000.0, 2000.0, 10_000.0, 0.0, 2, 1000.0, id="arrivals-capped-at-the-room-left"),
+        # The old rule filled the room in the share u_p of time: 1,500·0.5 = 750 tokens here.
+        pytest.param(500.0, 2000.0, 1_000.0, 0.5, 1, 12.0, id="light-arrivals-not-the-prompt-share"),
     ],
 )
 def test_aggregated_prompt_is_charged_every_step_it_rides_in(
-    isl_tokens: float, room_tokens: float, prompt_share: float, steps: int
+    isl_tokens: float,
+    room_tokens: float,
+    arriving_tokens_per_s: float,
+    prompt_share: float,
+    steps: int,
+    joining_tokens: float,
 ) -> None:
     step_s, b, c = 0.012, 6e-5, 1e-9
     perf = ReplicaPerformance(PrefillModel(0.01, b, c), DecodeModel(0.008, 5e-5, 1e-8), 400_000, 131_072, 256)
-    got = float(sizing.aggregated_prompt_service_s(np.array([isl_tokens]), perf, step_s, room_tokens, prompt_share)[0])
-    # Written out: whole steps, the prompt's own GEMMs and attention, and the rest of its steps'
-    # room filled by other prompts' chunks in the share of time prompts take.
-    expected = (
-        steps * step_s + b * isl_tokens + c * isl_tokens**2 + b * (steps * room_tokens - isl_tokens) * prompt_share
+    got = float(
+        sizing.aggregated_prompt_service_s(
+            np.array([isl_tokens]), perf, step_s, room_tokens, arriving_tokens_per_s, prompt_share
+        )[0]
     )
+    # Written out: whole steps, the prompt's own GEMMs and attention, and the prompt tokens that
+    # arrive while it rides and join its steps.
+    expected = steps * step_s + b * isl_tokens + c * isl_tokens**2 + b * joining_tokens
     assert got == pytest.approx(expected)
     # Never less than the fractional charge the model used before (ISL/room of a step).
     assert got >= isl_tokens / room_tokens * step_s + b * isl_tokens + c * isl_tokens**2

@@ -140,6 +140,53 @@ def tensor_parallel_cost(
     return all_reduces * all_reduce_latency_s, per_token_s
 
 
+def _check_roofline_arguments(
+    tensor_parallel: int,
+    fractions: Mapping[str, float],
+    max_batch: int,
+    all_reduce_latency_s: float,
+) -> None:
+    """ValueError naming the first argument of `roofline_performance` out of range; `fractions` in (0, 1]."""
+    if tensor_parallel < 1:
+        raise ValueError(f"tensor_parallel must be ≥ 1, got {tensor_parallel}")
+    for label, fraction in fractions.items():
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"{label} must be in (0, 1], got {fraction}")
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be ≥ 1, got {max_batch}")
+    if all_reduce_latency_s < 0.0:
+        raise ValueError(f"all_reduce_latency_s must be ≥ 0, got {all_reduce_latency_s}")
+
+
+def kv_free_bytes(gpu: GPUSpec, model: ModelArchitecture, tensor_parallel: int, memory_utilization: float) -> float:
+    """Bytes left for the KV cache on `tensor_parallel` GPUs once the weights are loaded.
+
+        free = TP·memory·utilization·(1 − reserve) − W        [bytes]
+
+    with `ACTIVATION_RESERVE_FRACTION` held back for activations, CUDA graphs and the sampler.
+    Raises ValueError when nothing is left (the message says to raise gpusPerReplica).
+    """
+    usable_b = tensor_parallel * gpu.memory_gib * 2**30 * memory_utilization * (1.0 - ACTIVATION_RESERVE_FRACTION)
+    free_b = usable_b - model.weight_bytes
+    if free_b <= 0:
+        raise ValueError(
+            f"{model.name} ({model.weight_bytes / 2**30:.0f} GiB of weights) does not fit on "
+            f"{tensor_parallel}×{gpu.name} ({usable_b / 2**30:.0f} GiB usable); raise gpusPerReplica"
+        )
+    return free_b
+
+
+# Notes on two of `roofline_performance`'s terms.
+# [c] Attention scores QKᵀ and the weighted sum AV each cost 2·d_attn FLOPs per (query, key) pair
+#     per layer (Hoffmann et al. 2022, "Chinchilla", Appendix F, counts the two separately; Kaplan
+#     et al. 2020, Table 1, lists one 2·n_layer·n_ctx·d_attn row). A causal prompt has ISL²/2
+#     pairs: 4·layers·d_attn·ISL²/2 = 2·layers·d_attn·ISL², with d_attn = query heads · head_dim.
+# [α] For an MoE the weight read counts every expert: with uniform routing a step of n tokens
+#     touches a share 1 − (1 − k/E)ⁿ of each layer's E experts (top-k), which is ≥ 95% once
+#     n ≥ 3E/k (12 for Mixtral's 2 of 8, 48 for Qwen3's 8 of 128). A line in n cannot follow that
+#     saturating curve; this one is exact at the batches a loaded decode pool runs, never
+#     optimistic, and pessimistic by up to W/W_A at batch 1 — which online calibration corrects
+#     when the fleet runs small batches.
 def roofline_performance(
     gpu: GPUSpec,
     model: ModelArchitecture,
@@ -167,22 +214,11 @@ def roofline_performance(
       b = 2A/(TP·F·f_c) + r_token   2 FLOPs per active parameter per token (Kaplan et al. 2020,
                                     "Scaling Laws for Neural Language Models", §2.1: C ≈ 2N)
       c = 2·layers·d_attn/(TP·F·f_c)
-                                    attention scores QKᵀ and the weighted sum AV each cost
-                                    2·d_attn FLOPs per (query, key) pair per layer (Hoffmann et
-                                    al. 2022, "Chinchilla", Appendix F, counts the two separately;
-                                    Kaplan Table 1 lists one 2·n_layer·n_ctx·d_attn row). A causal
-                                    prompt has ISL²/2 pairs: 4·layers·d_attn·ISL²/2 =
-                                    2·layers·d_attn·ISL²; d_attn = query heads · head_dim.
+                                    the causal attention FLOPs (note [c] above)
     decode   τ(n, L) = α + β·n + γ·n·L
       α = W/(TP·B·f_b) + overhead + r_pass
-                                    every weight is read once per step. For an MoE this counts
-                                    every expert: with uniform routing a step of n tokens touches
-                                    a share 1 − (1 − k/E)ⁿ of each layer's E experts (top-k), which
-                                    is ≥ 95% once n ≥ 3E/k (12 for Mixtral's 2 of 8, 48 for Qwen3's
-                                    8 of 128). A line in n cannot follow that saturating curve; this
-                                    one is exact at the batches a loaded decode pool runs, never
-                                    optimistic, and pessimistic by up to W/W_A at batch 1 — which
-                                    online calibration corrects when the fleet runs small batches.
+                                    every weight is read once per step, every expert of an MoE
+                                    included (note [α] above)
       β = 2A/(TP·F·f_c) + r_token   the per-sequence GEMM FLOPs (DistServe adds compute and memory
                                     time rather than taking the max: conservative near the ridge)
                                     and the sequence's share of the all-reduced activations
@@ -191,7 +227,7 @@ def roofline_performance(
                                     FLOPs on it (4·layers·d_attn per token) are 4–8 FLOPs per KV
                                     byte with GQA, 40–75× below the ridge point (~295 on H100),
                                     so the bytes decide
-    KV capacity = (TP·memory·utilization·(1 − reserve) − W) / kv_bytes_per_token   [tokens]
+    KV capacity = `kv_free_bytes` / kv_bytes_per_token   [tokens]
     KV transfer = kv_bytes_per_token / (TP·kv_transfer)   each GPU ships its shard on its own NIC
 
     The defaults are fitted to published measurements (see the constants above, and the table in
@@ -203,46 +239,22 @@ def roofline_performance(
         if achievable_compute_fraction is None
         else achievable_compute_fraction
     )
-    if tensor_parallel < 1:
-        raise ValueError(f"tensor_parallel must be ≥ 1, got {tensor_parallel}")
-    for label, fraction in (
-        ("achievable_compute_fraction", compute_fraction),
-        ("achievable_bandwidth_fraction", achievable_bandwidth_fraction),
-        ("memory_utilization", memory_utilization),
-    ):
-        if not 0.0 < fraction <= 1.0:
-            raise ValueError(f"{label} must be in (0, 1], got {fraction}")
-    if max_batch < 1:
-        raise ValueError(f"max_batch must be ≥ 1, got {max_batch}")
-    if all_reduce_latency_s < 0.0:
-        raise ValueError(f"all_reduce_latency_s must be ≥ 0, got {all_reduce_latency_s}")
+    fractions = {
+        "achievable_compute_fraction": compute_fraction,
+        "achievable_bandwidth_fraction": achievable_bandwidth_fraction,
+        "memory_utilization": memory_utilization,
+    }
+    _check_roofline_arguments(tensor_parallel, fractions, max_batch, all_reduce_latency_s)
+    kv_free_b = kv_free_bytes(gpu, model, tensor_parallel, memory_utilization)
     flops_per_s = tensor_parallel * gpu.peak_tflops(model.precision) * 1e12 * compute_fraction
     bytes_per_s = tensor_parallel * gpu.hbm_gb_per_s * 1e9 * achievable_bandwidth_fraction
-    usable_b = tensor_parallel * gpu.memory_gib * 2**30 * memory_utilization * (1.0 - ACTIVATION_RESERVE_FRACTION)
-    kv_free_b = usable_b - model.weight_bytes
-    if kv_free_b <= 0:
-        raise ValueError(
-            f"{model.name} ({model.weight_bytes / 2**30:.0f} GiB of weights) does not fit on "
-            f"{tensor_parallel}×{gpu.name} ({usable_b / 2**30:.0f} GiB usable); raise gpusPerReplica"
-        )
-    weight_read_s = model.weight_bytes / bytes_per_s
-    flops_per_token = 2.0 * model.active_parameters_b * 1e9
-    attention_flops_per_token2 = 2.0 * model.layers * model.hidden
     comm_pass_s, comm_token_s = tensor_parallel_cost(gpu, model, tensor_parallel, all_reduce_latency_s)
-    fixed_s = weight_read_s + STEP_OVERHEAD_S + comm_pass_s
-    per_token_s = flops_per_token / flops_per_s + comm_token_s
+    fixed_s = model.weight_bytes / bytes_per_s + STEP_OVERHEAD_S + comm_pass_s
+    per_token_s = 2.0 * model.active_parameters_b * 1e9 / flops_per_s + comm_token_s
     kv_b = model.kv_bytes_per_token
     return ReplicaPerformance(
-        prefill=PrefillModel(
-            a_s=fixed_s,
-            b_s_per_token=per_token_s,
-            c_s_per_token2=attention_flops_per_token2 / flops_per_s,
-        ),
-        decode=DecodeModel(
-            alpha_s=fixed_s,
-            beta_s=per_token_s,
-            gamma_s_per_token=kv_b / bytes_per_s,
-        ),
+        prefill=PrefillModel(fixed_s, per_token_s, 2.0 * model.layers * model.hidden / flops_per_s),
+        decode=DecodeModel(fixed_s, per_token_s, kv_b / bytes_per_s),
         kv_capacity_tokens=kv_free_b / kv_b,
         kv_bytes_per_token=kv_b,
         max_batch=max_batch,

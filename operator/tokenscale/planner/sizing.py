@@ -498,22 +498,39 @@ def _sojourn_quantile(
 
 
 def aggregated_prompt_service_s(
-    isl_tokens: FloatArray, perf: ReplicaPerformance, step_s: float, room_tokens: float, prompt_share: float
+    isl_tokens: FloatArray,
+    perf: ReplicaPerformance,
+    step_s: float,
+    room_tokens: float,
+    arriving_tokens_per_s: float,
+    prompt_share: float,
 ) -> FloatArray:
     """Seconds from a prompt's first chunk to its first token on an aggregated replica (chunked prefill).
 
     A prompt of ISL tokens advances at most `room_tokens` (the step budget less the decode batch)
     per step, so it rides in k = ⌈ISL/room⌉ whole steps, and each costs the decode step τ(n̄) plus
-    its chunk's GEMMs (issue 16: charging only ISL/room of a step was 2–4× optimistic). The steps
-    it rides in also carry the other prompts' chunks that fill their room, in the share of GPU
-    time that prompts take (u_p): its last step is shared with the next prompt's head.
+    its chunk's GEMMs (issue 16: charging only ISL/room of a step was 2–4× optimistic). The room it
+    leaves in those steps takes the prompts that arrive while it rides: a Poisson stream of prompt
+    tokens at rate r = (λ/m)·E[ISL] brings r·t tokens in a window t on average (Kleinrock,
+    "Queueing Systems" vol. 1, 1975, ch. 2). The window runs from its admission to the start of its
+    last step: the rest of the step in flight (half a step, whose mean length is τ(n̄)/(1 − u_p)
+    when prompts take u_p of the time) and its own first k − 1 steps, full chunks of `room` tokens.
 
-        service(ISL) = k·τ(n̄) + b·ISL + c·ISL² + b·(k·room − ISL)·u_p
+        window    = ½·τ(n̄)/(1 − u_p) + (k − 1)·(τ(n̄) + b·room)
+        service   = k·τ(n̄) + b·ISL + c·ISL² + b·min(k·room − ISL, r·window)
+
+    (u_p is capped at 0.9 in the window.) Issue 16, second pass: the room used to be charged as
+    filled in the share u_p of time prompts take, b·(k·room − ISL)·u_p, which at an 8,192-token
+    budget and ~230-token prompts is thousands of tokens per step where a few dozen arrive: 1.3–3.6×
+    SGLang's published median TTFT (tests/planner/published.py, kind aggregated_ttft).
     """
     steps = np.maximum(np.ceil(isl_tokens / room_tokens), 1.0)
     own_s = perf.prefill.b_s_per_token * isl_tokens + perf.prefill.c_s_per_token2 * isl_tokens * isl_tokens
-    shared_s = perf.prefill.b_s_per_token * (steps * room_tokens - isl_tokens) * min(max(prompt_share, 0.0), 1.0)
-    service: FloatArray = steps * step_s + own_s + shared_s
+    window_s = 0.5 * step_s / (1.0 - min(max(prompt_share, 0.0), 0.9)) + (steps - 1.0) * (
+        step_s + perf.prefill.b_s_per_token * room_tokens
+    )
+    joining = np.minimum(steps * room_tokens - isl_tokens, max(arriving_tokens_per_s, 0.0) * window_s)
+    service: FloatArray = steps * step_s + own_s + perf.prefill.b_s_per_token * joining
     return service
 
 
@@ -537,6 +554,7 @@ def aggregated_sizing(
     m = counts.astype(np.float64)
     lam = load.rate_per_s / m
     isl, weights = isl_points(load)
+    isl_mean = float(np.dot(weights, isl))
     prompt_compute = np.asarray(perf.prefill.service_time_s(isl), dtype=np.float64) - perf.prefill.a_s
     mean_compute, compute_cs2 = queueing.service_moments(prompt_compute, weights)
     u_p = lam * mean_compute
@@ -552,7 +570,9 @@ def aggregated_sizing(
         work = isl * (step[i] + perf.prefill.b_s_per_token * room[i]) / room[i] + perf.prefill.c_s_per_token2 * isl**2
         # Its own time to first token counts every step it rides in, after the step in flight when
         # it is admitted (a mean residual of half a step while the replica decodes).
-        own = aggregated_prompt_service_s(isl, perf, float(step[i]), float(room[i]), float(u_p[i]))
+        own = aggregated_prompt_service_s(
+            isl, perf, float(step[i]), float(room[i]), float(lam[i] * isl_mean), float(u_p[i])
+        )
         lead_in = 0.5 * float(step[i]) * min(1.0, float(n_mean[i]))
         one = counts[i : i + 1]
         ttft[i] = _sojourn_quantile(one, load, work, own + lead_in, weights, ttft_quantile)[0]
