@@ -202,12 +202,12 @@ def main() -> None:
         plot = out / "benchmarks" / f"pareto-{i}.png"
         pareto_plot(plot, name, summary)
         ttft, tpot, itl, open_loop = fid["ttft"], fid["tpot"], fid["itl"], fid["ttft_open_loop"]
-        before = fid["before_fit"]
+        before = fid["first_window"]
         lines += [
             "",
             f"Fidelity at {fid['counts']} over {fid['windows']} windows: p90 TTFT median |error| "
             f"{_pct(ttft['median_abs_error'])}, most optimistic {_pct(ttft['worst_optimistic_error'])} "
-            f"(before any tail fit, {before['windows']} window: {_pct(before['ttft']['worst_optimistic_error'])}; "
+            f"(first window, nothing learned yet: {_pct(before['ttft']['worst_optimistic_error'])}; "
             f"open loop: {_pct(open_loop['median_abs_error'])}, {_pct(open_loop['worst_optimistic_error'])}); "
             f"p90 TPOT (per request) {_pct(tpot['median_abs_error'])}, {_pct(tpot['worst_optimistic_error'])}; "
             f"p90 inter-token latency (per token) {_pct(itl['median_abs_error'])}, "

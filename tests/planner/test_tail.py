@@ -85,6 +85,53 @@ def test_update_moves_halfway_after_one_half_life_and_forgets_stale_fits() -> No
     assert tail.update(second, 8.0, 10 * tail.STALE_AFTER_S).arrival_cv2 == 8.0
 
 
+def _predict(replicas: int, load: sizing.Load, bound_s: float) -> Any:
+    def predict(grid: np.ndarray) -> np.ndarray:
+        return sizing.prefill_ttft_exceedance_by_cv2(replicas, load, PERF["prefill"], bound_s, grid)
+
+    return predict
+
+
+LONG_PROMPTS = sizing.Load(rate_per_s=2.5, isl_mean_tokens=15_000.0, osl_mean_tokens=300.0, isl_cv2=1.4)
+
+
+@pytest.mark.parametrize(
+    ("replicas", "load", "bound_s", "moves"),
+    [
+        # 1,200-token prompts at 4 replicas (busy ≈ 60%): the tail above 250 ms is waiting, and 1,100
+        # requests pin c_a² to 2.5–3.5.
+        pytest.param(4, LOAD, 0.25, True, id="waiting-sets-the-tail"),
+        # 15k-token prompts at 9 replicas (busy ≈ 35%, the Mooncake trace's lengths): the tail above
+        # 2.5 s is mostly the prompts' own prefill, so the same sample brackets c_a² in 0.5–5.4.
+        pytest.param(9, LONG_PROMPTS, 2.5, False, id="prompt-lengths-set-the-tail"),
+    ],
+)
+def test_a_fit_moves_only_when_the_window_contradicts_the_burstiness_in_use(
+    replicas: int, load: sizing.Load, bound_s: float, moves: bool
+) -> None:
+    predict = _predict(replicas, load, bound_s)
+    observed = float(predict(np.array([3.0]))[0])  # what c_a² = 3 would show
+    fitted = tail.refit(None, predict, observed, 1100.0, 600.0)
+    if moves:
+        assert fitted is not None and fitted.arrival_cv2 == pytest.approx(3.0, rel=0.05)
+    else:
+        assert fitted is None  # the prior (Poisson) stands
+        assert tail.invert(predict, observed) == pytest.approx(3.0, rel=0.05)  # the point fit alone would say 3
+
+
+def test_a_window_that_agrees_with_the_fit_in_use_keeps_it_fresh() -> None:
+    predict = _predict(4, LOAD, 0.25)
+    previous = tail.TailFit(4.0, 0.0)
+    agreeing = float(predict(np.array([4.0]))[0])
+    kept = tail.refit(previous, predict, agreeing, 1100.0, tail.STALE_AFTER_S - 10.0)
+    assert kept == tail.TailFit(4.0, tail.STALE_AFTER_S - 10.0)
+    assert kept.current(tail.STALE_AFTER_S + 60.0) == 4.0  # not stale: the window confirmed it
+    moved = tail.refit(previous, predict, float(predict(np.array([12.0]))[0]), 1100.0, tail.HALF_LIFE_S)
+    assert moved is not None and moved.arrival_cv2 == pytest.approx(
+        tail.update(previous, 12.0, tail.HALF_LIFE_S).arrival_cv2, rel=0.03
+    )
+
+
 @pytest.mark.parametrize(
     ("exceedance", "samples", "expected"),
     [

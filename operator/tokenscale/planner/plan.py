@@ -441,7 +441,7 @@ def observed_load(
 
 def _prior_cv2(observation: Observation) -> float:
     """The arrivals' c_a² within a bin before any fit: Poisson (the operator cannot see finer than a bin)."""
-    return _DEFAULT_CV2
+    return tail_mod.PRIOR_CV2
 
 
 def _modulation(spec: InferencePoolSpec, observation: Observation) -> dict[str, float]:
@@ -472,7 +472,8 @@ def fit_tail(
     Disaggregated pools only (the aggregated TTFT also depends on the decode batch sharing each
     step). Guards: the TTFT histogram of the window without data-quality notes (other than coarse
     buckets, which the bucket matching handles), a steady prefill count (ready = current, no scale
-    within the metrics window), the observed load, and a pool below `tail.MAX_FIT_UTILIZATION`.
+    within the metrics window), the observed load, and a pool below `tail.MAX_FIT_UTILIZATION`; the fit
+    moves only when the window contradicts the c_a² in use (`tail.refit`).
     """
     hist = observation.ttft_histogram
     counts = observation.replicas.get("prefill")
@@ -501,13 +502,16 @@ def fit_tail(
         sizing.decode_batch_mean(np.array([decode_counts.ready]), seen, performance["decode"], np.zeros(1))[0]
     )
     first_step = sizing.first_decode_step_s(seen, performance["decode"], batch if math.isfinite(batch) else 1.0)
-    fitted = tail_mod.invert(
+    fitted = tail_mod.refit(
+        state.tail,
         lambda grid: sizing.prefill_ttft_exceedance_by_cv2(
             counts.ready, seen, performance["prefill"], hist.bounds_s[bucket], grid, first_step
         ),
         1.0 - hist.fraction_below[bucket],
+        hist.samples,
+        now_s,
     )
-    return replace(state, tail=tail_mod.update(state.tail, fitted, now_s))
+    return replace(state, tail=fitted)
 
 
 def _online(pool: WorkloadPool) -> bool:

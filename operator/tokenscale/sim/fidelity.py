@@ -50,7 +50,7 @@ class WindowFidelity:
     tpot_simulated_s: float
     itl_predicted_s: float
     itl_simulated_s: float
-    fitted: bool  # the closed-loop tail fit existed (learned from earlier windows)
+    learned: bool  # the closed loop had earlier windows to learn from (fit or, where they agree with it, the prior)
 
     @property
     def ttft_error(self) -> float:
@@ -79,9 +79,10 @@ class Fidelity:
     def summary(self) -> dict[str, Any]:
         """Median |error| and the most optimistic error (most negative) per quantity; errors are
         predicted/simulated − 1, over windows whose simulated quantile is finite. The closed-loop
-        figures cover the windows predicted with a tail fit; a window predicted before any (the first
-        of a replay: the operator fits on its first cycle, the replay has no earlier window) is
-        reported apart as `before_fit`."""
+        figures cover the windows predicted after the closed loop had seen another (with the c_a² it
+        fitted, or the Poisson prior where the windows did not contradict it); the replay's first
+        window, predicted before any (the operator fits on its first cycle, the replay has no earlier
+        window), is reported apart as `first_window`."""
 
         def stats(errors: list[float]) -> dict[str, float | None]:
             e = np.array([x for x in errors if math.isfinite(x)])
@@ -93,17 +94,17 @@ class Fidelity:
                 "worst_optimistic_error": float(e.min()),
             }
 
-        fitted = [w for w in self.windows if w.fitted]
+        learned = [w for w in self.windows if w.learned]
         return {
             "counts": dict(self.counts),
             "windows": len(self.windows),
-            "ttft": stats([w.ttft_error for w in fitted]),
+            "ttft": stats([w.ttft_error for w in learned]),
             "ttft_open_loop": stats([w.ttft_open_loop_error for w in self.windows]),
             "tpot": stats([w.tpot_error for w in self.windows]),
             "itl": stats([w.itl_error for w in self.windows]),
-            "before_fit": {
-                "windows": len(self.windows) - len(fitted),
-                "ttft": stats([w.ttft_error for w in self.windows if not w.fitted]),
+            "first_window": {
+                "windows": len(self.windows) - len(learned),
+                "ttft": stats([w.ttft_error for w in self.windows if not w.learned]),
             },  # fmt: skip
         }
 
@@ -155,7 +156,7 @@ def measure(setup: loop.SimSetup, counts: Mapping[Role, int]) -> Fidelity:
                 tpot_simulated_s=float(np.quantile(tpot[sel], q_tpot)),
                 itl_predicted_s=float(closed_sized[tpot_role].itl_s[at[tpot_role]]),
                 itl_simulated_s=after.itl_s.minus(before.itl_s).quantile(q_tpot),
-                fitted=state.tail is not None and state.tail.current(after.time_s) is not None,
+                learned=bool(out),  # an earlier window went through the closed loop below
             )
         )
         # Learn from this window for the next one, as the operator does between intervals.

@@ -292,10 +292,10 @@ def report_markdown(
                 f"| {label} | {_signed(f['median_abs_error'])} | {_signed(f['median_error'])} | "
                 f"{_signed(f['worst_optimistic_error'])} |"
             )
-        before = fid["before_fit"]
+        before = fid["first_window"]
         if before["windows"]:
             lines.append(
-                f"| TTFT before any fit ({before['windows']} window) | {_signed(before['ttft']['median_abs_error'])} | "
+                f"| TTFT in the first window (nothing learned yet) | {_signed(before['ttft']['median_abs_error'])} | "
                 f"{_signed(before['ttft']['median_error'])} | {_signed(before['ttft']['worst_optimistic_error'])} |"
             )
         lines += ["", "![fidelity](fidelity.png)", ""]
