@@ -64,7 +64,14 @@ other v0.9 FP8 rows (0.85–0.92×); what the bandwidth term leaves (about 18 ms
 all-reduce — NCCL moves 33.5 MB in 199 µs on 8 H100s, and the prior now charges 199 µs — but the
 TP8 GEMMs (each GPU multiplies 2,048 tokens by an eighth of every weight matrix, 1,024–3,584 wide
 in the split dimension, where a 2024 FP8 kernel is further from the peak than at TP4) and the 2024
-engine.
+engine. The same document's A100 FP16 table has the same model at TP8 and 2,048 tokens (249.2 ms):
+no FP8 kernels, the same 33.5 MB all-reduces, and the prior meets it (0.94×; 0.90× at the full line
+rate). Its other A100 rows remeasure v0.5's within 3%, which stay. Rows of that document not here:
+its L40S FP8 LLaMA-2 70B rows (TP8 at 128 tokens 70.4 ms, TP4 at 2,048 tokens 673.3 ms; the prior
+0.67× and 0.79×), whose all-reduces cross PCIe through a host topology the document does not give,
+and its Mixtral 8x7B TP2 rows, whose 2,048-token first tokens (89.5 ms on H100, 87.7 on H200) the
+prior misses by 2.4–2.5× at any all-reduce cost (its 128-token ones fit: 1.00× and 0.89×), the MoE
+kernels of a 2024 engine, which is not what the prior models.
 
 All-reduce bus bandwidth (`ALL_REDUCE_BUS_BANDWIDTH`): Azure/AI-benchmarking-guide, the results
 pages of the ND H100 v5 (NCCL 2.18.5, commit f350e7e, "Azure Results/ND_H100_v5_results.md"),
@@ -461,6 +468,22 @@ PUBLISHED: tuple[Published, ...] = (
         1,
         1,
         0.377,
+        0.15,
+        TRT_LOW_LATENCY + "; FP16 runs at the BF16 rate",
+    ),
+    _row(
+        "trt09-a100-fp16-llama2-70b-tp8-isl2048",
+        "prefill",
+        "ttft",
+        "TRT-v0.9",
+        "A100",
+        LLAMA2_70B,
+        "bf16",
+        8,
+        2048,
+        1,
+        1,
+        0.2492,
         0.15,
         TRT_LOW_LATENCY + "; FP16 runs at the BF16 rate",
     ),
