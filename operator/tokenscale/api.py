@@ -371,7 +371,10 @@ class Hardware(ApiModel):
         None,
         gt=0,
         alias="interconnectGBps",
-        description="Override: GPU-to-GPU bandwidth for tensor-parallel all-reduces, GB/s each way (NVLink).",
+        description=(
+            "Override: GPU-to-GPU line rate for tensor-parallel all-reduces, GB/s each way (NVLink); "
+            "all-reduces move their bytes at 0.75 of it."
+        ),
     )
     hbm_gb_per_s: float | None = Field(
         None, gt=0, alias="hbmGBps", description="Override: HBM bandwidth per GPU, GB/s."

@@ -45,7 +45,7 @@ def _all_reduce_s(gpu: presets.GPUSpec, model: presets.ModelArchitecture, tp: in
     if tp == 1:
         return 0.0
     per_all_reduce_s = perf.ALL_REDUCE_LATENCY_S + 2 * (tp - 1) / tp * tokens * model.hidden * 2 / (
-        gpu.interconnect_gb_per_s * 1e9
+        gpu.interconnect_gb_per_s * 1e9 * perf.ALL_REDUCE_BANDWIDTH_FRACTION
     )
     return 2 * model.layers * per_all_reduce_s
 
@@ -114,8 +114,9 @@ def test_roofline_coefficients_follow_their_formulas() -> None:
     r = perf.roofline_performance(H100, LLAMA_8B, tp)
     flops = tp * 989e12 * 0.65
     bandwidth = tp * 3350e9 * 0.8
-    # Two all-reduces per layer, each moving 2(p − 1)/p of 4096 BF16 values per token over 450 GB/s.
-    all_reduce_per_token_s = 2 * 32 * (2 * 1 / 2) * 4096 * 2 / 450e9
+    # Two all-reduces per layer, each moving 2(p − 1)/p of 4096 BF16 values per token at the bus
+    # bandwidth NCCL reaches: 0.75 of the 450 GB/s line rate.
+    all_reduce_per_token_s = 2 * 32 * (2 * 1 / 2) * 4096 * 2 / (0.75 * 450e9)
     assert r.prefill.b_s_per_token == pytest.approx(2 * 8.03e9 / flops + all_reduce_per_token_s, rel=1e-9)
     assert r.decode.beta_s == r.prefill.b_s_per_token
     assert r.prefill.a_s == pytest.approx(8.03e9 * 2 / bandwidth + 0.0015 + 2 * 32 * 25e-6, rel=1e-9)
@@ -534,11 +535,11 @@ def test_tensor_parallel_adds_two_all_reduces_per_layer(
 ) -> None:
     per_pass_s, per_token_s = perf.tensor_parallel_cost(gpu, model, tp)
     # Ring all-reduce of N bytes over p GPUs: 2(p − 1)/p · N / B each way, plus a latency; two per layer.
+    # B is the bus bandwidth NCCL reaches, a fraction of the link's line rate.
     assert per_pass_s == pytest.approx(2 * model.layers * perf.ALL_REDUCE_LATENCY_S)
     bytes_per_token = model.hidden * 2
-    assert per_token_s == pytest.approx(
-        2 * model.layers * 2 * (tp - 1) / tp * bytes_per_token / (gpu.interconnect_gb_per_s * 1e9)
-    )
+    bus_bytes_per_s = gpu.interconnect_gb_per_s * 1e9 * perf.ALL_REDUCE_BANDWIDTH_FRACTION
+    assert per_token_s == pytest.approx(2 * model.layers * 2 * (tp - 1) / tp * bytes_per_token / bus_bytes_per_s)
     with_comm = perf.roofline_performance(gpu, model, tp)
     without = perf.roofline_performance(gpu, model, tp, all_reduce_latency_s=0.0)
     assert with_comm.decode.alpha_s - without.decode.alpha_s == pytest.approx(per_pass_s)

@@ -44,8 +44,9 @@ def _roofline(gpu: str, model: str, tp: int) -> ReplicaPerformance:
 # The fixed per-pass cost that is not a weight read: step overhead plus the tensor-parallel
 # all-reduces' latency (Llama-3.1-70B at _spec's TP 4: 160 of them).
 _FIXED_NON_WEIGHT_S = perf.STEP_OVERHEAD_S + 2 * 80 * perf.ALL_REDUCE_LATENCY_S
-# The all-reduced activations per token at TP 4 on H100 NVLink: 2·80 · 2(3/4) · 8192·2 B / 450 GB/s.
-_ALL_REDUCE_S_PER_TOKEN = 2 * 80 * 1.5 * 8192 * 2 / 450e9
+# The all-reduced activations per token at TP 4 on H100 NVLink: 2·80 · 2(3/4) · 8192·2 B at the bus
+# bandwidth NCCL reaches, 0.75 of the 450 GB/s line rate.
+_ALL_REDUCE_S_PER_TOKEN = 2 * 80 * 1.5 * 8192 * 2 / (0.75 * 450e9)
 
 
 # --- the shipped examples ------------------------------------------------------------------------

@@ -4,10 +4,11 @@ Each row's prediction must fall within the row's tolerance of the published figu
 (prefill, decode, throughput) the geometric mean of prediction / published must lie in 0.9–1.1, so
 the prior is neither optimistic nor pessimistic on average. aggregated_ttft rows are predicted by
 the planner's own aggregated sizing at the published load, so they check the queueing model and the
-prior together; each must meet its tolerance, but their geometric mean (0.89 over SGLang 0.3's four
-rows: 1.02–1.03 for the 8B on A100, 0.77–0.78 for the 70B at TP4 on H100) is printed, not held to
-0.9–1.1, until a current engine's BF16 TP4 first-token figures say whether the 70B rows' gap is the
-prior's or that run's (see `SGLANG_70B` in published.py). Run with `-s` to print the ratios.
+prior together; each must meet its tolerance, but their geometric mean (0.897 over SGLang 0.3's four
+rows: 1.02–1.03 for the 8B on A100, 0.78–0.79 for the 70B at TP4 on H100) is a known miss of
+0.9–1.1, held by a test that fails once it fits (see `SGLANG_70B` in published.py for what the 70B
+rows leave out). The prior's all-reduce time is held against NCCL's published all-reduce figures
+at the message sizes of a prefill pass (`ALL_REDUCE_BUS_BANDWIDTH`). Run with `-s` to print the ratios.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pytest
 from tokenscale.planner import perf, presets, sizing
 
 sys.path.insert(0, str(Path(__file__).parent))  # the test-only helper modules beside this file
-from published import PUBLISHED, Published  # noqa: E402
+from published import ALL_REDUCE_BUS_BANDWIDTH, PUBLISHED, AllReduceBusBandwidth, Published  # noqa: E402
 
 # trtllm-bench's offline runs: the engine's batch goes to the thousands (its CUDA-graph batch list
 # reaches 8192) and the KV cache takes 0.90–0.95 of free memory (perf-overview.md).
@@ -94,9 +95,50 @@ def test_prior_is_within_the_row_tolerance(row: Published) -> None:
     )
 
 
-@pytest.mark.parametrize("kind", ["prefill", "decode", "throughput"])
-def test_geometric_mean_ratio_per_kind_is_unbiased(kind: str) -> None:
+def geometric_mean_ratio(kind: str) -> float:
+    """exp(mean(log(predicted / published))) over the table's rows of `kind`."""
     rows = [row for row in PUBLISHED if row.kind == kind]
     gmean = math.exp(sum(math.log(predict(row) / row.value) for row in rows) / len(rows))
     print(f"{kind}: geometric-mean ratio {gmean:.3f} over {len(rows)} rows")
+    return gmean
+
+
+@pytest.mark.parametrize("kind", ["prefill", "decode", "throughput"])
+def test_geometric_mean_ratio_per_kind_is_unbiased(kind: str) -> None:
+    gmean = geometric_mean_ratio(kind)
     assert 0.9 <= gmean <= 1.1, f"{kind}: geometric-mean ratio {gmean:.3f}"
+
+
+def test_aggregated_ttft_geometric_mean_is_a_known_miss_until_it_fits() -> None:
+    # Expected miss: the two SGLang 70B TP4 rows (0.78–0.79) hold the kind just under 0.9. Their gap
+    # is the run's per-step cost, not the all-reduce bandwidth (which moved them by 0.01): its
+    # published median ITL (21.7 and 24.5 ms at 4 and 8 req/s) is 2.1–3.3 ms above the prior's decode
+    # step at those loads' batches (Little's law: 12 and 33 sequences), where the 8B run's is not.
+    # When this fails because the mean reached 0.9, hold aggregated_ttft in the test above instead.
+    gmean = geometric_mean_ratio("aggregated_ttft")
+    assert 0.85 <= gmean < 0.9, f"aggregated_ttft: geometric-mean ratio {gmean:.3f}"
+
+
+def all_reduce_time_s(row: AllReduceBusBandwidth) -> float:
+    """The prior's seconds for one all-reduce of the row's size on its GPUs (`perf.tensor_parallel_cost`)."""
+    model = presets.model_preset("Llama-3.1-70B")
+    per_pass_s, per_token_s = perf.tensor_parallel_cost(presets.gpu_preset(row.gpu), model, row.gpus)
+    all_reduces = 2 * model.layers
+    tokens = row.size_bytes / (model.hidden * perf.ACTIVATION_BYTES)
+    return (per_pass_s + per_token_s * tokens) / all_reduces
+
+
+ALL_REDUCE_TOLERANCE = 0.25
+
+
+@pytest.mark.parametrize("row", ALL_REDUCE_BUS_BANDWIDTH, ids=lambda r: r.id)
+def test_all_reduce_time_is_within_tolerance_of_nccl_tests(row: AllReduceBusBandwidth) -> None:
+    prior_s = all_reduce_time_s(row)
+    ratio = prior_s / row.time_s
+    print(f"{row.id}: prior {prior_s * 1e6:.1f} µs, published {row.time_s * 1e6:.1f} µs, ratio {ratio:.3f}")
+    within = 1.0 - ALL_REDUCE_TOLERANCE <= ratio <= 1.0 + ALL_REDUCE_TOLERANCE
+    if row.expected_miss:
+        # A known miss stays visible: this fails once the prior meets the row, so the marker goes.
+        assert not within, f"{row.id} now fits (ratio {ratio:.2f}); drop its expected_miss"
+    else:
+        assert within, f"{row.id}: ratio {ratio:.2f} (±{ALL_REDUCE_TOLERANCE:.0%})"

@@ -110,6 +110,22 @@ STEP_OVERHEAD_S = 0.0015
 # latency benchmark of Llama-3-70B at TP4 (2,444 ms on H100, 2,077 ms on H200) leaves 3.5–5 ms per
 # step beyond the weight read and the fixed cost: 160 all-reduces of 22–31 µs.
 ALL_REDUCE_LATENCY_S = 25e-6
+# Share of the link's one-way line rate (`GPUSpec.interconnect_gb_per_s`) at which an all-reduce's
+# bytes move: NCCL's all-reduce bus bandwidth (nccl-tests doc/PERFORMANCE.md: busbw =
+# 2(p − 1)/p · N / time) at the message sizes of a prefill pass, 1–82 MB for 128–5,000 tokens.
+# Azure's AI-benchmarking-guide publishes all_reduce_perf on 8 GPUs: on ND H100 v5 (NCCL 2.18.5)
+# 295.5 GB/s at 32 MiB, 361.8 at 64 MiB and 479 only at 8 GB; on ND H200 v5 (NCCL 2.20.5) 300.9 and
+# 368.1. At 32 MiB (2,048 tokens of a hidden size of 8,192 in BF16) that is 199 µs on H100 and
+# 195 µs on H200: with `ALL_REDUCE_LATENCY_S` charged apart, the bytes moved at 0.75 and 0.77 of the
+# 450 GB/s line rate. With 0.75 the prior's all-reduce time is 0.80–1.17× the published one from
+# 2 to 64 MiB on both (tests/planner/test_published.py); at 128 MiB, beyond a prefill pass's
+# 82 MB, NCCL's NVLink SHARP pulls ahead and the prior is 1.23–1.27×.
+# NCCL's maintainer states the same order for the ring (NVIDIA/nccl-tests issue 212, 2024: "with
+# the protocol overhead (~20%) NCCL can get an effective NVLink bandwidth of 370GB/s" of 450). One
+# fraction for every GPU: A100 is lower at 2–32 MiB (0.28–0.47 of its 300 GB/s on ND A100 v4,
+# NCCL 2.18.5), but TensorRT-LLM's A100 TP4 first tokens are met with this fraction, and A100's own
+# 0.47 at 32 MiB would predict the 2,048-token one at 1.16× (published.py, `A100_MID_SIZES`).
+ALL_REDUCE_BANDWIDTH_FRACTION = 0.75
 # Bytes per activation value moved by the all-reduces: engines reduce in BF16 even for FP8 models.
 ACTIVATION_BYTES = 2.0
 # Memory held back from the KV cache for activations, CUDA graphs and the sampler: a share of the
@@ -126,17 +142,20 @@ def tensor_parallel_cost(
     residual stream twice per layer, after attention and after the MLP. A ring all-reduce of N bytes
     over p GPUs costs 2(p − 1)·t_step + 2(p − 1)/p · N/B (Thakur, Rabenseifner & Gropp, "Optimization
     of Collective Communication Operations in MPICH", IJHPCA 2005, §4; Patarasuk & Yuan, JPDC 2009,
-    bandwidth optimality), B the per-direction link bandwidth. The latency term is taken as one
-    fitted constant per all-reduce (`ALL_REDUCE_LATENCY_S`), and N = tokens · hidden · 2 bytes:
+    bandwidth optimality), B the bandwidth the bytes move at. The latency term is taken as one
+    fitted constant per all-reduce (`ALL_REDUCE_LATENCY_S`, the small messages of decode), B as the
+    bus bandwidth NCCL reaches at a prefill pass's 1–82 MB, `ALL_REDUCE_BANDWIDTH_FRACTION` f of the
+    link's one-way line rate B_link, and N = tokens · hidden · 2 bytes:
 
         per pass   = 2·layers·latency
-        per token  = 2·layers · 2(p − 1)/p · hidden·ACTIVATION_BYTES / B
+        per token  = 2·layers · 2(p − 1)/p · hidden·ACTIVATION_BYTES / (f·B_link)
     """
     if tensor_parallel <= 1:
         return 0.0, 0.0
     all_reduces = 2.0 * model.layers
     ring = 2.0 * (tensor_parallel - 1) / tensor_parallel
-    per_token_s = all_reduces * ring * model.hidden * ACTIVATION_BYTES / (gpu.interconnect_gb_per_s * 1e9)
+    bus_bytes_per_s = gpu.interconnect_gb_per_s * 1e9 * ALL_REDUCE_BANDWIDTH_FRACTION
+    per_token_s = all_reduces * ring * model.hidden * ACTIVATION_BYTES / bus_bytes_per_s
     return all_reduces * all_reduce_latency_s, per_token_s
 
 
