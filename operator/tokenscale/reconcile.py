@@ -35,9 +35,10 @@ from tokenscale.kube import capacity, pools, scale
 from tokenscale.metrics.observe import ObservationResult, observe
 from tokenscale.metrics.prometheus import Credentials, PrometheusClient
 from tokenscale.planner import plan as plan_mod
-from tokenscale.planner import profiles, reasons
+from tokenscale.planner import profiles
 from tokenscale.planner.observation import Observation, ReplicaCounts
 from tokenscale.planner.plan import ConditionUpdate, Decision
+from tokenscale.planner.reasons import ConditionType, Reason
 from tokenscale.telemetry import OperatorMetrics
 
 INVALID_SPEC_RETRY_S = 60.0
@@ -58,7 +59,7 @@ class EventSpec:
     """An Event for the pool: type Normal or Warning, a CamelCase reason, one sentence."""
 
     type: str
-    reason: str
+    reason: Reason
     message: str
 
 
@@ -130,8 +131,10 @@ async def cycle(
     interval_s = spec.interval.seconds
     if spec.paused:
         updates = [
-            ConditionUpdate(reasons.READY, "True", reasons.PAUSED, "spec.paused is true: nothing is read or changed"),
-            ConditionUpdate(reasons.SCALING_ACTIVE, "False", reasons.PAUSED, "spec.paused is true"),
+            ConditionUpdate(
+                ConditionType.READY, "True", Reason.PAUSED, "spec.paused is true: nothing is read or changed"
+            ),
+            ConditionUpdate(ConditionType.SCALING_ACTIVE, "False", Reason.PAUSED, "spec.paused is true"),
         ]
         return await _conditions_only(ctx, seen, updates, now_s, interval_s)
     try:
@@ -139,8 +142,8 @@ async def cycle(
     except scale.KubeError as failed:  # pools.MissingReference too
         ctx.metrics.cycle_errors.labels(namespace, name, failed.reason).inc()
         updates = [
-            ConditionUpdate(reasons.READY, "False", failed.reason, str(failed)),
-            ConditionUpdate(reasons.SCALING_ACTIVE, "False", failed.reason, "replicas are held: " + str(failed)),
+            ConditionUpdate(ConditionType.READY, "False", failed.reason, str(failed)),
+            ConditionUpdate(ConditionType.SCALING_ACTIVE, "False", failed.reason, "replicas are held: " + str(failed)),
         ]
         return await _conditions_only(ctx, seen, updates, now_s, interval_s)
     try:
@@ -191,8 +194,8 @@ class _Scaled:
 
 async def _invalid_spec(ctx: OperatorContext, seen: _Seen, message: str, now_s: float) -> CycleOutcome:
     """A spec that can never be planned: Ready=False InvalidSpec, counted, retried after a while."""
-    ctx.metrics.cycle_errors.labels(seen.namespace, seen.name, reasons.INVALID_SPEC).inc()
-    update = ConditionUpdate(reasons.READY, "False", reasons.INVALID_SPEC, message)
+    ctx.metrics.cycle_errors.labels(seen.namespace, seen.name, Reason.INVALID_SPEC).inc()
+    update = ConditionUpdate(ConditionType.READY, "False", Reason.INVALID_SPEC, message)
     return await _conditions_only(ctx, seen, [update], now_s, INVALID_SPEC_RETRY_S)
 
 
@@ -268,16 +271,16 @@ async def _act(
     """Write each pool's `/scale` (scale-downs first; not in dry run), with its Events; collect the facts."""
     decision = decided.decision
     dry_run = spec.dry_run or ctx.config.dry_run
-    limited = "; ".join(f"{r} {d.message}" for r, d in decision.pools.items() if d.reason == reasons.NODE_GROUP_FULL)
+    limited = "; ".join(f"{r} {d.message}" for r, d in decision.pools.items() if d.reason == Reason.NODE_GROUP_FULL)
     events: list[EventSpec] = []
-    extra: list[ConditionUpdate] = [ConditionUpdate(reasons.READY, "True", reasons.ACTIVE, "the pool is planned")]
+    extra: list[ConditionUpdate] = [ConditionUpdate(ConditionType.READY, "True", Reason.ACTIVE, "the pool is planned")]
     if ctx.config.dry_run and not spec.dry_run:
         extra.append(
-            ConditionUpdate(reasons.SCALING_ACTIVE, "False", reasons.DRY_RUN, "the operator runs with --dry-run")
+            ConditionUpdate(ConditionType.SCALING_ACTIVE, "False", Reason.DRY_RUN, "the operator runs with --dry-run")
         )
     if limited:
-        extra.append(ConditionUpdate(reasons.SCALING_LIMITED, "True", reasons.NODE_GROUP_FULL, limited))
-        events.append(EventSpec("Warning", reasons.NODE_GROUP_FULL, limited))
+        extra.append(ConditionUpdate(ConditionType.SCALING_LIMITED, "True", Reason.NODE_GROUP_FULL, limited))
+        events.append(EventSpec("Warning", Reason.NODE_GROUP_FULL, limited))
     facts: dict[Role, st.PoolFacts] = {}
     failed_down: str | None = None
     for role in write_order(decision.pools):
@@ -325,13 +328,13 @@ async def _scale(
     text = f"{role} {verb} {d.current_replicas}→{d.desired_replicas}: {d.message or d.reason}"
     if dry_run:
         if _desired_before(previous, role) != d.desired_replicas:
-            return _Scaled(events=(EventSpec("Normal", reasons.WOULD_SCALE, text),))
+            return _Scaled(events=(EventSpec("Normal", Reason.WOULD_SCALE, text),))
         return _Scaled()
     if failed_down is not None and spec.gpu_budget is not None and d.desired_replicas > d.current_replicas:
         message = f"{role}: scale-up to {d.desired_replicas} not written, since {failed_down}"
         return _Scaled(
-            events=(EventSpec("Warning", reasons.SCALE_FAILED, message),),
-            conditions=(ConditionUpdate(reasons.SCALING_ACTIVE, "False", reasons.SCALE_FAILED, message),),
+            events=(EventSpec("Warning", Reason.SCALE_FAILED, message),),
+            conditions=(ConditionUpdate(ConditionType.SCALING_ACTIVE, "False", Reason.SCALE_FAILED, message),),
         )
     target = spec.active_pools()[role].scale_target_ref
     try:
@@ -339,14 +342,14 @@ async def _scale(
     except scale.KubeError as err:
         down = d.desired_replicas < d.current_replicas
         return _Scaled(
-            events=(EventSpec("Warning", reasons.SCALE_FAILED, f"{role}: {err}"),),
-            conditions=(ConditionUpdate(reasons.SCALING_ACTIVE, "False", reasons.SCALE_FAILED, str(err)),),
+            events=(EventSpec("Warning", Reason.SCALE_FAILED, f"{role}: {err}"),),
+            conditions=(ConditionUpdate(ConditionType.SCALING_ACTIVE, "False", Reason.SCALE_FAILED, str(err)),),
             failed_down=f"the scale-down of {role} that makes room for it within gpuBudget failed" if down else None,
         )
     up = d.desired_replicas > d.current_replicas
     ctx.metrics.scaling_actions.labels(seen.namespace, seen.name, role, "up" if up else "down").inc()
     logger.info("scaled %s %d->%d reason=%s", role, d.current_replicas, d.desired_replicas, d.reason)
-    event = EventSpec("Normal", reasons.SCALED_UP if up else reasons.SCALED_DOWN, text)
+    event = EventSpec("Normal", Reason.SCALED_UP if up else Reason.SCALED_DOWN, text)
     return _Scaled(events=(event,), scaled_to=written.replicas)
 
 
@@ -371,8 +374,8 @@ async def _explain(
     _export(ctx.metrics, seen.namespace, seen.name, spec, observation, decision, acted.facts, new_status)
     ctx.metrics.reconcile_seconds.labels(seen.namespace, seen.name).observe(time.monotonic() - started)
     events = acted.events
-    if decision.held and _reason_changed(previous, reasons.METRICS_AVAILABLE, new_status):
-        events += (EventSpec("Warning", reasons.METRICS_MISSING, decision.reason),)
+    if decision.held and _reason_changed(previous, ConditionType.METRICS_AVAILABLE, new_status):
+        events += (EventSpec("Warning", Reason.METRICS_MISSING, decision.reason),)
     return CycleOutcome(events, spec.interval.seconds, wrote, decision)
 
 
@@ -454,7 +457,9 @@ def _desired_before(previous: api.InferencePoolStatus | None, role: Role) -> int
     return pool.desired_replicas if pool else None
 
 
-def _reason_changed(previous: api.InferencePoolStatus | None, ctype: str, new: api.InferencePoolStatus) -> bool:
+def _reason_changed(
+    previous: api.InferencePoolStatus | None, ctype: ConditionType, new: api.InferencePoolStatus
+) -> bool:
     def reason(s: api.InferencePoolStatus | None) -> str | None:
         return next((c.reason for c in s.conditions if c.type == ctype), None) if s else None
 
@@ -468,7 +473,7 @@ async def _conditions_only(
     new_status = st.condition_only_status(seen.status, seen.generation, updates, now_s)
     wrote = await _write_if_changed(ctx, seen, new_status)
     events = tuple(
-        EventSpec("Normal" if u.reason == reasons.PAUSED else "Warning", u.reason, u.message)
+        EventSpec("Normal" if u.reason == Reason.PAUSED else "Warning", u.reason, u.message)
         for u in updates[:1]
         if _reason_changed(seen.status, u.type, new_status)
     )
@@ -570,7 +575,7 @@ async def _profiles(ctx: OperatorContext, namespace: str, spec: api.InferencePoo
             out[role] = api.PerformanceProfile.model_validate(yaml.safe_load(text))
         except (yaml.YAMLError, ValidationError) as err:
             raise pools.MissingReference(
-                reasons.INVALID_PROFILE,
+                Reason.INVALID_PROFILE,
                 f"ConfigMap {namespace}/{ref.name} key {ref.key} is not a PerformanceProfile: {err}",
             ) from None
     return out

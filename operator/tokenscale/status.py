@@ -20,7 +20,7 @@ from tokenscale.planner.calibration import Calibration
 from tokenscale.planner.forecast import SeriesState
 from tokenscale.planner.observation import CAVEAT_KINDS, Observation
 from tokenscale.planner.plan import ConditionUpdate, Decision, PlannerState, Recommendation
-from tokenscale.planner.reasons import CONDITION_TYPES
+from tokenscale.planner.reasons import CONDITION_TYPES, wire
 from tokenscale.planner.tail import TailFit
 
 
@@ -95,9 +95,9 @@ def merge_conditions(
         prev = by_type.get(u.type)
         moved = prev is None or prev.status != u.status
         by_type[u.type] = api.Condition(
-            type=u.type,
+            type=wire(u.type),
             status=u.status,
-            reason=u.reason,
+            reason=wire(u.reason),
             message=u.message,
             last_transition_time=rfc3339(now_s) if moved or prev is None else prev.last_transition_time,
         )
@@ -139,7 +139,7 @@ def decided_status(
             last_scale_time=rfc3339(last_scale) if last_scale is not None else old.last_scale_time,
             predicted_ttft_seconds=d.predicted_ttft_s,
             predicted_tpot_seconds=d.predicted_tpot_s,
-            binding=str(d.binding),
+            binding=wire(d.binding),
             cold_start_seconds=f.cold_start_s if f.cold_start_s is not None else old.cold_start_seconds,
             scale_up_time=rfc3339(f.scale_up_time_s) if f.scale_up_time_s is not None else None,
             scale_up_replicas=f.scale_up_replicas,

@@ -22,12 +22,13 @@ import numpy as np
 import numpy.typing as npt
 
 from tokenscale.api import ROLES_BY_MODE, InferencePoolSpec, Role, WorkloadPool
-from tokenscale.planner import calibration, policy, queueing, reasons, sizing
+from tokenscale.planner import calibration, policy, queueing, sizing
 from tokenscale.planner import forecast as fc
 from tokenscale.planner import tail as tail_mod
 from tokenscale.planner.calibration import Calibration
 from tokenscale.planner.observation import Observation, dispersion_bin_s
 from tokenscale.planner.perf import ReplicaPerformance
+from tokenscale.planner.reasons import ConditionType, Reason
 
 # Recommendations older than this are dropped from state; it bounds the status size.
 _MAX_HISTORY_S = 3600.0
@@ -78,9 +79,9 @@ class PlannerState:
 class ConditionUpdate:
     """A condition to set: type, "True"/"False"/"Unknown", CamelCase reason, one actionable sentence."""
 
-    type: str
+    type: ConditionType
     status: str
-    reason: str
+    reason: Reason
     message: str
 
 
@@ -96,7 +97,7 @@ class PoolDecision:
     predicted_tpot_s: float | None
     kv_usage_fraction: float | None
     binding: sizing.Binding
-    reason: str
+    reason: Reason
     message: str
 
     @property
@@ -178,20 +179,20 @@ def plan(
 
     proposals: dict[Role, int] = {}
     recommended: dict[Role, int] = {}
-    steps: dict[Role, list[tuple[str, str]]] = {}
+    steps: dict[Role, list[tuple[Reason, str]]] = {}
     for role in roles:
         pool = spec.active_pools()[role]
         s = sized[role]
         idx = s.smallest_feasible()
         slack = _slack_by_count(spec, s)
-        trail: list[tuple[str, str]] = []
+        trail: list[tuple[Reason, str]] = []
         if idx is not None:
             raw = int(s.counts[idx])
         else:
             raw = _knee(slack, pool.max_replicas)
             trail.append(
                 (
-                    reasons.UNREACHABLE_OBJECTIVE,
+                    Reason.UNREACHABLE_OBJECTIVE,
                     f"objectives not met even at maxReplicas {pool.max_replicas} ({_binding_at(s, -1)} binds); "
                     f"{raw} replicas come within {_KNEE_TOLERANCE:.0%} of the best the model predicts",
                 )
@@ -226,7 +227,7 @@ def plan(
         if partial and value < cur:
             names = ", ".join(sorted({n.signal for n in partial}))
             value = cur
-            _note(trail, reasons.METRICS_PARTIAL, f"not scaling down while {names} is unavailable")
+            _note(trail, Reason.METRICS_PARTIAL, f"not scaling down while {names} is unavailable")
         value, why, msg = policy.clamp(value, pool.min_replicas, pool.max_replicas)
         _note(trail, why, msg)
         rules = spec.behavior.scale_up if value > cur else spec.behavior.scale_down
@@ -317,16 +318,16 @@ def _hold(
             predicted_tpot_s=None,
             kv_usage_fraction=observation.kv_usage_fraction,
             binding=sizing.Binding.METRICS,
-            reason=reasons.METRICS_MISSING,
+            reason=Reason.METRICS_MISSING,
             message=message,
         )
         for r, c in current.items()
     }
     conditions = (
-        ConditionUpdate(reasons.METRICS_AVAILABLE, "False", reasons.METRICS_MISSING, message),
+        ConditionUpdate(ConditionType.METRICS_AVAILABLE, "False", Reason.METRICS_MISSING, message),
         _scaling_active(spec),
         ConditionUpdate(
-            reasons.SCALING_LIMITED, "True", reasons.METRICS_MISSING, "replicas are held until metrics return"
+            ConditionType.SCALING_LIMITED, "True", Reason.METRICS_MISSING, "replicas are held until metrics return"
         ),
     )
     return Decision(now_s, pools, message, conditions, state, None, held=True)
@@ -620,7 +621,7 @@ def _capacity_by_count(
     return np.concatenate(([0.0], rates))
 
 
-def _note(trail: list[tuple[str, str]], reason: str, message: str) -> None:
+def _note(trail: list[tuple[Reason, str]], reason: Reason, message: str) -> None:
     if message:
         trail.append((reason, message))
 
@@ -638,7 +639,7 @@ def _pool_decision(
     current: int,
     desired: int,
     s: sizing.PoolSizing,
-    trail: list[tuple[str, str]],
+    trail: list[tuple[Reason, str]],
     load: sizing.Load,
 ) -> PoolDecision:
     pool = spec.active_pools()[role]
@@ -650,11 +651,11 @@ def _pool_decision(
     if trail:
         reason, message = trail[-1]
     elif desired > current:
-        reason, message = reasons.SCALED_UP, ""
+        reason, message = Reason.SCALED_UP, ""
     elif desired < current:
-        reason, message = reasons.SCALED_DOWN, ""
+        reason, message = Reason.SCALED_DOWN, ""
     else:
-        reason, message = reasons.STEADY, ""
+        reason, message = Reason.STEADY, ""
     binding = _binding_at(s, j) if desired > current else _binding_at(s, max(i - 1, 0)) if i > 0 else sizing.Binding.MIN
     why = _explain(spec, role, current, desired, s, i, j, load)
     line = f"{role} {current}→{desired}: {why}" if desired != current else f"{role} {current}: {why}"
@@ -735,12 +736,12 @@ def _load_line(planned: PlannedLoad, state: PlannerState, now_s: float) -> str:
 
 def _scaling_active(spec: InferencePoolSpec) -> ConditionUpdate:
     if spec.paused:
-        return ConditionUpdate(reasons.SCALING_ACTIVE, "False", reasons.PAUSED, "spec.paused is true")
+        return ConditionUpdate(ConditionType.SCALING_ACTIVE, "False", Reason.PAUSED, "spec.paused is true")
     if spec.dry_run:
         return ConditionUpdate(
-            reasons.SCALING_ACTIVE, "False", reasons.DRY_RUN, "spec.dryRun is true: decisions are advisory"
+            ConditionType.SCALING_ACTIVE, "False", Reason.DRY_RUN, "spec.dryRun is true: decisions are advisory"
         )
-    return ConditionUpdate(reasons.SCALING_ACTIVE, "True", reasons.STEADY, "the planner is scaling the pools")
+    return ConditionUpdate(ConditionType.SCALING_ACTIVE, "True", Reason.STEADY, "the planner is scaling the pools")
 
 
 def _conditions(
@@ -751,29 +752,29 @@ def _conditions(
 ) -> tuple[ConditionUpdate, ...]:
     if partial_signals:
         metrics = ConditionUpdate(
-            reasons.METRICS_AVAILABLE,
+            ConditionType.METRICS_AVAILABLE,
             "True",
-            reasons.METRICS_PARTIAL,
+            Reason.METRICS_PARTIAL,
             f"planning on partial data ({', '.join(sorted(set(partial_signals)))} unavailable); no scale-down",
         )
     else:
-        metrics = ConditionUpdate(reasons.METRICS_AVAILABLE, "True", reasons.METRICS_OK, "all signals read")
+        metrics = ConditionUpdate(ConditionType.METRICS_AVAILABLE, "True", Reason.METRICS_OK, "all signals read")
     limited_by = [
         d
         for d in decisions.values()
         if d.reason
         in (
-            reasons.MAX_REPLICAS,
-            reasons.GPU_BUDGET,
-            reasons.STEP_LIMITED,
-            reasons.UNREACHABLE_OBJECTIVE,
-            reasons.NODE_GROUP_FULL,
+            Reason.MAX_REPLICAS,
+            Reason.GPU_BUDGET,
+            Reason.STEP_LIMITED,
+            Reason.UNREACHABLE_OBJECTIVE,
+            Reason.NODE_GROUP_FULL,
         )
     ]
     if limited_by:
-        limited = ConditionUpdate(reasons.SCALING_LIMITED, "True", limited_by[0].reason, limited_by[0].message)
+        limited = ConditionUpdate(ConditionType.SCALING_LIMITED, "True", limited_by[0].reason, limited_by[0].message)
     else:
-        limited = ConditionUpdate(reasons.SCALING_LIMITED, "False", reasons.STEADY, "no limit binds")
+        limited = ConditionUpdate(ConditionType.SCALING_LIMITED, "False", Reason.STEADY, "no limit binds")
     return (metrics, _scaling_active(spec), limited, _objectives_met(spec, observation))
 
 
@@ -782,7 +783,7 @@ def _objectives_met(spec: InferencePoolSpec, observation: Observation) -> Condit
     ttft, tpot = observation.ttft_quantile_s, observation.tpot_quantile_s
     if ttft is None or tpot is None or not (math.isfinite(ttft) and math.isfinite(tpot)):
         return ConditionUpdate(
-            reasons.OBJECTIVES_MET, "Unknown", reasons.NO_LATENCY_DATA, "no TTFT/TPOT samples in the window"
+            ConditionType.OBJECTIVES_MET, "Unknown", Reason.NO_LATENCY_DATA, "no TTFT/TPOT samples in the window"
         )
     missed = []
     if ttft > obj.ttft.target.seconds:
@@ -791,6 +792,8 @@ def _objectives_met(spec: InferencePoolSpec, observation: Observation) -> Condit
         missed.append(_quantile_text("TPOT", obj.tpot.quantile, tpot, obj.tpot.target.seconds))
     if missed:
         return ConditionUpdate(
-            reasons.OBJECTIVES_MET, "False", reasons.OBJECTIVES_MISSED, "observed " + "; ".join(missed)
+            ConditionType.OBJECTIVES_MET, "False", Reason.OBJECTIVES_MISSED, "observed " + "; ".join(missed)
         )
-    return ConditionUpdate(reasons.OBJECTIVES_MET, "True", reasons.OBJECTIVES_OK, "observed quantiles within targets")
+    return ConditionUpdate(
+        ConditionType.OBJECTIVES_MET, "True", Reason.OBJECTIVES_OK, "observed quantiles within targets"
+    )
