@@ -10,8 +10,9 @@ missing target, a missing Secret, Prometheus down) becomes a condition and an Ev
 are held, never zeroed.
 
 `cycle` runs four steps, passing frozen values between them: `_read` (the concurrent reads) →
-`_decide` (planner state, cold start, performance, free GPUs, `plan()`) → `_act` (the `/scale`
-writes and their Events) → `_explain` (status, exported metrics, the held-decision Event).
+`decide` (pure: planner state from status, performance, free GPUs, `plan()`) → `_act` (the `/scale`
+writes and their Events; the decision learns which scale-ups were written, to time their cold start)
+→ `_explain` (status, exported metrics, the held-decision Event).
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ from tokenscale.planner.reasons import ConditionType, Reason
 from tokenscale.telemetry import OperatorMetrics
 
 INVALID_SPEC_RETRY_S = 60.0
-COLD_START_SMOOTHING = 0.5  # weight of a new cold-start measurement against the previous one
 
 
 @dataclass(frozen=True)
@@ -146,16 +146,18 @@ async def cycle(
             ConditionUpdate(ConditionType.SCALING_ACTIVE, "False", failed.reason, "replicas are held: " + str(failed)),
         ]
         return await _conditions_only(ctx, seen, updates, now_s, interval_s)
+    plan_started = time.perf_counter()
     try:
-        decided = _decide(ctx, spec, previous, reads, now_s)
+        decision = decide(spec, previous, reads, now_s)
     except profiles.ProfileError as err:  # an unknown GPU or model preset: the spec's, not a bug (issue 13)
         return await _invalid_spec(ctx, seen, str(err), now_s)
-    acted = await _act(ctx, seen, spec, previous, reads, decided, now_s, logger)
-    return await _explain(ctx, seen, spec, previous, reads, decided, acted, now_s, started)
+    ctx.metrics.planner_seconds.observe(time.perf_counter() - plan_started)
+    acted = await _act(ctx, seen, spec, previous, reads, decision, logger)
+    return await _explain(ctx, seen, spec, previous, reads, acted, now_s, started)
 
 
 @dataclass(frozen=True)
-class _Reads:
+class Reads:
     """What a cycle read: the targets' `/scale`, their node groups, the ConfigMap profiles and the metrics."""
 
     scales: Mapping[Role, scale.ScaleState]
@@ -165,18 +167,11 @@ class _Reads:
 
 
 @dataclass(frozen=True)
-class _Decided:
-    """The planner's decision, with the cold starts it was made with and the scale-ups still being timed."""
+class _Acted:
+    """What acting on a decision did: the decision with its written scale-ups, Events, conditions beyond
+    the planner's, and what each pool became."""
 
     decision: Decision
-    cold_starts: Mapping[Role, float]
-    timing: Mapping[Role, tuple[float | None, int | None]]
-
-
-@dataclass(frozen=True)
-class _Acted:
-    """What acting on a decision did: Events, conditions beyond the planner's, and what each pool became."""
-
     events: tuple[EventSpec, ...]
     conditions: tuple[ConditionUpdate, ...]
     facts: Mapping[Role, st.PoolFacts]  # in the roles' own order, for the status
@@ -199,7 +194,7 @@ async def _invalid_spec(ctx: OperatorContext, seen: _Seen, message: str, now_s: 
     return await _conditions_only(ctx, seen, [update], now_s, INVALID_SPEC_RETRY_S)
 
 
-async def _read(ctx: OperatorContext, namespace: str, name: str, spec: api.InferencePoolSpec, now_s: float) -> _Reads:
+async def _read(ctx: OperatorContext, namespace: str, name: str, spec: api.InferencePoolSpec, now_s: float) -> Reads:
     """Read the targets (then their node groups), the referenced ConfigMaps and the metrics concurrently.
 
     Raises the first read's exception: a `scale.KubeError` is the world's (the caller holds), any
@@ -224,38 +219,24 @@ async def _read(ctx: OperatorContext, namespace: str, name: str, spec: api.Infer
     observation = replace(result.observation, replicas=replicas)
     for kind in result.errors.values():
         ctx.metrics.query_errors.labels(namespace, name, kind).inc()
-    return _Reads(scales, capacities, loaded_profiles, observation)
+    return Reads(scales, capacities, loaded_profiles, observation)
 
 
-def _decide(
-    ctx: OperatorContext,
-    spec: api.InferencePoolSpec,
-    previous: api.InferencePoolStatus | None,
-    reads: _Reads,
-    now_s: float,
-) -> _Decided:
-    """Plan the pool from what was read and the state its status carries.
+def decide(
+    spec: api.InferencePoolSpec, previous: api.InferencePoolStatus | None, reads: Reads, now_s: float
+) -> Decision:
+    """Plan the pool from what was read and the state its status carries: the operator's decision, pure.
 
     Raises `profiles.ProfileError` for an unknown GPU or model preset.
     """
-    scales = reads.scales
-    state = st.planner_state(previous)
-    if not state.recommendations:
-        # After a restart with no recorded history nothing scales down before a full window (STYLE.md §22).
-        seeded = plan_mod.Recommendation(now_s, {r: s.replicas for r, s in scales.items()})
-        state = replace(state, recommendations=(seeded,))
-    cold_starts, timing = _cold_start(previous, scales, now_s)
-    cold_start_s = max(cold_starts.values()) if cold_starts else None
     performance = profiles.resolve_all(spec, reads.profiles)
-    plan_started = time.perf_counter()
     free_gpus = {
-        role: room_gpus(cap, scales[role].replicas, spec.active_pools()[role].gpus_per_replica)
+        role: room_gpus(cap, reads.scales[role].replicas, spec.active_pools()[role].gpus_per_replica)
         for role, cap in reads.capacities.items()
         if cap is not None and spec.active_pools()[role].node_group is not None
     }
-    decision = plan_mod.plan(spec, reads.observation, state, now_s, performance, cold_start_s, free_gpus)
-    ctx.metrics.planner_seconds.observe(time.perf_counter() - plan_started)
-    return _Decided(decision, cold_starts, timing)
+    state = st.planner_state(previous)
+    return plan_mod.plan(spec, reads.observation, state, now_s, performance, free_gpus=free_gpus)
 
 
 async def _act(
@@ -263,13 +244,11 @@ async def _act(
     seen: _Seen,
     spec: api.InferencePoolSpec,
     previous: api.InferencePoolStatus | None,
-    reads: _Reads,
-    decided: _Decided,
-    now_s: float,
+    reads: Reads,
+    decision: Decision,
     logger: logging.Logger | logging.LoggerAdapter[Any],
 ) -> _Acted:
     """Write each pool's `/scale` (scale-downs first; not in dry run), with its Events; collect the facts."""
-    decision = decided.decision
     dry_run = spec.dry_run or ctx.config.dry_run
     limited = "; ".join(f"{r} {d.message}" for r, d in decision.pools.items() if d.reason == Reason.NODE_GROUP_FULL)
     events: list[EventSpec] = []
@@ -287,27 +266,22 @@ async def _act(
         d = decision.pools[role]
         s = reads.scales[role]
         cap = reads.capacities.get(role)
-        scale_up_time, scale_up_replicas = decided.timing.get(role, (None, None))
         scaled = await _scale(ctx, seen, spec, role, d, previous, dry_run, failed_down, logger)
         events.extend(scaled.events)
         extra.extend(scaled.conditions)
         if scaled.failed_down is not None:
             failed_down = scaled.failed_down
-        if scaled.scaled_to is not None and d.desired_replicas > d.current_replicas and scale_up_time is None:
-            scale_up_time, scale_up_replicas = now_s, d.desired_replicas
         facts[role] = st.PoolFacts(
             current_replicas=s.replicas,
             ready_replicas=s.ready_replicas,
             gpu_capacity=cap.allocatable_gpus if cap else None,
             gpus_free=cap.free_gpus if cap else None,
             scaled_to=scaled.scaled_to,
-            cold_start_s=decided.cold_starts.get(role),
-            scale_up_time_s=scale_up_time,
-            scale_up_replicas=scale_up_replicas,
         )
         ctx.metrics.decisions.labels(seen.namespace, seen.name, role, d.binding).inc()
     ordered = {role: facts[role] for role in decision.pools}  # the roles' own order, for the status
-    return _Acted(tuple(events), tuple(extra), ordered)
+    written = {r: n for r, n in decision.scale_ups().items() if facts[r].scaled_to is not None}
+    return _Acted(decision.written(written), tuple(events), tuple(extra), ordered)
 
 
 async def _scale(
@@ -358,14 +332,13 @@ async def _explain(
     seen: _Seen,
     spec: api.InferencePoolSpec,
     previous: api.InferencePoolStatus | None,
-    reads: _Reads,
-    decided: _Decided,
+    reads: Reads,
     acted: _Acted,
     now_s: float,
     started: float,
 ) -> CycleOutcome:
     """Write the status (when it changed), export the metrics, and add the Event for a decision held for data."""
-    decision, observation = decided.decision, reads.observation
+    decision, observation = acted.decision, reads.observation
     dry_run = spec.dry_run or ctx.config.dry_run
     new_status = st.decided_status(
         spec, previous, seen.generation, observation, decision, acted.facts, acted.conditions, dry_run, now_s
@@ -579,38 +552,6 @@ async def _profiles(ctx: OperatorContext, namespace: str, spec: api.InferencePoo
                 f"ConfigMap {namespace}/{ref.name} key {ref.key} is not a PerformanceProfile: {err}",
             ) from None
     return out
-
-
-def _cold_start(
-    previous: api.InferencePoolStatus | None, scales: Mapping[Role, Any], now_s: float
-) -> tuple[dict[Role, float], dict[Role, tuple[float | None, int | None]]]:
-    """Measured cold start per pool, and the scale-ups still being timed (start time, replicas).
-
-    A scale-up is timed from the cycle that wrote it to the first cycle that sees that many
-    replicas ready; the result is blended with the previous measurement (weight 0.5), since one
-    node's image pull is not every node's. The planner's horizon is the slowest pool's.
-    """
-    measured: dict[Role, float] = {}
-    timing: dict[Role, tuple[float | None, int | None]] = {}
-    for role, s in scales.items():
-        old = previous.pools.get(role) if previous else None
-        if old is None:
-            continue
-        if old.cold_start_seconds is not None:
-            measured[role] = old.cold_start_seconds
-        started = st.epoch_s(old.scale_up_time)
-        if started is None or old.scale_up_replicas is None:
-            continue
-        if s.ready_replicas >= old.scale_up_replicas:
-            sample = now_s - started
-            prior = old.cold_start_seconds
-            measured[role] = (
-                sample if prior is None else COLD_START_SMOOTHING * sample + (1 - COLD_START_SMOOTHING) * prior
-            )
-        elif s.replicas >= old.scale_up_replicas:
-            timing[role] = (started, old.scale_up_replicas)
-        # else: scaled back down before it was ready; nothing to time
-    return measured, timing
 
 
 def _export(

@@ -17,6 +17,7 @@ from typing import Any
 from tokenscale import api
 from tokenscale.api import Role
 from tokenscale.planner.calibration import Calibration
+from tokenscale.planner.coldstart import ColdStarts, ScaleUp
 from tokenscale.planner.forecast import SeriesState
 from tokenscale.planner.observation import CAVEAT_KINDS, Observation
 from tokenscale.planner.plan import ConditionUpdate, Decision, PlannerState, Recommendation
@@ -44,6 +45,8 @@ def planner_state(status: api.InferencePoolStatus | None) -> PlannerState:
     recommendations = tuple(Recommendation(r.time, r.by_role()) for r in status.recommendations)
     forecast = status.forecast
     last_scale: dict[Role, float] = {}
+    cold_measured: dict[Role, float] = {}
+    cold_timing: dict[Role, ScaleUp] = {}
     prefill_cal: dict[Role, Calibration] = {}
     decode_cal: dict[Role, Calibration] = {}
     tail: TailFit | None = None
@@ -51,6 +54,10 @@ def planner_state(status: api.InferencePoolStatus | None) -> PlannerState:
         pool = status.pools.get(role)
         if pool is not None and (t := epoch_s(pool.last_scale_time)) is not None:
             last_scale[role] = t
+        if pool is not None and pool.cold_start_seconds is not None:
+            cold_measured[role] = pool.cold_start_seconds
+        if pool is not None and (t := epoch_s(pool.scale_up_time)) is not None and pool.scale_up_replicas is not None:
+            cold_timing[role] = ScaleUp(t, pool.scale_up_replicas)
         fitted = status.performance.get(role) if status.performance else None
         if fitted is not None:
             if fitted.prefill:
@@ -69,21 +76,19 @@ def planner_state(status: api.InferencePoolStatus | None) -> PlannerState:
         prefill_calibration=prefill_cal,
         decode_calibration=decode_cal,
         tail=tail,
+        cold_starts=ColdStarts(cold_measured, cold_timing),
     )
 
 
 @dataclass(frozen=True)
 class PoolFacts:
-    """What the cycle learned about one pool outside the planner: /scale, readiness, node group, cold start."""
+    """What the cycle learned about one pool outside the planner: /scale, readiness, node group."""
 
     current_replicas: int
     ready_replicas: int
     gpu_capacity: int | None = None
     gpus_free: int | None = None
     scaled_to: int | None = None  # replicas written to /scale this cycle (None: not scaled)
-    cold_start_s: float | None = None
-    scale_up_time_s: float | None = None
-    scale_up_replicas: int | None = None
 
 
 def merge_conditions(
@@ -129,6 +134,7 @@ def decided_status(
         f = facts[role]
         old = prev.pools.get(role) or api.PoolStatus()
         last_scale = state.last_scale_time_s.get(role)
+        timing = state.cold_starts.timing.get(role)
         pools[role] = api.PoolStatus(
             current_replicas=f.scaled_to if f.scaled_to is not None else f.current_replicas,
             ready_replicas=f.ready_replicas,
@@ -140,9 +146,9 @@ def decided_status(
             predicted_ttft_seconds=d.predicted_ttft_s,
             predicted_tpot_seconds=d.predicted_tpot_s,
             binding=wire(d.binding),
-            cold_start_seconds=f.cold_start_s if f.cold_start_s is not None else old.cold_start_seconds,
-            scale_up_time=rfc3339(f.scale_up_time_s) if f.scale_up_time_s is not None else None,
-            scale_up_replicas=f.scale_up_replicas,
+            cold_start_seconds=state.cold_starts.measured_s.get(role),
+            scale_up_time=rfc3339(timing.started_s) if timing is not None else None,
+            scale_up_replicas=timing.replicas if timing is not None else None,
         )
         pre, dec = state.prefill_calibration.get(role), state.decode_calibration.get(role)
         tail = state.tail if role == "prefill" else None

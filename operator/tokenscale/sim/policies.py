@@ -6,7 +6,8 @@ its own type (`Policy[S]`), so runs are reproducible and the same inputs give th
 `REGISTRY` names them and builds each for a simulation setup: adding a policy is one class here
 and one line there.
 
-- `tokenscale`: the planner's `plan()`, exactly as the operator calls it.
+- `tokenscale`: the planner's `plan()`, exactly as the operator calls it (its scale-ups timed for the
+  cold start as the operator times the ones it writes).
 - `static`: fixed counts, sized by the planner's model for the trace's peak minute (the usual
   "provision for the peak" practice, given the benefit of a good model).
 - `hpa`: the Kubernetes HPA algorithm (desired = ceil(current · metric / target), 10% tolerance,
@@ -164,6 +165,8 @@ class TokenscalePolicy:
         self, now_s: float, view: ControlView, state: planner.PlannerState
     ) -> tuple[Counts, planner.PlannerState]:
         decision = planner.plan(self.spec, view.observation, state, now_s, self.performance)
+        # The loop writes every change (`sim.loop.run_policy`), so every scale-up is timed for the cold start.
+        decision = decision.written(decision.scale_ups())
         return {r: d.desired_replicas for r, d in decision.pools.items()}, decision.state
 
 
