@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,8 +128,30 @@ def decided_status(
     """The status after one cycle: the decision, the observation behind it, and the state to carry on."""
     prev = previous or api.InferencePoolStatus()
     state = decision.state
-    pools: dict[str, api.PoolStatus] = {}
-    fitted: dict[str, api.FittedModel] = {}
+    pools = _pool_statuses(prev, decision, facts)
+    fitted = _fitted_models(state, decision.pools)
+    return api.InferencePoolStatus(
+        observed_generation=generation,
+        conditions=merge_conditions(prev.conditions, [*decision.conditions, *extra_conditions], now_s),
+        pools=api.PoolStatuses(**pools),
+        observation=_observation_status(observation),
+        forecast=_forecast_status(decision),
+        performance=api.FittedModels(**fitted) if fitted else None,
+        recommendations=[
+            api.RecommendationRecord(time=r.time_s, **{role: n for role, n in r.replicas.items()})
+            for r in state.recommendations
+        ],
+        last_decision=api.DecisionStatus(time=rfc3339(now_s), reason=decision.reason, dry_run=dry_run),
+        summary=_summary(spec, observation, pools, decision.total_gpus),
+    )
+
+
+def _pool_statuses(
+    prev: api.InferencePoolStatus, decision: Decision, facts: Mapping[Role, PoolFacts]
+) -> dict[Role, api.PoolStatus]:
+    """Each pool's replicas (as written, else as read), prediction, last scale and cold start."""
+    state = decision.state
+    pools: dict[Role, api.PoolStatus] = {}
     for role, d in decision.pools.items():
         f = facts[role]
         old = prev.pools.get(role) or api.PoolStatus()
@@ -150,6 +172,13 @@ def decided_status(
             scale_up_time=rfc3339(timing.started_s) if timing is not None else None,
             scale_up_replicas=timing.replicas if timing is not None else None,
         )
+    return pools
+
+
+def _fitted_models(state: PlannerState, roles: Iterable[Role]) -> dict[Role, api.FittedModel]:
+    """The online calibration and the fitted arrivals' c_a² of the pools that have them."""
+    fitted: dict[Role, api.FittedModel] = {}
+    for role in roles:
         pre, dec = state.prefill_calibration.get(role), state.decode_calibration.get(role)
         tail = state.tail if role == "prefill" else None
         if pre is not None or dec is not None or tail is not None:
@@ -158,52 +187,54 @@ def decided_status(
                 decode=dec.to_list() if dec else [],
                 arrival_cv2=tail.to_list() if tail else [],
             )
-    planned = decision.planned
-    conditions = merge_conditions(prev.conditions, [*decision.conditions, *extra_conditions], now_s)
-    serving = api.serving_role(spec.mode)
+    return fitted
+
+
+def _observation_status(observation: Observation) -> api.ObservationStatus:
+    """The observation the decision was made on, with its data-quality notes."""
+    return api.ObservationStatus(
+        time=rfc3339(observation.time_s),
+        request_rate_per_second=observation.request_rate_per_s,
+        isl_mean_tokens=observation.isl_mean_tokens,
+        osl_mean_tokens=observation.osl_mean_tokens,
+        ttft_seconds=observation.ttft_quantile_s,
+        tpot_seconds=observation.tpot_quantile_s,
+        waiting_requests=observation.waiting_requests,
+        running_requests=sum(observation.running_requests.values()) if observation.running_requests else None,
+        kv_usage_fraction=observation.kv_usage_fraction,
+        notes=[f"{n.signal} {n.kind}: {n.message}" for n in observation.notes],
+    )
+
+
+def _forecast_status(decision: Decision) -> api.ForecastStatus:
+    """The planned rate and horizon, and the forecasters' state to resume from."""
+    planned, state = decision.planned, decision.state
+    return api.ForecastStatus(
+        request_rate_per_second=planned.load.rate_per_s if planned else None,
+        horizon_seconds=planned.horizon_s if planned else None,
+        state=state.rate.to_list() if state.rate else [],
+        isl_state=state.isl.to_list() if state.isl else [],
+        osl_state=state.osl.to_list() if state.osl else [],
+        work_state=state.work.to_list() if state.work else [],
+    )
+
+
+def _summary(
+    spec: api.InferencePoolSpec, observation: Observation, pools: Mapping[Role, api.PoolStatus], gpus: int
+) -> api.Summary:
+    """The printer columns: observed quantiles against the targets, replicas current/desired, GPUs."""
     obj = spec.objectives
 
     def replicas_text(role: Role) -> str | None:
         p = pools.get(role)
         return None if p is None else f"{p.current_replicas}/{p.desired_replicas}"
 
-    return api.InferencePoolStatus(
-        observed_generation=generation,
-        conditions=conditions,
-        pools=api.PoolStatuses(**pools),
-        observation=api.ObservationStatus(
-            time=rfc3339(observation.time_s),
-            request_rate_per_second=observation.request_rate_per_s,
-            isl_mean_tokens=observation.isl_mean_tokens,
-            osl_mean_tokens=observation.osl_mean_tokens,
-            ttft_seconds=observation.ttft_quantile_s,
-            tpot_seconds=observation.tpot_quantile_s,
-            waiting_requests=observation.waiting_requests,
-            running_requests=sum(observation.running_requests.values()) if observation.running_requests else None,
-            kv_usage_fraction=observation.kv_usage_fraction,
-            notes=[f"{n.signal} {n.kind}: {n.message}" for n in observation.notes],
-        ),
-        forecast=api.ForecastStatus(
-            request_rate_per_second=planned.load.rate_per_s if planned else None,
-            horizon_seconds=planned.horizon_s if planned else None,
-            state=state.rate.to_list() if state.rate else [],
-            isl_state=state.isl.to_list() if state.isl else [],
-            osl_state=state.osl.to_list() if state.osl else [],
-            work_state=state.work.to_list() if state.work else [],
-        ),
-        performance=api.FittedModels(**fitted) if fitted else None,
-        recommendations=[
-            api.RecommendationRecord(time=r.time_s, **{role: n for role, n in r.replicas.items()})
-            for r in state.recommendations
-        ],
-        last_decision=api.DecisionStatus(time=rfc3339(now_s), reason=decision.reason, dry_run=dry_run),
-        summary=api.Summary(
-            ttft=f"{_ms(observation.ttft_quantile_s)}/{_ms(obj.ttft.target.seconds)}",
-            tpot=f"{_ms(observation.tpot_quantile_s)}/{_ms(obj.tpot.target.seconds)}",
-            prefill=replicas_text("prefill"),
-            decode=replicas_text(serving),
-            gpus=decision.total_gpus,
-        ),
+    return api.Summary(
+        ttft=f"{_ms(observation.ttft_quantile_s)}/{_ms(obj.ttft.target.seconds)}",
+        tpot=f"{_ms(observation.tpot_quantile_s)}/{_ms(obj.tpot.target.seconds)}",
+        prefill=replicas_text("prefill"),
+        decode=replicas_text(api.serving_role(spec.mode)),
+        gpus=gpus,
     )
 
 
