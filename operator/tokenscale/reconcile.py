@@ -11,8 +11,10 @@ are held, never zeroed.
 
 `cycle` runs four steps, passing frozen values between them: `_read` (the concurrent reads) →
 `decide` (pure: planner state from status, performance, free GPUs, `plan()`) → `_act` (the `/scale`
-writes and their Events; the decision learns which scale-ups were written, to time their cold start)
-→ `_explain` (status, exported metrics, the held-decision Event).
+writes and their Events) → `_explain` (`record`, pure: the written scale-ups timed for the cold
+start, and the status; then the status write, exported metrics, the held-decision Event). `decide`
+and `record` are the operator's whole decision path; tests/test_decision_path.py holds it to the
+`plan` CLI's and the simulator's.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import asyncio
 import logging
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
@@ -153,7 +155,7 @@ async def cycle(
         return await _invalid_spec(ctx, seen, str(err), now_s)
     ctx.metrics.planner_seconds.observe(time.perf_counter() - plan_started)
     acted = await _act(ctx, seen, spec, previous, reads, decision, logger)
-    return await _explain(ctx, seen, spec, previous, reads, acted, now_s, started)
+    return await _explain(ctx, seen, spec, previous, reads, decision, acted, now_s, started)
 
 
 @dataclass(frozen=True)
@@ -168,13 +170,21 @@ class Reads:
 
 @dataclass(frozen=True)
 class _Acted:
-    """What acting on a decision did: the decision with its written scale-ups, Events, conditions beyond
-    the planner's, and what each pool became."""
+    """What acting on a decision did: Events, conditions beyond the planner's, and the replicas written."""
 
-    decision: Decision
     events: tuple[EventSpec, ...]
     conditions: tuple[ConditionUpdate, ...]
-    facts: Mapping[Role, st.PoolFacts]  # in the roles' own order, for the status
+    scaled_to: Mapping[Role, int | None]  # replicas written to each pool's /scale (None: not written)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A cycle's outcome as status keeps it: the decision with its written scale-ups timed (for the cold
+    start), what each pool became, and the status."""
+
+    decision: Decision
+    facts: Mapping[Role, st.PoolFacts]  # in the roles' own order
+    status: api.InferencePoolStatus
 
 
 @dataclass(frozen=True)
@@ -248,7 +258,7 @@ async def _act(
     decision: Decision,
     logger: logging.Logger | logging.LoggerAdapter[Any],
 ) -> _Acted:
-    """Write each pool's `/scale` (scale-downs first; not in dry run), with its Events; collect the facts."""
+    """Write each pool's `/scale` (scale-downs first; not in dry run), with its Events."""
     dry_run = spec.dry_run or ctx.config.dry_run
     limited = "; ".join(f"{r} {d.message}" for r, d in decision.pools.items() if d.reason == Reason.NODE_GROUP_FULL)
     events: list[EventSpec] = []
@@ -260,28 +270,49 @@ async def _act(
     if limited:
         extra.append(ConditionUpdate(ConditionType.SCALING_LIMITED, "True", Reason.NODE_GROUP_FULL, limited))
         events.append(EventSpec("Warning", Reason.NODE_GROUP_FULL, limited))
-    facts: dict[Role, st.PoolFacts] = {}
+    scaled_to: dict[Role, int | None] = {}
     failed_down: str | None = None
     for role in write_order(decision.pools):
         d = decision.pools[role]
-        s = reads.scales[role]
-        cap = reads.capacities.get(role)
         scaled = await _scale(ctx, seen, spec, role, d, previous, dry_run, failed_down, logger)
         events.extend(scaled.events)
         extra.extend(scaled.conditions)
         if scaled.failed_down is not None:
             failed_down = scaled.failed_down
+        scaled_to[role] = scaled.scaled_to
+        ctx.metrics.decisions.labels(seen.namespace, seen.name, role, d.binding).inc()
+    return _Acted(tuple(events), tuple(extra), scaled_to)
+
+
+def record(
+    spec: api.InferencePoolSpec,
+    previous: api.InferencePoolStatus | None,
+    generation: int | None,
+    reads: Reads,
+    decision: Decision,
+    scaled_to: Mapping[Role, int | None],
+    conditions: Sequence[ConditionUpdate],
+    dry_run: bool,
+    now_s: float,
+) -> Recorded:
+    """The pure end of a cycle: the scale-ups written (`scaled_to`) timed in the decision's state, each
+    pool's facts from what was read and written, and the status they lead to."""
+    written = {r: n for r, n in decision.scale_ups().items() if scaled_to.get(r) is not None}
+    decision = decision.written(written)
+    facts: dict[Role, st.PoolFacts] = {}
+    for role in decision.pools:
+        s, cap = reads.scales[role], reads.capacities.get(role)
         facts[role] = st.PoolFacts(
             current_replicas=s.replicas,
             ready_replicas=s.ready_replicas,
             gpu_capacity=cap.allocatable_gpus if cap else None,
             gpus_free=cap.free_gpus if cap else None,
-            scaled_to=scaled.scaled_to,
+            scaled_to=scaled_to.get(role),
         )
-        ctx.metrics.decisions.labels(seen.namespace, seen.name, role, d.binding).inc()
-    ordered = {role: facts[role] for role in decision.pools}  # the roles' own order, for the status
-    written = {r: n for r, n in decision.scale_ups().items() if facts[r].scaled_to is not None}
-    return _Acted(decision.written(written), tuple(events), tuple(extra), ordered)
+    status = st.decided_status(
+        spec, previous, generation, reads.observation, decision, facts, conditions, dry_run, now_s
+    )
+    return Recorded(decision, facts, status)
 
 
 async def _scale(
@@ -333,18 +364,19 @@ async def _explain(
     spec: api.InferencePoolSpec,
     previous: api.InferencePoolStatus | None,
     reads: Reads,
+    decision: Decision,
     acted: _Acted,
     now_s: float,
     started: float,
 ) -> CycleOutcome:
     """Write the status (when it changed), export the metrics, and add the Event for a decision held for data."""
-    decision, observation = acted.decision, reads.observation
     dry_run = spec.dry_run or ctx.config.dry_run
-    new_status = st.decided_status(
-        spec, previous, seen.generation, observation, decision, acted.facts, acted.conditions, dry_run, now_s
+    recorded = record(
+        spec, previous, seen.generation, reads, decision, acted.scaled_to, acted.conditions, dry_run, now_s
     )
+    decision, new_status = recorded.decision, recorded.status
     wrote = await _write_if_changed(ctx, seen, new_status)
-    _export(ctx.metrics, seen.namespace, seen.name, spec, observation, decision, acted.facts, new_status)
+    _export(ctx.metrics, seen.namespace, seen.name, spec, reads.observation, decision, recorded.facts, new_status)
     ctx.metrics.reconcile_seconds.labels(seen.namespace, seen.name).observe(time.monotonic() - started)
     events = acted.events
     if decision.held and _reason_changed(previous, ConditionType.METRICS_AVAILABLE, new_status):

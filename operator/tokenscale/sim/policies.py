@@ -161,12 +161,16 @@ class TokenscalePolicy:
     def initial(self, spec: InferencePoolSpec) -> tuple[Counts, planner.PlannerState]:
         return {r: p.min_replicas for r, p in spec.active_pools().items()}, planner.PlannerState()
 
+    def decision(self, now_s: float, view: ControlView, state: planner.PlannerState) -> planner.Decision:
+        """The planner's decision on the view; every scale-up timed for the cold start, since the loop
+        writes every change (`sim.loop.run_policy`) as the operator writes its own."""
+        decision = planner.plan(self.spec, view.observation, state, now_s, self.performance)
+        return decision.written(decision.scale_ups())
+
     def decide(
         self, now_s: float, view: ControlView, state: planner.PlannerState
     ) -> tuple[Counts, planner.PlannerState]:
-        decision = planner.plan(self.spec, view.observation, state, now_s, self.performance)
-        # The loop writes every change (`sim.loop.run_policy`), so every scale-up is timed for the cold start.
-        decision = decision.written(decision.scale_ups())
+        decision = self.decision(now_s, view, state)
         return {r: d.desired_replicas for r, d in decision.pools.items()}, decision.state
 
 
