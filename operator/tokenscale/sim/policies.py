@@ -49,7 +49,7 @@ from tokenscale.planner import plan as planner
 from tokenscale.planner import sizing
 from tokenscale.planner.observation import Observation
 from tokenscale.planner.perf import ReplicaPerformance
-from tokenscale.sim.fleet import PoolSnapshot
+from tokenscale.sim.snapshot import PoolSnapshot
 from tokenscale.sim.workload import Workload
 
 Counts = dict[Role, int]
