@@ -13,6 +13,8 @@ from tokenscale.api import Role
 from tokenscale.kube import capacity, scale
 from tokenscale.planner.observation import Observation, ReplicaCounts
 from tokenscale.planner.plan import PoolDecision
+from tokenscale.planner.reasons import Reason
+from tokenscale.planner.sizing import Binding
 
 T0 = 1_790_000_000.0
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,8 +116,8 @@ def test_room_in_a_node_group_counts_replicas_whose_pods_are_not_listed_yet(
 
 def _decision(role: Role, current: int, desired: int) -> PoolDecision:
     return PoolDecision(role=role, current_replicas=current, desired_replicas=desired, gpus=4 * desired,
-                        predicted_ttft_s=None, predicted_tpot_s=None, kv_usage_fraction=None, binding="ttft",
-                        reason="", message="")  # fmt: skip
+                        predicted_ttft_s=None, predicted_tpot_s=None, kv_usage_fraction=None, binding=Binding.TTFT,
+                        reason=Reason.STEADY, message="")  # fmt: skip
 
 
 @pytest.mark.parametrize(
