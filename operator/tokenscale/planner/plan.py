@@ -177,7 +177,8 @@ def plan(
     if missing or seen is None:
         return _hold(spec, observation, state, now_s, current, missing)
 
-    horizon_s = state.cold_starts.horizon_s() or spec.forecast.cold_start.seconds
+    measured_s = state.cold_starts.horizon_s()
+    horizon_s = spec.forecast.cold_start.seconds if measured_s is None else measured_s
     planned, next_state, performance = _planned_load(spec, observation, seen, state, now_s, horizon_s, performance)
     sized = size_pools(spec, planned.load, performance)
     partial = sorted({n.signal for n in observation.notes if n.unavailable})
