@@ -1,74 +1,85 @@
-"""The pure steps of one operator cycle: cold-start timing, the first cycles' phases, a node group's room and
-the order of /scale writes."""
+"""The pure steps of one operator cycle: the decision with the cold start status records, the first cycles'
+phases, a node group's room and the order of /scale writes."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
-from tokenscale import api, reconcile
+from tokenscale import api, manifests, reconcile
 from tokenscale import status as st
 from tokenscale.api import Role
-from tokenscale.kube import capacity
+from tokenscale.kube import capacity, scale
+from tokenscale.planner.observation import Observation, ReplicaCounts
 from tokenscale.planner.plan import PoolDecision
+from tokenscale.planner.reasons import Reason
+from tokenscale.planner.sizing import Binding
 
 T0 = 1_790_000_000.0
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = manifests.load_one_pool(ROOT / "examples" / "vllm-disaggregated-70b.yaml").pool.spec
 
 
-@dataclass(frozen=True)
-class _Scale:
-    replicas: int
-    ready_replicas: int
+def _scale(replicas: int, ready: int) -> scale.ScaleState:
+    return scale.ScaleState(replicas, replicas, "app=x", ready, True, "1")
 
 
 def _previous(**decode: object) -> api.InferencePoolStatus:
     return api.InferencePoolStatus(pools=api.PoolStatuses(decode=api.PoolStatus(**decode)))  # type: ignore[arg-type]
 
 
+def _reads(spec: api.InferencePoolSpec, decode: scale.ScaleState) -> reconcile.Reads:
+    scales = {"prefill": _scale(1, 1), "decode": decode}
+    replicas = {r: ReplicaCounts(s.replicas, s.ready_replicas) for r, s in scales.items()}
+    return reconcile.Reads(scales, {}, {}, Observation(T0, 4.0, 2000.0, 300.0, replicas))
+
+
 @pytest.mark.parametrize(
-    ("previous", "scale", "measured", "timing"),
+    ("previous", "decode", "horizon_s", "status"),
     [
-        pytest.param(None, _Scale(4, 2), {}, {}, id="nothing-recorded"),
+        pytest.param(None, _scale(4, 2), None, (None, None, None), id="nothing-recorded"),
         pytest.param(
             _previous(scale_up_time=st.rfc3339(T0 - 100), scale_up_replicas=4),
-            _Scale(4, 2),
-            {},
-            {"decode": (T0 - 100, 4)},
+            _scale(4, 2),
+            None,
+            (None, st.rfc3339(T0 - 100), 4),
             id="still-starting-keeps-timing",
         ),
         pytest.param(
-            _previous(scale_up_time=st.rfc3339(T0 - 100), scale_up_replicas=4),
-            _Scale(4, 4),
-            {"decode": 100.0},
-            {},
-            id="ready-first-measurement",
-        ),
-        pytest.param(
             _previous(scale_up_time=st.rfc3339(T0 - 100), scale_up_replicas=4, cold_start_seconds=200.0),
-            _Scale(4, 4),
-            {"decode": 150.0},
-            {},
+            _scale(4, 4),
+            150.0,
+            (150.0, None, None),
             id="ready-blended-with-previous",
         ),
         pytest.param(
             _previous(scale_up_time=st.rfc3339(T0 - 100), scale_up_replicas=4, cold_start_seconds=200.0),
-            _Scale(2, 2),
-            {"decode": 200.0},
-            {},
+            _scale(2, 2),
+            200.0,
+            (200.0, None, None),
             id="scaled-back-before-ready-stops-timing",
         ),
     ],
 )
-def test_cold_start_is_timed_from_scale_up_to_ready(
+def test_the_cold_start_recorded_in_status_sets_the_horizon_and_is_written_back(
     previous: api.InferencePoolStatus | None,
-    scale: _Scale,
-    measured: dict[str, float],
-    timing: dict[str, tuple[float, int]],
+    decode: scale.ScaleState,
+    horizon_s: float | None,
+    status: tuple[float | None, str | None, int | None],
 ) -> None:
-    got_measured, got_timing = reconcile._cold_start(previous, {"decode": scale}, T0)
-    assert got_measured == pytest.approx(measured)
-    assert got_timing == timing
+    """`decide` reads the scale-up being timed from status and the replicas from `/scale`; the status
+    it leads to carries the measurement on (the timing itself is `coldstart`'s, tests/planner/test_coldstart.py)."""
+    spec = SPEC
+    reads = _reads(spec, decode)
+    decision = reconcile.decide(spec, previous, reads, T0)
+    assert decision.planned is not None
+    assert decision.planned.horizon_s == (spec.forecast.cold_start.seconds if horizon_s is None else horizon_s)
+    facts = {r: st.PoolFacts(d.current_replicas, d.current_replicas) for r, d in decision.pools.items()}
+    written = st.decided_status(spec, previous, 1, reads.observation, decision, facts, [], False, T0)
+    pool = written.pools.decode
+    assert pool is not None
+    assert (pool.cold_start_seconds, pool.scale_up_time, pool.scale_up_replicas) == status
 
 
 def test_first_cycles_spread_over_the_interval_and_stay_put() -> None:
@@ -105,8 +116,8 @@ def test_room_in_a_node_group_counts_replicas_whose_pods_are_not_listed_yet(
 
 def _decision(role: Role, current: int, desired: int) -> PoolDecision:
     return PoolDecision(role=role, current_replicas=current, desired_replicas=desired, gpus=4 * desired,
-                        predicted_ttft_s=None, predicted_tpot_s=None, kv_usage_fraction=None, binding="ttft",
-                        reason="", message="")  # fmt: skip
+                        predicted_ttft_s=None, predicted_tpot_s=None, kv_usage_fraction=None, binding=Binding.TTFT,
+                        reason=Reason.STEADY, message="")  # fmt: skip
 
 
 @pytest.mark.parametrize(

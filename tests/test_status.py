@@ -16,6 +16,7 @@ from tokenscale.planner import plan as planner
 from tokenscale.planner import profiles
 from tokenscale.planner.observation import Observation, ReplicaCounts
 from tokenscale.planner.plan import ConditionUpdate
+from tokenscale.planner.reasons import ConditionType, Reason
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_790_000_000.0  # whole seconds: status times are RFC 3339 to the second
@@ -76,9 +77,13 @@ def test_a_restart_between_cycles_changes_no_decision(rates: tuple[float, ...]) 
 
 
 def test_conditions_keep_their_transition_time_until_the_status_changes() -> None:
-    first = st.merge_conditions([], [ConditionUpdate("Ready", "True", "Active", "ok")], T0)
-    same = st.merge_conditions(first, [ConditionUpdate("Ready", "True", "Active", "still ok")], T0 + 60)
-    flipped = st.merge_conditions(same, [ConditionUpdate("Ready", "False", "TargetNotFound", "gone")], T0 + 120)
+    first = st.merge_conditions([], [ConditionUpdate(ConditionType.READY, "True", Reason.ACTIVE, "ok")], T0)
+    same = st.merge_conditions(
+        first, [ConditionUpdate(ConditionType.READY, "True", Reason.ACTIVE, "still ok")], T0 + 60
+    )
+    flipped = st.merge_conditions(
+        same, [ConditionUpdate(ConditionType.READY, "False", Reason.TARGET_NOT_FOUND, "gone")], T0 + 120
+    )
     assert first[0].last_transition_time == same[0].last_transition_time == st.rfc3339(T0)
     assert same[0].message == "still ok"
     assert flipped[0].last_transition_time == st.rfc3339(T0 + 120)

@@ -10,8 +10,11 @@ missing target, a missing Secret, Prometheus down) becomes a condition and an Ev
 are held, never zeroed.
 
 `cycle` runs four steps, passing frozen values between them: `_read` (the concurrent reads) →
-`_decide` (planner state, cold start, performance, free GPUs, `plan()`) → `_act` (the `/scale`
-writes and their Events) → `_explain` (status, exported metrics, the held-decision Event).
+`decide` (pure: planner state from status, performance, free GPUs, `plan()`) → `_act` (the `/scale`
+writes and their Events) → `_explain` (`record`, pure: the written scale-ups timed for the cold
+start, and the status; then the status write, exported metrics, the held-decision Event). `decide`
+and `record` are the operator's whole decision path; tests/test_decision_path.py holds it to the
+`plan` CLI's and the simulator's.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import asyncio
 import logging
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
@@ -35,13 +38,13 @@ from tokenscale.kube import capacity, pools, scale
 from tokenscale.metrics.observe import ObservationResult, observe
 from tokenscale.metrics.prometheus import Credentials, PrometheusClient
 from tokenscale.planner import plan as plan_mod
-from tokenscale.planner import profiles, reasons
+from tokenscale.planner import profiles
 from tokenscale.planner.observation import Observation, ReplicaCounts
 from tokenscale.planner.plan import ConditionUpdate, Decision
+from tokenscale.planner.reasons import ConditionType, Reason
 from tokenscale.telemetry import OperatorMetrics
 
 INVALID_SPEC_RETRY_S = 60.0
-COLD_START_SMOOTHING = 0.5  # weight of a new cold-start measurement against the previous one
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ class EventSpec:
     """An Event for the pool: type Normal or Warning, a CamelCase reason, one sentence."""
 
     type: str
-    reason: str
+    reason: Reason
     message: str
 
 
@@ -130,8 +133,10 @@ async def cycle(
     interval_s = spec.interval.seconds
     if spec.paused:
         updates = [
-            ConditionUpdate(reasons.READY, "True", reasons.PAUSED, "spec.paused is true: nothing is read or changed"),
-            ConditionUpdate(reasons.SCALING_ACTIVE, "False", reasons.PAUSED, "spec.paused is true"),
+            ConditionUpdate(
+                ConditionType.READY, "True", Reason.PAUSED, "spec.paused is true: nothing is read or changed"
+            ),
+            ConditionUpdate(ConditionType.SCALING_ACTIVE, "False", Reason.PAUSED, "spec.paused is true"),
         ]
         return await _conditions_only(ctx, seen, updates, now_s, interval_s)
     try:
@@ -139,20 +144,22 @@ async def cycle(
     except scale.KubeError as failed:  # pools.MissingReference too
         ctx.metrics.cycle_errors.labels(namespace, name, failed.reason).inc()
         updates = [
-            ConditionUpdate(reasons.READY, "False", failed.reason, str(failed)),
-            ConditionUpdate(reasons.SCALING_ACTIVE, "False", failed.reason, "replicas are held: " + str(failed)),
+            ConditionUpdate(ConditionType.READY, "False", failed.reason, str(failed)),
+            ConditionUpdate(ConditionType.SCALING_ACTIVE, "False", failed.reason, "replicas are held: " + str(failed)),
         ]
         return await _conditions_only(ctx, seen, updates, now_s, interval_s)
+    plan_started = time.perf_counter()
     try:
-        decided = _decide(ctx, spec, previous, reads, now_s)
+        decision = decide(spec, previous, reads, now_s)
     except profiles.ProfileError as err:  # an unknown GPU or model preset: the spec's, not a bug (issue 13)
         return await _invalid_spec(ctx, seen, str(err), now_s)
-    acted = await _act(ctx, seen, spec, previous, reads, decided, now_s, logger)
-    return await _explain(ctx, seen, spec, previous, reads, decided, acted, now_s, started)
+    ctx.metrics.planner_seconds.observe(time.perf_counter() - plan_started)
+    acted = await _act(ctx, seen, spec, previous, reads, decision, logger)
+    return await _explain(ctx, seen, spec, previous, reads, decision, acted, now_s, started)
 
 
 @dataclass(frozen=True)
-class _Reads:
+class Reads:
     """What a cycle read: the targets' `/scale`, their node groups, the ConfigMap profiles and the metrics."""
 
     scales: Mapping[Role, scale.ScaleState]
@@ -162,21 +169,22 @@ class _Reads:
 
 
 @dataclass(frozen=True)
-class _Decided:
-    """The planner's decision, with the cold starts it was made with and the scale-ups still being timed."""
-
-    decision: Decision
-    cold_starts: Mapping[Role, float]
-    timing: Mapping[Role, tuple[float | None, int | None]]
-
-
-@dataclass(frozen=True)
 class _Acted:
-    """What acting on a decision did: Events, conditions beyond the planner's, and what each pool became."""
+    """What acting on a decision did: Events, conditions beyond the planner's, and the replicas written."""
 
     events: tuple[EventSpec, ...]
     conditions: tuple[ConditionUpdate, ...]
-    facts: Mapping[Role, st.PoolFacts]  # in the roles' own order, for the status
+    scaled_to: Mapping[Role, int | None]  # replicas written to each pool's /scale (None: not written)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A cycle's outcome as status keeps it: the decision with its written scale-ups timed (for the cold
+    start), what each pool became, and the status."""
+
+    decision: Decision
+    facts: Mapping[Role, st.PoolFacts]  # in the roles' own order
+    status: api.InferencePoolStatus
 
 
 @dataclass(frozen=True)
@@ -191,12 +199,12 @@ class _Scaled:
 
 async def _invalid_spec(ctx: OperatorContext, seen: _Seen, message: str, now_s: float) -> CycleOutcome:
     """A spec that can never be planned: Ready=False InvalidSpec, counted, retried after a while."""
-    ctx.metrics.cycle_errors.labels(seen.namespace, seen.name, reasons.INVALID_SPEC).inc()
-    update = ConditionUpdate(reasons.READY, "False", reasons.INVALID_SPEC, message)
+    ctx.metrics.cycle_errors.labels(seen.namespace, seen.name, Reason.INVALID_SPEC).inc()
+    update = ConditionUpdate(ConditionType.READY, "False", Reason.INVALID_SPEC, message)
     return await _conditions_only(ctx, seen, [update], now_s, INVALID_SPEC_RETRY_S)
 
 
-async def _read(ctx: OperatorContext, namespace: str, name: str, spec: api.InferencePoolSpec, now_s: float) -> _Reads:
+async def _read(ctx: OperatorContext, namespace: str, name: str, spec: api.InferencePoolSpec, now_s: float) -> Reads:
     """Read the targets (then their node groups), the referenced ConfigMaps and the metrics concurrently.
 
     Raises the first read's exception: a `scale.KubeError` is the world's (the caller holds), any
@@ -221,38 +229,24 @@ async def _read(ctx: OperatorContext, namespace: str, name: str, spec: api.Infer
     observation = replace(result.observation, replicas=replicas)
     for kind in result.errors.values():
         ctx.metrics.query_errors.labels(namespace, name, kind).inc()
-    return _Reads(scales, capacities, loaded_profiles, observation)
+    return Reads(scales, capacities, loaded_profiles, observation)
 
 
-def _decide(
-    ctx: OperatorContext,
-    spec: api.InferencePoolSpec,
-    previous: api.InferencePoolStatus | None,
-    reads: _Reads,
-    now_s: float,
-) -> _Decided:
-    """Plan the pool from what was read and the state its status carries.
+def decide(
+    spec: api.InferencePoolSpec, previous: api.InferencePoolStatus | None, reads: Reads, now_s: float
+) -> Decision:
+    """Plan the pool from what was read and the state its status carries: the operator's decision, pure.
 
     Raises `profiles.ProfileError` for an unknown GPU or model preset.
     """
-    scales = reads.scales
-    state = st.planner_state(previous)
-    if not state.recommendations:
-        # After a restart with no recorded history nothing scales down before a full window (STYLE.md §22).
-        seeded = plan_mod.Recommendation(now_s, {r: s.replicas for r, s in scales.items()})
-        state = replace(state, recommendations=(seeded,))
-    cold_starts, timing = _cold_start(previous, scales, now_s)
-    cold_start_s = max(cold_starts.values()) if cold_starts else None
     performance = profiles.resolve_all(spec, reads.profiles)
-    plan_started = time.perf_counter()
     free_gpus = {
-        role: room_gpus(cap, scales[role].replicas, spec.active_pools()[role].gpus_per_replica)
+        role: room_gpus(cap, reads.scales[role].replicas, spec.active_pools()[role].gpus_per_replica)
         for role, cap in reads.capacities.items()
         if cap is not None and spec.active_pools()[role].node_group is not None
     }
-    decision = plan_mod.plan(spec, reads.observation, state, now_s, performance, cold_start_s, free_gpus)
-    ctx.metrics.planner_seconds.observe(time.perf_counter() - plan_started)
-    return _Decided(decision, cold_starts, timing)
+    state = st.planner_state(previous)
+    return plan_mod.plan(spec, reads.observation, state, now_s, performance, free_gpus=free_gpus)
 
 
 async def _act(
@@ -260,51 +254,65 @@ async def _act(
     seen: _Seen,
     spec: api.InferencePoolSpec,
     previous: api.InferencePoolStatus | None,
-    reads: _Reads,
-    decided: _Decided,
-    now_s: float,
+    reads: Reads,
+    decision: Decision,
     logger: logging.Logger | logging.LoggerAdapter[Any],
 ) -> _Acted:
-    """Write each pool's `/scale` (scale-downs first; not in dry run), with its Events; collect the facts."""
-    decision = decided.decision
+    """Write each pool's `/scale` (scale-downs first; not in dry run), with its Events."""
     dry_run = spec.dry_run or ctx.config.dry_run
-    limited = "; ".join(f"{r} {d.message}" for r, d in decision.pools.items() if d.reason == reasons.NODE_GROUP_FULL)
+    limited = "; ".join(f"{r} {d.message}" for r, d in decision.pools.items() if d.reason == Reason.NODE_GROUP_FULL)
     events: list[EventSpec] = []
-    extra: list[ConditionUpdate] = [ConditionUpdate(reasons.READY, "True", reasons.ACTIVE, "the pool is planned")]
+    extra: list[ConditionUpdate] = [ConditionUpdate(ConditionType.READY, "True", Reason.ACTIVE, "the pool is planned")]
     if ctx.config.dry_run and not spec.dry_run:
         extra.append(
-            ConditionUpdate(reasons.SCALING_ACTIVE, "False", reasons.DRY_RUN, "the operator runs with --dry-run")
+            ConditionUpdate(ConditionType.SCALING_ACTIVE, "False", Reason.DRY_RUN, "the operator runs with --dry-run")
         )
     if limited:
-        extra.append(ConditionUpdate(reasons.SCALING_LIMITED, "True", reasons.NODE_GROUP_FULL, limited))
-        events.append(EventSpec("Warning", reasons.NODE_GROUP_FULL, limited))
-    facts: dict[Role, st.PoolFacts] = {}
+        extra.append(ConditionUpdate(ConditionType.SCALING_LIMITED, "True", Reason.NODE_GROUP_FULL, limited))
+        events.append(EventSpec("Warning", Reason.NODE_GROUP_FULL, limited))
+    scaled_to: dict[Role, int | None] = {}
     failed_down: str | None = None
     for role in write_order(decision.pools):
         d = decision.pools[role]
-        s = reads.scales[role]
-        cap = reads.capacities.get(role)
-        scale_up_time, scale_up_replicas = decided.timing.get(role, (None, None))
         scaled = await _scale(ctx, seen, spec, role, d, previous, dry_run, failed_down, logger)
         events.extend(scaled.events)
         extra.extend(scaled.conditions)
         if scaled.failed_down is not None:
             failed_down = scaled.failed_down
-        if scaled.scaled_to is not None and d.desired_replicas > d.current_replicas and scale_up_time is None:
-            scale_up_time, scale_up_replicas = now_s, d.desired_replicas
+        scaled_to[role] = scaled.scaled_to
+        ctx.metrics.decisions.labels(seen.namespace, seen.name, role, d.binding).inc()
+    return _Acted(tuple(events), tuple(extra), scaled_to)
+
+
+def record(
+    spec: api.InferencePoolSpec,
+    previous: api.InferencePoolStatus | None,
+    generation: int | None,
+    reads: Reads,
+    decision: Decision,
+    scaled_to: Mapping[Role, int | None],
+    conditions: Sequence[ConditionUpdate],
+    dry_run: bool,
+    now_s: float,
+) -> Recorded:
+    """The pure end of a cycle: the scale-ups written (`scaled_to`) timed in the decision's state, each
+    pool's facts from what was read and written, and the status they lead to."""
+    written = {r: n for r, n in decision.scale_ups().items() if scaled_to.get(r) is not None}
+    decision = decision.written(written)
+    facts: dict[Role, st.PoolFacts] = {}
+    for role in decision.pools:
+        s, cap = reads.scales[role], reads.capacities.get(role)
         facts[role] = st.PoolFacts(
             current_replicas=s.replicas,
             ready_replicas=s.ready_replicas,
             gpu_capacity=cap.allocatable_gpus if cap else None,
             gpus_free=cap.free_gpus if cap else None,
-            scaled_to=scaled.scaled_to,
-            cold_start_s=decided.cold_starts.get(role),
-            scale_up_time_s=scale_up_time,
-            scale_up_replicas=scale_up_replicas,
+            scaled_to=scaled_to.get(role),
         )
-        ctx.metrics.decisions.labels(seen.namespace, seen.name, role, d.binding).inc()
-    ordered = {role: facts[role] for role in decision.pools}  # the roles' own order, for the status
-    return _Acted(tuple(events), tuple(extra), ordered)
+    status = st.decided_status(
+        spec, previous, generation, reads.observation, decision, facts, conditions, dry_run, now_s
+    )
+    return Recorded(decision, facts, status)
 
 
 async def _scale(
@@ -325,13 +333,13 @@ async def _scale(
     text = f"{role} {verb} {d.current_replicas}→{d.desired_replicas}: {d.message or d.reason}"
     if dry_run:
         if _desired_before(previous, role) != d.desired_replicas:
-            return _Scaled(events=(EventSpec("Normal", reasons.WOULD_SCALE, text),))
+            return _Scaled(events=(EventSpec("Normal", Reason.WOULD_SCALE, text),))
         return _Scaled()
     if failed_down is not None and spec.gpu_budget is not None and d.desired_replicas > d.current_replicas:
         message = f"{role}: scale-up to {d.desired_replicas} not written, since {failed_down}"
         return _Scaled(
-            events=(EventSpec("Warning", reasons.SCALE_FAILED, message),),
-            conditions=(ConditionUpdate(reasons.SCALING_ACTIVE, "False", reasons.SCALE_FAILED, message),),
+            events=(EventSpec("Warning", Reason.SCALE_FAILED, message),),
+            conditions=(ConditionUpdate(ConditionType.SCALING_ACTIVE, "False", Reason.SCALE_FAILED, message),),
         )
     target = spec.active_pools()[role].scale_target_ref
     try:
@@ -339,14 +347,14 @@ async def _scale(
     except scale.KubeError as err:
         down = d.desired_replicas < d.current_replicas
         return _Scaled(
-            events=(EventSpec("Warning", reasons.SCALE_FAILED, f"{role}: {err}"),),
-            conditions=(ConditionUpdate(reasons.SCALING_ACTIVE, "False", reasons.SCALE_FAILED, str(err)),),
+            events=(EventSpec("Warning", Reason.SCALE_FAILED, f"{role}: {err}"),),
+            conditions=(ConditionUpdate(ConditionType.SCALING_ACTIVE, "False", Reason.SCALE_FAILED, str(err)),),
             failed_down=f"the scale-down of {role} that makes room for it within gpuBudget failed" if down else None,
         )
     up = d.desired_replicas > d.current_replicas
     ctx.metrics.scaling_actions.labels(seen.namespace, seen.name, role, "up" if up else "down").inc()
     logger.info("scaled %s %d->%d reason=%s", role, d.current_replicas, d.desired_replicas, d.reason)
-    event = EventSpec("Normal", reasons.SCALED_UP if up else reasons.SCALED_DOWN, text)
+    event = EventSpec("Normal", Reason.SCALED_UP if up else Reason.SCALED_DOWN, text)
     return _Scaled(events=(event,), scaled_to=written.replicas)
 
 
@@ -355,24 +363,24 @@ async def _explain(
     seen: _Seen,
     spec: api.InferencePoolSpec,
     previous: api.InferencePoolStatus | None,
-    reads: _Reads,
-    decided: _Decided,
+    reads: Reads,
+    decision: Decision,
     acted: _Acted,
     now_s: float,
     started: float,
 ) -> CycleOutcome:
     """Write the status (when it changed), export the metrics, and add the Event for a decision held for data."""
-    decision, observation = decided.decision, reads.observation
     dry_run = spec.dry_run or ctx.config.dry_run
-    new_status = st.decided_status(
-        spec, previous, seen.generation, observation, decision, acted.facts, acted.conditions, dry_run, now_s
+    recorded = record(
+        spec, previous, seen.generation, reads, decision, acted.scaled_to, acted.conditions, dry_run, now_s
     )
+    decision, new_status = recorded.decision, recorded.status
     wrote = await _write_if_changed(ctx, seen, new_status)
-    _export(ctx.metrics, seen.namespace, seen.name, spec, observation, decision, acted.facts, new_status)
+    _export(ctx.metrics, seen.namespace, seen.name, spec, reads.observation, decision, recorded.facts, new_status)
     ctx.metrics.reconcile_seconds.labels(seen.namespace, seen.name).observe(time.monotonic() - started)
     events = acted.events
-    if decision.held and _reason_changed(previous, reasons.METRICS_AVAILABLE, new_status):
-        events += (EventSpec("Warning", reasons.METRICS_MISSING, decision.reason),)
+    if decision.held and _reason_changed(previous, ConditionType.METRICS_AVAILABLE, new_status):
+        events += (EventSpec("Warning", Reason.METRICS_MISSING, decision.reason),)
     return CycleOutcome(events, spec.interval.seconds, wrote, decision)
 
 
@@ -454,7 +462,9 @@ def _desired_before(previous: api.InferencePoolStatus | None, role: Role) -> int
     return pool.desired_replicas if pool else None
 
 
-def _reason_changed(previous: api.InferencePoolStatus | None, ctype: str, new: api.InferencePoolStatus) -> bool:
+def _reason_changed(
+    previous: api.InferencePoolStatus | None, ctype: ConditionType, new: api.InferencePoolStatus
+) -> bool:
     def reason(s: api.InferencePoolStatus | None) -> str | None:
         return next((c.reason for c in s.conditions if c.type == ctype), None) if s else None
 
@@ -468,7 +478,7 @@ async def _conditions_only(
     new_status = st.condition_only_status(seen.status, seen.generation, updates, now_s)
     wrote = await _write_if_changed(ctx, seen, new_status)
     events = tuple(
-        EventSpec("Normal" if u.reason == reasons.PAUSED else "Warning", u.reason, u.message)
+        EventSpec("Normal" if u.reason == Reason.PAUSED else "Warning", u.reason, u.message)
         for u in updates[:1]
         if _reason_changed(seen.status, u.type, new_status)
     )
@@ -570,42 +580,10 @@ async def _profiles(ctx: OperatorContext, namespace: str, spec: api.InferencePoo
             out[role] = api.PerformanceProfile.model_validate(yaml.safe_load(text))
         except (yaml.YAMLError, ValidationError) as err:
             raise pools.MissingReference(
-                reasons.INVALID_PROFILE,
+                Reason.INVALID_PROFILE,
                 f"ConfigMap {namespace}/{ref.name} key {ref.key} is not a PerformanceProfile: {err}",
             ) from None
     return out
-
-
-def _cold_start(
-    previous: api.InferencePoolStatus | None, scales: Mapping[Role, Any], now_s: float
-) -> tuple[dict[Role, float], dict[Role, tuple[float | None, int | None]]]:
-    """Measured cold start per pool, and the scale-ups still being timed (start time, replicas).
-
-    A scale-up is timed from the cycle that wrote it to the first cycle that sees that many
-    replicas ready; the result is blended with the previous measurement (weight 0.5), since one
-    node's image pull is not every node's. The planner's horizon is the slowest pool's.
-    """
-    measured: dict[Role, float] = {}
-    timing: dict[Role, tuple[float | None, int | None]] = {}
-    for role, s in scales.items():
-        old = previous.pools.get(role) if previous else None
-        if old is None:
-            continue
-        if old.cold_start_seconds is not None:
-            measured[role] = old.cold_start_seconds
-        started = st.epoch_s(old.scale_up_time)
-        if started is None or old.scale_up_replicas is None:
-            continue
-        if s.ready_replicas >= old.scale_up_replicas:
-            sample = now_s - started
-            prior = old.cold_start_seconds
-            measured[role] = (
-                sample if prior is None else COLD_START_SMOOTHING * sample + (1 - COLD_START_SMOOTHING) * prior
-            )
-        elif s.replicas >= old.scale_up_replicas:
-            timing[role] = (started, old.scale_up_replicas)
-        # else: scaled back down before it was ready; nothing to time
-    return measured, timing
 
 
 def _export(

@@ -17,6 +17,7 @@ from typing import Any
 from tokenscale.api import InferencePoolSpec
 from tokenscale.planner.observation import Observation
 from tokenscale.planner.plan import Decision
+from tokenscale.planner.reasons import wire
 from tokenscale.tables import Table
 
 
@@ -34,8 +35,8 @@ def decision_json(decision: Decision) -> dict[str, Any]:
             "current_replicas": d.current_replicas,
             "gpus": d.gpus,
             "predicted": predicted,
-            "binding": str(d.binding),
-            "reason": d.reason,
+            "binding": wire(d.binding),
+            "reason": wire(d.reason),
             "message": d.message,
         }
     out["gpus"] = decision.total_gpus
@@ -53,7 +54,8 @@ def decision_json(decision: Decision) -> dict[str, Any]:
         }
     )
     out["conditions"] = [
-        {"type": c.type, "status": c.status, "reason": c.reason, "message": c.message} for c in decision.conditions
+        {"type": wire(c.type), "status": c.status, "reason": wire(c.reason), "message": c.message}
+        for c in decision.conditions
     ]
     return out
 
@@ -73,8 +75,8 @@ def decision_table(name: str, spec: InferencePoolSpec, decision: Decision) -> Ta
     for role, d in decision.pools.items():
         kv = "-" if d.kv_usage_fraction is None else f"{d.kv_usage_fraction:.0%}"
         replicas = f"{d.current_replicas} → {d.desired_replicas}" if d.changed else str(d.current_replicas)
-        table.add_row(role, replicas, str(d.gpus), _ms(d.predicted_ttft_s), _ms(d.predicted_tpot_s), kv, d.binding,
-                      d.reason)  # fmt: skip
+        table.add_row(role, replicas, str(d.gpus), _ms(d.predicted_ttft_s), _ms(d.predicted_tpot_s), kv,
+                      wire(d.binding), wire(d.reason))  # fmt: skip
     if decision.planned is not None:
         load = decision.planned.load
         table.add_section()

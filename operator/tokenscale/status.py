@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from tokenscale import api
 from tokenscale.api import Role
 from tokenscale.planner.calibration import Calibration
+from tokenscale.planner.coldstart import ColdStarts, ScaleUp
 from tokenscale.planner.forecast import SeriesState
 from tokenscale.planner.observation import CAVEAT_KINDS, Observation
 from tokenscale.planner.plan import ConditionUpdate, Decision, PlannerState, Recommendation
-from tokenscale.planner.reasons import CONDITION_TYPES
+from tokenscale.planner.reasons import CONDITION_TYPES, wire
 from tokenscale.planner.tail import TailFit
 
 
@@ -44,6 +45,8 @@ def planner_state(status: api.InferencePoolStatus | None) -> PlannerState:
     recommendations = tuple(Recommendation(r.time, r.by_role()) for r in status.recommendations)
     forecast = status.forecast
     last_scale: dict[Role, float] = {}
+    cold_measured: dict[Role, float] = {}
+    cold_timing: dict[Role, ScaleUp] = {}
     prefill_cal: dict[Role, Calibration] = {}
     decode_cal: dict[Role, Calibration] = {}
     tail: TailFit | None = None
@@ -51,6 +54,10 @@ def planner_state(status: api.InferencePoolStatus | None) -> PlannerState:
         pool = status.pools.get(role)
         if pool is not None and (t := epoch_s(pool.last_scale_time)) is not None:
             last_scale[role] = t
+        if pool is not None and pool.cold_start_seconds is not None:
+            cold_measured[role] = pool.cold_start_seconds
+        if pool is not None and (t := epoch_s(pool.scale_up_time)) is not None and pool.scale_up_replicas is not None:
+            cold_timing[role] = ScaleUp(t, pool.scale_up_replicas)
         fitted = status.performance.get(role) if status.performance else None
         if fitted is not None:
             if fitted.prefill:
@@ -69,21 +76,19 @@ def planner_state(status: api.InferencePoolStatus | None) -> PlannerState:
         prefill_calibration=prefill_cal,
         decode_calibration=decode_cal,
         tail=tail,
+        cold_starts=ColdStarts(cold_measured, cold_timing),
     )
 
 
 @dataclass(frozen=True)
 class PoolFacts:
-    """What the cycle learned about one pool outside the planner: /scale, readiness, node group, cold start."""
+    """What the cycle learned about one pool outside the planner: /scale, readiness, node group."""
 
     current_replicas: int
     ready_replicas: int
     gpu_capacity: int | None = None
     gpus_free: int | None = None
     scaled_to: int | None = None  # replicas written to /scale this cycle (None: not scaled)
-    cold_start_s: float | None = None
-    scale_up_time_s: float | None = None
-    scale_up_replicas: int | None = None
 
 
 def merge_conditions(
@@ -95,9 +100,9 @@ def merge_conditions(
         prev = by_type.get(u.type)
         moved = prev is None or prev.status != u.status
         by_type[u.type] = api.Condition(
-            type=u.type,
+            type=wire(u.type),
             status=u.status,
-            reason=u.reason,
+            reason=wire(u.reason),
             message=u.message,
             last_transition_time=rfc3339(now_s) if moved or prev is None else prev.last_transition_time,
         )
@@ -123,12 +128,35 @@ def decided_status(
     """The status after one cycle: the decision, the observation behind it, and the state to carry on."""
     prev = previous or api.InferencePoolStatus()
     state = decision.state
-    pools: dict[str, api.PoolStatus] = {}
-    fitted: dict[str, api.FittedModel] = {}
+    pools = _pool_statuses(prev, decision, facts)
+    fitted = _fitted_models(state, decision.pools)
+    return api.InferencePoolStatus(
+        observed_generation=generation,
+        conditions=merge_conditions(prev.conditions, [*decision.conditions, *extra_conditions], now_s),
+        pools=api.PoolStatuses(**pools),
+        observation=_observation_status(observation),
+        forecast=_forecast_status(decision),
+        performance=api.FittedModels(**fitted) if fitted else None,
+        recommendations=[
+            api.RecommendationRecord(time=r.time_s, **{role: n for role, n in r.replicas.items()})
+            for r in state.recommendations
+        ],
+        last_decision=api.DecisionStatus(time=rfc3339(now_s), reason=decision.reason, dry_run=dry_run),
+        summary=_summary(spec, observation, pools, decision.total_gpus),
+    )
+
+
+def _pool_statuses(
+    prev: api.InferencePoolStatus, decision: Decision, facts: Mapping[Role, PoolFacts]
+) -> dict[Role, api.PoolStatus]:
+    """Each pool's replicas (as written, else as read), prediction, last scale and cold start."""
+    state = decision.state
+    pools: dict[Role, api.PoolStatus] = {}
     for role, d in decision.pools.items():
         f = facts[role]
         old = prev.pools.get(role) or api.PoolStatus()
         last_scale = state.last_scale_time_s.get(role)
+        timing = state.cold_starts.timing.get(role)
         pools[role] = api.PoolStatus(
             current_replicas=f.scaled_to if f.scaled_to is not None else f.current_replicas,
             ready_replicas=f.ready_replicas,
@@ -139,11 +167,18 @@ def decided_status(
             last_scale_time=rfc3339(last_scale) if last_scale is not None else old.last_scale_time,
             predicted_ttft_seconds=d.predicted_ttft_s,
             predicted_tpot_seconds=d.predicted_tpot_s,
-            binding=str(d.binding),
-            cold_start_seconds=f.cold_start_s if f.cold_start_s is not None else old.cold_start_seconds,
-            scale_up_time=rfc3339(f.scale_up_time_s) if f.scale_up_time_s is not None else None,
-            scale_up_replicas=f.scale_up_replicas,
+            binding=wire(d.binding),
+            cold_start_seconds=state.cold_starts.measured_s.get(role),
+            scale_up_time=rfc3339(timing.started_s) if timing is not None else None,
+            scale_up_replicas=timing.replicas if timing is not None else None,
         )
+    return pools
+
+
+def _fitted_models(state: PlannerState, roles: Iterable[Role]) -> dict[Role, api.FittedModel]:
+    """The online calibration and the fitted arrivals' c_a² of the pools that have them."""
+    fitted: dict[Role, api.FittedModel] = {}
+    for role in roles:
         pre, dec = state.prefill_calibration.get(role), state.decode_calibration.get(role)
         tail = state.tail if role == "prefill" else None
         if pre is not None or dec is not None or tail is not None:
@@ -152,52 +187,54 @@ def decided_status(
                 decode=dec.to_list() if dec else [],
                 arrival_cv2=tail.to_list() if tail else [],
             )
-    planned = decision.planned
-    conditions = merge_conditions(prev.conditions, [*decision.conditions, *extra_conditions], now_s)
-    serving = api.serving_role(spec.mode)
+    return fitted
+
+
+def _observation_status(observation: Observation) -> api.ObservationStatus:
+    """The observation the decision was made on, with its data-quality notes."""
+    return api.ObservationStatus(
+        time=rfc3339(observation.time_s),
+        request_rate_per_second=observation.request_rate_per_s,
+        isl_mean_tokens=observation.isl_mean_tokens,
+        osl_mean_tokens=observation.osl_mean_tokens,
+        ttft_seconds=observation.ttft_quantile_s,
+        tpot_seconds=observation.tpot_quantile_s,
+        waiting_requests=observation.waiting_requests,
+        running_requests=sum(observation.running_requests.values()) if observation.running_requests else None,
+        kv_usage_fraction=observation.kv_usage_fraction,
+        notes=[f"{n.signal} {n.kind}: {n.message}" for n in observation.notes],
+    )
+
+
+def _forecast_status(decision: Decision) -> api.ForecastStatus:
+    """The planned rate and horizon, and the forecasters' state to resume from."""
+    planned, state = decision.planned, decision.state
+    return api.ForecastStatus(
+        request_rate_per_second=planned.load.rate_per_s if planned else None,
+        horizon_seconds=planned.horizon_s if planned else None,
+        state=state.rate.to_list() if state.rate else [],
+        isl_state=state.isl.to_list() if state.isl else [],
+        osl_state=state.osl.to_list() if state.osl else [],
+        work_state=state.work.to_list() if state.work else [],
+    )
+
+
+def _summary(
+    spec: api.InferencePoolSpec, observation: Observation, pools: Mapping[Role, api.PoolStatus], gpus: int
+) -> api.Summary:
+    """The printer columns: observed quantiles against the targets, replicas current/desired, GPUs."""
     obj = spec.objectives
 
     def replicas_text(role: Role) -> str | None:
         p = pools.get(role)
         return None if p is None else f"{p.current_replicas}/{p.desired_replicas}"
 
-    return api.InferencePoolStatus(
-        observed_generation=generation,
-        conditions=conditions,
-        pools=api.PoolStatuses(**pools),
-        observation=api.ObservationStatus(
-            time=rfc3339(observation.time_s),
-            request_rate_per_second=observation.request_rate_per_s,
-            isl_mean_tokens=observation.isl_mean_tokens,
-            osl_mean_tokens=observation.osl_mean_tokens,
-            ttft_seconds=observation.ttft_quantile_s,
-            tpot_seconds=observation.tpot_quantile_s,
-            waiting_requests=observation.waiting_requests,
-            running_requests=sum(observation.running_requests.values()) if observation.running_requests else None,
-            kv_usage_fraction=observation.kv_usage_fraction,
-            notes=[f"{n.signal} {n.kind}: {n.message}" for n in observation.notes],
-        ),
-        forecast=api.ForecastStatus(
-            request_rate_per_second=planned.load.rate_per_s if planned else None,
-            horizon_seconds=planned.horizon_s if planned else None,
-            state=state.rate.to_list() if state.rate else [],
-            isl_state=state.isl.to_list() if state.isl else [],
-            osl_state=state.osl.to_list() if state.osl else [],
-            work_state=state.work.to_list() if state.work else [],
-        ),
-        performance=api.FittedModels(**fitted) if fitted else None,
-        recommendations=[
-            api.RecommendationRecord(time=r.time_s, **{role: n for role, n in r.replicas.items()})
-            for r in state.recommendations
-        ],
-        last_decision=api.DecisionStatus(time=rfc3339(now_s), reason=decision.reason, dry_run=dry_run),
-        summary=api.Summary(
-            ttft=f"{_ms(observation.ttft_quantile_s)}/{_ms(obj.ttft.target.seconds)}",
-            tpot=f"{_ms(observation.tpot_quantile_s)}/{_ms(obj.tpot.target.seconds)}",
-            prefill=replicas_text("prefill"),
-            decode=replicas_text(serving),
-            gpus=decision.total_gpus,
-        ),
+    return api.Summary(
+        ttft=f"{_ms(observation.ttft_quantile_s)}/{_ms(obj.ttft.target.seconds)}",
+        tpot=f"{_ms(observation.tpot_quantile_s)}/{_ms(obj.tpot.target.seconds)}",
+        prefill=replicas_text("prefill"),
+        decode=replicas_text(api.serving_role(spec.mode)),
+        gpus=gpus,
     )
 
 

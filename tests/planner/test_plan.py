@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 
 from tokenscale import api
 from tokenscale.planner import plan as planner
-from tokenscale.planner import profiles, reasons
+from tokenscale.planner import profiles
 from tokenscale.planner.observation import DataNote, Observation, ReplicaCounts
+from tokenscale.planner.reasons import ConditionType, Reason
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,8 +62,8 @@ def test_missing_rate_holds_replicas_and_says_why() -> None:
     d = _plan(SPEC, obs)
     assert d.held
     assert {r: p.desired_replicas for r, p in d.pools.items()} == {"prefill": 3, "decode": 5}
-    metrics = next(c for c in d.conditions if c.type == reasons.METRICS_AVAILABLE)
-    assert (metrics.status, metrics.reason) == ("False", reasons.METRICS_MISSING)
+    metrics = next(c for c in d.conditions if c.type == ConditionType.METRICS_AVAILABLE)
+    assert (metrics.status, metrics.reason) == ("False", Reason.METRICS_MISSING)
     assert "request_rate" in metrics.message and "no series matched" in metrics.message
 
 
@@ -74,7 +75,7 @@ def test_nan_lengths_hold_like_missing() -> None:
 def test_scale_up_is_immediate() -> None:
     d = _plan(SPEC, _obs(25.0, prefill=1, decode=1))
     assert d.pools["prefill"].desired_replicas > 1
-    assert d.pools["prefill"].reason == reasons.SCALED_UP
+    assert d.pools["prefill"].reason == Reason.SCALED_UP
 
 
 def test_scale_down_waits_for_the_window_then_happens() -> None:
@@ -89,7 +90,7 @@ def test_scale_down_waits_for_the_window_then_happens() -> None:
         if d.pools["prefill"].desired_replicas < n:
             held_until = t
             break
-        assert d.pools["prefill"].reason in (reasons.STABILIZING, reasons.SURVIVORS_TOO_SLOW)
+        assert d.pools["prefill"].reason in (Reason.STABILIZING, Reason.SURVIVORS_TOO_SLOW)
     assert held_until is not None and held_until >= 300.0
 
 
@@ -113,7 +114,7 @@ def test_a_scale_down_waits_out_the_largest_rise_of_the_last_hour() -> None:
     calm_count = reasons_after[1440.0][0]
     assert peak_count > calm_count
     held = [reasons_after[t] for t in (3000.0, 3600.0, 4800.0)]
-    assert all(n > calm_count and why == reasons.HELD_FOR_RISE for n, why in held)
+    assert all(n > calm_count and why == Reason.HELD_FOR_RISE for n, why in held)
     assert reasons_after[5640.0][0] == calm_count  # the rise left the hour at 1620 + 3600 s
 
 
@@ -122,8 +123,8 @@ def test_partial_metrics_never_scale_down() -> None:
     state = planner.PlannerState(recommendations=(planner.Recommendation(-10_000.0, {"prefill": 1, "decode": 1}),))
     d = _plan(SPEC, _obs(0.5, prefill=6, decode=6, t=0.0, notes=(note,)), state)
     assert d.pools["prefill"].desired_replicas == 6
-    metrics = next(c for c in d.conditions if c.type == reasons.METRICS_AVAILABLE)
-    assert metrics.reason == reasons.METRICS_PARTIAL
+    metrics = next(c for c in d.conditions if c.type == ConditionType.METRICS_AVAILABLE)
+    assert metrics.reason == Reason.METRICS_PARTIAL
 
 
 def test_reason_line_names_quantile_target_load_and_kv() -> None:
@@ -137,7 +138,7 @@ def test_max_replicas_limits_and_says_so() -> None:
     spec = _spec(pools__prefill__maxReplicas=2)
     d = _plan(spec, _obs(60.0, prefill=1, decode=1))
     assert d.pools["prefill"].desired_replicas == 2
-    limited = next(c for c in d.conditions if c.type == reasons.SCALING_LIMITED)
+    limited = next(c for c in d.conditions if c.type == ConditionType.SCALING_LIMITED)
     assert limited.status == "True"
 
 
@@ -148,7 +149,7 @@ def test_an_objective_no_count_meets_goes_to_the_knee_not_to_max_replicas() -> N
     d = planner.plan(spec, _obs(8.0, prefill=4, decode=2), planner.PlannerState(), 0.0, PERF)
     wanted = d.state.recommendations[-1].replicas["prefill"]
     assert 2 <= wanted < 16
-    assert d.pools["prefill"].reason == reasons.UNREACHABLE_OBJECTIVE
+    assert d.pools["prefill"].reason == Reason.UNREACHABLE_OBJECTIVE
     assert "within 5% of the best" in d.pools["prefill"].message
 
 
@@ -159,10 +160,10 @@ def test_node_group_room_limits_a_scale_up_inside_plan() -> None:
     assert free.pools["prefill"].desired_replicas > 3
     d = planner.plan(spec, _obs(60.0), planner.PlannerState(), 0.0, PERF, free_gpus={"prefill": 8})
     assert d.pools["prefill"].desired_replicas == 3
-    assert d.pools["prefill"].reason == reasons.NODE_GROUP_FULL
+    assert d.pools["prefill"].reason == Reason.NODE_GROUP_FULL
     assert "8 free GPUs" in d.pools["prefill"].message
-    limited = next(c for c in d.conditions if c.type == reasons.SCALING_LIMITED)
-    assert (limited.status, limited.reason) == ("True", reasons.NODE_GROUP_FULL)
+    limited = next(c for c in d.conditions if c.type == ConditionType.SCALING_LIMITED)
+    assert (limited.status, limited.reason) == ("True", Reason.NODE_GROUP_FULL)
     # With allowPending a cluster autoscaler is trusted to add the nodes.
     pending = _spec(pools__prefill__maxReplicas=32, pools__prefill__nodeGroup__allowPending=True)
     trusted = planner.plan(pending, _obs(60.0), planner.PlannerState(), 0.0, PERF, free_gpus={"prefill": 8})
@@ -170,18 +171,18 @@ def test_node_group_room_limits_a_scale_up_inside_plan() -> None:
 
 
 def test_dry_run_and_paused_are_reported() -> None:
-    for field, reason in (("dryRun", reasons.DRY_RUN), ("paused", reasons.PAUSED)):
+    for field, reason in (("dryRun", Reason.DRY_RUN), ("paused", Reason.PAUSED)):
         d = _plan(_spec(**{field: True}), _obs(5.0))
-        active = next(c for c in d.conditions if c.type == reasons.SCALING_ACTIVE)
+        active = next(c for c in d.conditions if c.type == ConditionType.SCALING_ACTIVE)
         assert (active.status, active.reason) == ("False", reason)
 
 
 def test_objectives_met_from_observed_quantiles() -> None:
     d = _plan(SPEC, _obs(5.0, ttft_quantile_s=0.9, tpot_quantile_s=0.03))
-    met = next(c for c in d.conditions if c.type == reasons.OBJECTIVES_MET)
-    assert (met.status, met.reason) == ("False", reasons.OBJECTIVES_MISSED) and "TTFT" in met.message
+    met = next(c for c in d.conditions if c.type == ConditionType.OBJECTIVES_MET)
+    assert (met.status, met.reason) == ("False", Reason.OBJECTIVES_MISSED) and "TTFT" in met.message
     d = _plan(SPEC, _obs(5.0))
-    met = next(c for c in d.conditions if c.type == reasons.OBJECTIVES_MET)
+    met = next(c for c in d.conditions if c.type == ConditionType.OBJECTIVES_MET)
     assert met.status == "Unknown"
 
 
@@ -226,7 +227,7 @@ def test_tighter_objective_never_fewer_gpus(rate: float, ttft_ms: int, tighter: 
     # knee on purpose (plan._knee: the fewest replicas within 5% of the best predicted), which can
     # be fewer than the maxReplicas that just met the looser one. The property holds where the
     # objective is reachable; the knee has its own tests.
-    assume(all(p.reason != reasons.UNREACHABLE_OBJECTIVE for p in tight_plan.pools.values()))
+    assume(all(p.reason != Reason.UNREACHABLE_OBJECTIVE for p in tight_plan.pools.values()))
     assert tight_plan.total_gpus >= _plan(loose, _obs(rate)).total_gpus
 
 

@@ -7,18 +7,19 @@ import math
 import numpy as np
 import pytest
 
-from tokenscale.planner import policy, reasons
+from tokenscale.planner import policy
 from tokenscale.planner.policy import Recommendation
+from tokenscale.planner.reasons import Reason
 
 
 @pytest.mark.parametrize(
     ("desired", "current", "slack", "tolerance", "expected"),
     [
-        pytest.param(5, 4, [math.inf, 2, 1.5, 1.1, 0.95, 0.8], 0.1, (5, reasons.STEADY), id="scale-up-untouched"),
-        pytest.param(2, 4, [math.inf, 2, 0.7, 0.5, 0.4], 0.1, (2, reasons.SCALED_DOWN), id="down-with-slack"),
-        pytest.param(2, 4, [math.inf, 2, 0.95, 0.85, 0.6], 0.1, (3, reasons.SURVIVORS_TOO_SLOW), id="down-held-one"),
-        pytest.param(2, 4, [math.inf, 2, 0.95, 0.93, 0.6], 0.1, (4, reasons.SURVIVORS_TOO_SLOW), id="down-held-all"),
-        pytest.param(1, 3, [math.inf, math.inf, 0.5, 0.4], 0.0, (2, reasons.SURVIVORS_TOO_SLOW), id="unstable-never"),
+        pytest.param(5, 4, [math.inf, 2, 1.5, 1.1, 0.95, 0.8], 0.1, (5, Reason.STEADY), id="scale-up-untouched"),
+        pytest.param(2, 4, [math.inf, 2, 0.7, 0.5, 0.4], 0.1, (2, Reason.SCALED_DOWN), id="down-with-slack"),
+        pytest.param(2, 4, [math.inf, 2, 0.95, 0.85, 0.6], 0.1, (3, Reason.SURVIVORS_TOO_SLOW), id="down-held-one"),
+        pytest.param(2, 4, [math.inf, 2, 0.95, 0.93, 0.6], 0.1, (4, Reason.SURVIVORS_TOO_SLOW), id="down-held-all"),
+        pytest.param(1, 3, [math.inf, math.inf, 0.5, 0.4], 0.0, (2, Reason.SURVIVORS_TOO_SLOW), id="unstable-never"),
     ],
 )
 def test_survivors_check(
@@ -34,17 +35,17 @@ H = [Recommendation(0.0, 8), Recommendation(100.0, 6), Recommendation(200.0, 5)]
 @pytest.mark.parametrize(
     ("desired", "current", "history", "now", "up_w", "down_w", "expected"),
     [
-        pytest.param(4, 8, H, 250.0, 0.0, 300.0, (8, reasons.STABILIZING), id="down-waits-for-highest-in-window"),
-        pytest.param(4, 8, H, 350.0, 0.0, 300.0, (6, reasons.STABILIZING), id="oldest-left-window"),
-        pytest.param(4, 8, H, 600.0, 0.0, 300.0, (4, reasons.SCALED_DOWN), id="window-passed"),
-        pytest.param(4, 8, H, 250.0, 0.0, 0.0, (4, reasons.SCALED_DOWN), id="no-down-window"),
-        pytest.param(10, 8, H, 250.0, 0.0, 300.0, (10, reasons.SCALED_UP), id="up-at-once"),
+        pytest.param(4, 8, H, 250.0, 0.0, 300.0, (8, Reason.STABILIZING), id="down-waits-for-highest-in-window"),
+        pytest.param(4, 8, H, 350.0, 0.0, 300.0, (6, Reason.STABILIZING), id="oldest-left-window"),
+        pytest.param(4, 8, H, 600.0, 0.0, 300.0, (4, Reason.SCALED_DOWN), id="window-passed"),
+        pytest.param(4, 8, H, 250.0, 0.0, 0.0, (4, Reason.SCALED_DOWN), id="no-down-window"),
+        pytest.param(10, 8, H, 250.0, 0.0, 300.0, (10, Reason.SCALED_UP), id="up-at-once"),
         pytest.param(
-            10, 5, [Recommendation(240.0, 7)], 250.0, 60.0, 300.0, (7, reasons.STABILIZING), id="up-window-lowest"
+            10, 5, [Recommendation(240.0, 7)], 250.0, 60.0, 300.0, (7, Reason.STABILIZING), id="up-window-lowest"
         ),
-        pytest.param(8, 8, H, 250.0, 0.0, 300.0, (8, reasons.STEADY), id="steady"),
+        pytest.param(8, 8, H, 250.0, 0.0, 300.0, (8, Reason.STEADY), id="steady"),
         pytest.param(
-            3, 8, [Recommendation(240.0, 8)], 250.0, 0.0, 300.0, (8, reasons.STABILIZING), id="seeded-after-restart"
+            3, 8, [Recommendation(240.0, 8)], 250.0, 0.0, 300.0, (8, Reason.STABILIZING), id="seeded-after-restart"
         ),
     ],
 )
@@ -64,26 +65,26 @@ def test_stabilize(
 @pytest.mark.parametrize(
     ("desired", "current", "needed_at_peak", "expected"),
     [
-        pytest.param(3, 6, 5, (5, reasons.HELD_FOR_RISE), id="down-held-to-what-the-peak-needs"),
-        pytest.param(3, 6, 9, (6, reasons.HELD_FOR_RISE), id="never-raised-above-current"),
-        pytest.param(3, 6, 3, (3, reasons.STEADY), id="peak-needs-no-more"),
-        pytest.param(8, 6, 12, (8, reasons.STEADY), id="scale-up-untouched"),
-        pytest.param(6, 6, 9, (6, reasons.STEADY), id="steady-untouched"),
+        pytest.param(3, 6, 5, (5, Reason.HELD_FOR_RISE), id="down-held-to-what-the-peak-needs"),
+        pytest.param(3, 6, 9, (6, Reason.HELD_FOR_RISE), id="never-raised-above-current"),
+        pytest.param(3, 6, 3, (3, Reason.STEADY), id="peak-needs-no-more"),
+        pytest.param(8, 6, 12, (8, Reason.STEADY), id="scale-up-untouched"),
+        pytest.param(6, 6, 9, (6, Reason.STEADY), id="steady-untouched"),
     ],
 )
 def test_hold_for_rise(desired: int, current: int, needed_at_peak: int, expected: tuple[int, str]) -> None:
     value, reason, message = policy.hold_for_rise(desired, current, needed_at_peak, 0.8, 240.0)
     assert (value, reason) == expected
-    assert (reason == reasons.HELD_FOR_RISE) == ("+80%" in message and "240s" in message)
+    assert (reason == Reason.HELD_FOR_RISE) == ("+80%" in message and "240s" in message)
 
 
 @pytest.mark.parametrize(
     ("desired", "lo", "hi", "expected"),
     [
-        pytest.param(0, 1, 5, (1, reasons.MIN_REPLICAS), id="below-min"),
-        pytest.param(9, 1, 5, (5, reasons.MAX_REPLICAS), id="above-max"),
-        pytest.param(3, 1, 5, (3, reasons.STEADY), id="inside"),
-        pytest.param(0, 0, 5, (0, reasons.STEADY), id="zero-allowed"),
+        pytest.param(0, 1, 5, (1, Reason.MIN_REPLICAS), id="below-min"),
+        pytest.param(9, 1, 5, (5, Reason.MAX_REPLICAS), id="above-max"),
+        pytest.param(3, 1, 5, (3, Reason.STEADY), id="inside"),
+        pytest.param(0, 0, 5, (0, Reason.STEADY), id="zero-allowed"),
     ],
 )
 def test_clamp(desired: int, lo: int, hi: int, expected: tuple[int, str]) -> None:
@@ -94,12 +95,12 @@ def test_clamp(desired: int, lo: int, hi: int, expected: tuple[int, str]) -> Non
 @pytest.mark.parametrize(
     ("desired", "current", "gpus", "max_r", "max_g", "expected"),
     [
-        pytest.param(10, 2, 1, None, None, (10, reasons.STEADY), id="unlimited"),
-        pytest.param(10, 2, 1, 3, None, (5, reasons.STEP_LIMITED), id="replica-step-up"),
-        pytest.param(1, 9, 4, None, 8, (7, reasons.STEP_LIMITED), id="gpu-step-down-tp4"),
-        pytest.param(10, 2, 4, 5, 8, (4, reasons.STEP_LIMITED), id="tighter-of-both"),
-        pytest.param(10, 2, 8, None, 4, (3, reasons.STEP_LIMITED), id="gpu-step-below-one-replica-still-moves"),
-        pytest.param(4, 2, 1, 2, None, (4, reasons.STEADY), id="within-step"),
+        pytest.param(10, 2, 1, None, None, (10, Reason.STEADY), id="unlimited"),
+        pytest.param(10, 2, 1, 3, None, (5, Reason.STEP_LIMITED), id="replica-step-up"),
+        pytest.param(1, 9, 4, None, 8, (7, Reason.STEP_LIMITED), id="gpu-step-down-tp4"),
+        pytest.param(10, 2, 4, 5, 8, (4, Reason.STEP_LIMITED), id="tighter-of-both"),
+        pytest.param(10, 2, 8, None, 4, (3, Reason.STEP_LIMITED), id="gpu-step-below-one-replica-still-moves"),
+        pytest.param(4, 2, 1, 2, None, (4, Reason.STEADY), id="within-step"),
     ],
 )
 def test_limit_step(
@@ -138,13 +139,13 @@ def test_split_budget(
 @pytest.mark.parametrize(
     ("desired", "current", "gpus_per_replica", "free", "allow_pending", "expected"),
     [
-        pytest.param(6, 4, 4, None, False, (6, reasons.STEADY), id="no-node-group"),
-        pytest.param(6, 4, 4, 8, False, (6, reasons.STEADY), id="fits-exactly"),
-        pytest.param(6, 4, 4, 7, False, (5, reasons.NODE_GROUP_FULL), id="room-for-one-more"),
-        pytest.param(6, 4, 4, 0, False, (4, reasons.NODE_GROUP_FULL), id="full-holds-current"),
-        pytest.param(6, 4, 4, -3, False, (4, reasons.NODE_GROUP_FULL), id="overcommitted-holds-current"),
-        pytest.param(6, 4, 4, 0, True, (6, reasons.STEADY), id="cluster-autoscaler-allowed"),
-        pytest.param(2, 4, 4, 0, False, (2, reasons.STEADY), id="scale-down-never-limited"),
+        pytest.param(6, 4, 4, None, False, (6, Reason.STEADY), id="no-node-group"),
+        pytest.param(6, 4, 4, 8, False, (6, Reason.STEADY), id="fits-exactly"),
+        pytest.param(6, 4, 4, 7, False, (5, Reason.NODE_GROUP_FULL), id="room-for-one-more"),
+        pytest.param(6, 4, 4, 0, False, (4, Reason.NODE_GROUP_FULL), id="full-holds-current"),
+        pytest.param(6, 4, 4, -3, False, (4, Reason.NODE_GROUP_FULL), id="overcommitted-holds-current"),
+        pytest.param(6, 4, 4, 0, True, (6, Reason.STEADY), id="cluster-autoscaler-allowed"),
+        pytest.param(2, 4, 4, 0, False, (2, Reason.STEADY), id="scale-down-never-limited"),
     ],
 )
 def test_limit_to_capacity(
@@ -152,4 +153,4 @@ def test_limit_to_capacity(
 ) -> None:
     value, reason, message = policy.limit_to_capacity(desired, current, gpus_per_replica, free, allow_pending)
     assert (value, reason) == expected
-    assert (message != "") == (reason == reasons.NODE_GROUP_FULL)
+    assert (message != "") == (reason == Reason.NODE_GROUP_FULL)

@@ -24,7 +24,7 @@ from tokenscale.api import Mode, Role
 from tokenscale.planner.perf import DecodeModel, PrefillModel, ReplicaPerformance
 from tokenscale.sim.engine_metrics import ExportEngine, ExportRole, render
 from tokenscale.sim.exporter import Control, LiveFleet, MetricsServer, parse_control
-from tokenscale.sim.fleet import Fleet, FleetConfig, FleetSnapshot, PoolConfig, RequestRecords
+from tokenscale.sim.fleet import Fleet, FleetConfig, PoolConfig
 from tokenscale.sim.histogram import (
     ITL_BUCKETS_S,
     REQUEST_LATENCY_BUCKETS_S,
@@ -32,6 +32,7 @@ from tokenscale.sim.histogram import (
     HistogramSnapshot,
     token_buckets,
 )
+from tokenscale.sim.snapshot import FleetSnapshot, RequestRecords
 from tokenscale.sim.truth import ground_truth
 from tokenscale.sim.workload import LengthDistribution, make_workload, synthetic_workload
 

@@ -10,7 +10,8 @@ import pytest
 
 from tokenscale.api import Mode, Role
 from tokenscale.planner.perf import DecodeModel, PrefillModel, ReplicaPerformance
-from tokenscale.sim.fleet import Fleet, FleetConfig, FleetSnapshot, PoolConfig, SimulationStuck
+from tokenscale.sim.fleet import Fleet, FleetConfig, PoolConfig, SimulationStuck
+from tokenscale.sim.snapshot import FleetSnapshot
 from tokenscale.sim.workload import LengthDistribution, Workload, make_workload, synthetic_workload
 
 A, B, C = 0.01, 6e-5, 1e-9  # prefill s(ISL) = a + b·ISL + c·ISL²

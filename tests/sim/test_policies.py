@@ -15,7 +15,7 @@ from tokenscale import api
 from tokenscale.planner import profiles
 from tokenscale.planner.observation import Observation, ReplicaCounts
 from tokenscale.sim import policies
-from tokenscale.sim.fleet import PoolSnapshot
+from tokenscale.sim.snapshot import PoolSnapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 

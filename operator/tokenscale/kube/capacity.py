@@ -43,7 +43,7 @@ from kubernetes.utils.quantity import parse_quantity
 
 from tokenscale.api import NodeGroup
 from tokenscale.kube.scale import KubeError, SharedReads, list_items, translate
-from tokenscale.planner.reasons import INVALID_NODE_GROUP
+from tokenscale.planner.reasons import Reason
 
 NON_TERMINAL_PODS = "status.phase!=Succeeded,status.phase!=Failed"  # field selector
 SNAPSHOT_MAX_AGE_S = 5.0  # node and pod lists are reused this long; small against a pool's interval (30 s)
@@ -56,7 +56,7 @@ _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a
 class InvalidNodeGroup(KubeError):
     """`nodeGroup.matchLabels` holds a key or value that is not a valid label."""
 
-    reason = INVALID_NODE_GROUP
+    reason = Reason.INVALID_NODE_GROUP
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,13 @@ import urllib3
 
 from tokenscale.api import GROUP, KIND, PLURAL, VERSION, ConfigMapKeyRef, SecretKeyRef
 from tokenscale.kube.scale import KubeError, translate
-from tokenscale.planner import reasons
+from tokenscale.planner.reasons import Reason
 
 
 class MissingReference(KubeError):
     """A Secret or ConfigMap the pool names is missing or lacks the key; `reason` is CamelCase."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: Reason, message: str) -> None:
         super().__init__(message, reason)
 
 
@@ -90,7 +90,7 @@ async def read_secret_key(api: kubernetes.client.ApiClient, namespace: str, ref:
     except kubernetes.client.ApiException as err:
         if err.status in (403, 404):
             raise MissingReference(
-                reasons.SECRET_NOT_FOUND if err.status == 404 else reasons.SECRET_FORBIDDEN,
+                Reason.SECRET_NOT_FOUND if err.status == 404 else Reason.SECRET_FORBIDDEN,
                 f"cannot read Secret {namespace}/{ref.name} ({err.reason}): create it or grant the operator get on it",
             ) from None
         raise translate(err, f"read Secret {namespace}/{ref.name}") from None
@@ -98,7 +98,7 @@ async def read_secret_key(api: kubernetes.client.ApiClient, namespace: str, ref:
         raise translate(err, f"read Secret {namespace}/{ref.name}") from None
     data = secret.data or {}
     if ref.key not in data:
-        raise MissingReference(reasons.SECRET_KEY_MISSING, f"Secret {namespace}/{ref.name} has no key {ref.key!r}")
+        raise MissingReference(Reason.SECRET_KEY_MISSING, f"Secret {namespace}/{ref.name} has no key {ref.key!r}")
     return base64.b64decode(data[ref.key]).decode("utf-8").strip()
 
 
@@ -110,7 +110,7 @@ async def read_configmap_key(api: kubernetes.client.ApiClient, namespace: str, r
     except kubernetes.client.ApiException as err:
         if err.status in (403, 404):
             raise MissingReference(
-                reasons.CONFIG_MAP_NOT_FOUND if err.status == 404 else reasons.CONFIG_MAP_FORBIDDEN,
+                Reason.CONFIG_MAP_NOT_FOUND if err.status == 404 else Reason.CONFIG_MAP_FORBIDDEN,
                 f"cannot read ConfigMap {namespace}/{ref.name} ({err.reason}): "
                 + (
                     "create it or fix performance.configMapRef" if err.status == 404 else "grant the operator get on it"
@@ -122,6 +122,6 @@ async def read_configmap_key(api: kubernetes.client.ApiClient, namespace: str, r
     data = config_map.data or {}
     if ref.key not in data:
         raise MissingReference(
-            reasons.CONFIG_MAP_KEY_MISSING, f"ConfigMap {namespace}/{ref.name} has no key {ref.key!r}"
+            Reason.CONFIG_MAP_KEY_MISSING, f"ConfigMap {namespace}/{ref.name} has no key {ref.key!r}"
         )
     return str(data[ref.key])

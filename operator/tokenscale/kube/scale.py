@@ -28,14 +28,7 @@ import kubernetes
 import urllib3
 
 from tokenscale.api import ScaleTargetRef
-from tokenscale.planner.reasons import (
-    API_ERROR,
-    FORBIDDEN,
-    NO_SCALE_SUBRESOURCE,
-    TARGET_KIND_UNKNOWN,
-    TARGET_NOT_FOUND,
-    TARGET_NOT_NAMESPACED,
-)
+from tokenscale.planner.reasons import Reason
 
 DISCOVERY_TTL_S = 300.0  # a resolved kind is trusted this long; a CRD installed later is found at once
 REQUEST_TIMEOUT_S = 30.0  # per API request: connect + read
@@ -47,9 +40,9 @@ CONFLICT_BACKOFF_S = 0.01  # pause after the n-th conflict: n times this (client
 class KubeError(Exception):
     """A failed API operation: `reason` is a CamelCase constant, the message one actionable sentence."""
 
-    reason: str = API_ERROR
+    reason: Reason = Reason.API_ERROR
 
-    def __init__(self, message: str, reason: str | None = None) -> None:
+    def __init__(self, message: str, reason: Reason | None = None) -> None:
         super().__init__(message)
         self.message = message
         if reason is not None:
@@ -59,37 +52,37 @@ class KubeError(Exception):
 class TargetNotFound(KubeError):
     """The scale target does not exist in the namespace."""
 
-    reason = TARGET_NOT_FOUND
+    reason = Reason.TARGET_NOT_FOUND
 
 
 class NoScaleSubresource(KubeError):
     """The kind exists but has no `/scale` subresource."""
 
-    reason = NO_SCALE_SUBRESOURCE
+    reason = Reason.NO_SCALE_SUBRESOURCE
 
 
 class TargetKindUnknown(KubeError):
     """Discovery does not know the kind in that apiVersion (CRD missing, typo, version not served)."""
 
-    reason = TARGET_KIND_UNKNOWN
+    reason = Reason.TARGET_KIND_UNKNOWN
 
 
 class TargetNotNamespaced(KubeError):
     """The kind is cluster-scoped; a pool only scales workloads in its own namespace."""
 
-    reason = TARGET_NOT_NAMESPACED
+    reason = Reason.TARGET_NOT_NAMESPACED
 
 
 class Forbidden(KubeError):
     """The operator's identity may not do what it asked (HTTP 403)."""
 
-    reason = FORBIDDEN
+    reason = Reason.FORBIDDEN
 
 
 class ApiError(KubeError):
     """Any other failure: an HTTP error (`status`), a run of conflicts, or no answer (`status` 0)."""
 
-    reason = API_ERROR
+    reason = Reason.API_ERROR
 
     def __init__(self, message: str, status: int = 0) -> None:
         super().__init__(message)

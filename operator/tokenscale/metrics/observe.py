@@ -335,51 +335,15 @@ async def _assemble(
     now_s: float,
     replicas: Mapping[Role, ReplicaCounts] | None,
 ) -> ObservationResult:
-    r = _Reader(answers)
-    w = plan.window_s
+    """The observation from the batch's answers: each signal read in turn, its notes in that order."""
     if answers and all(isinstance(a, PrometheusError) for a in answers.values()):
-        # Not one query answered (down, timing out, an HTTP error page, garbage): one failure, said
-        # once per load signal, and no replica count read from the metrics (0 would be a lie).
-        first = next(a for a in answers.values() if isinstance(a, PrometheusError))
-        for signal in ("request_rate", "isl_mean", "osl_mean"):
-            r.note(signal, first.kind, str(first))
-        obs = Observation(now_s, None, None, None, dict(replicas or {}), notes=tuple(r.notes))
-        return ObservationResult(obs, plan.queries, {n: first.kind for n in answers}, {})
-
-    # Offered load.
-    finished = r.scalar(Q_FINISHED)
-    rate: float | None = None
-    if finished is None:
-        kind, message = await _explain(r, client, Q_FINISHED, preset.finished_requests, plan.serving, w, now_s)
-        r.note("request_rate", kind, message)
-    elif math.isnan(finished):
-        r.note("request_rate", "nan", f"{preset.finished_requests}: the increase over the window is NaN")
-    else:
-        growth = r.scalar(Q_IN_SYSTEM_DELTA, signed=True) if preset.in_system else None
-        if growth is None or math.isnan(growth):
-            r.note(
-                "request_rate",
-                "approximate",
-                "offered load from finished requests only (no running/waiting gauges): a saturated fleet reads low",
-            )
-            growth = 0.0
-        rate = max(finished + growth, 0.0) / w
-        resets = r.scalar(Q_FINISHED_RESETS)
-        if resets is not None and resets > 0:
-            r.note(
-                "request_rate",
-                "counter-reset",
-                f"{preset.finished_requests} reset {resets:g} time(s) in the window (engine restart); "
-                "increase() compensated",
-            )
+        return _unanswered(plan, answers, now_s, replicas)
+    r = _Reader(answers)
+    rate, finished = await _offered_load(r, client, plan, preset, now_s)
     dispersion = r.scalar(Q_DISPERSION)
     arrival_cv2 = dispersion if dispersion is not None and math.isfinite(dispersion) and dispersion >= 0 else None
-
-    # Lengths.
-    lengths: dict[str, tuple[float | None, float | None, LengthDistribution | None]] = {}
-    for signal, series in (("isl", preset.isl), ("osl", preset.osl)):
-        lengths[signal] = await _length(r, client, plan, signal, series, finished, now_s)
-
+    isl = await _length(r, client, plan, "isl", preset.isl, finished, now_s)
+    osl = await _length(r, client, plan, "osl", preset.osl, finished, now_s)
     # Latency quantiles, and the TTFT buckets the planner's tail fit matches.
     ttft_q, _, ttft_hist = await _quantile(r, client, plan, "ttft", preset.ttft, spec.objectives.ttft, now_s)
     ttft_buckets = (
@@ -388,12 +352,103 @@ async def _assemble(
         else None
     )
     tpot_q, itl_q, itl_mean = await _tpot_and_itl(r, client, plan, preset, spec, now_s)
-    prefill_mean: float | None = None
+    prefill_mean = _prefill_time_mean(r, preset)
+    running, waiting, kv = _gauges(r, plan, preset)
+    seen = _replicas_seen(r, plan)
+    if replicas is None:  # a pool whose count could not be read is left out, never counted as 0
+        replicas = {role: ReplicaCounts(n, n) for role, n in seen.items()}
+    for name, kind in r.errors.items():
+        if not any(n.kind == kind for n in r.notes):
+            r.note(name, kind, f"query {name} failed: {kind}")
+
+    obs = Observation(
+        time_s=now_s,
+        request_rate_per_s=rate,
+        isl_mean_tokens=isl[0],
+        osl_mean_tokens=osl[0],
+        replicas=dict(replicas),
+        isl_cv2=isl[1],
+        isl_distribution=isl[2],
+        osl_cv2=osl[1],
+        arrival_cv2=arrival_cv2,
+        dispersion_bin_s=dispersion_bin_s(plan.window_s),
+        ttft_quantile_s=ttft_q,
+        ttft_histogram=ttft_buckets,
+        tpot_quantile_s=tpot_q,
+        itl_quantile_s=itl_q,
+        itl_mean_s=itl_mean,
+        prefill_time_mean_s=prefill_mean,
+        waiting_requests=waiting,
+        running_requests=running,
+        kv_usage_fraction=kv,
+        notes=tuple(r.notes),
+    )
+    return ObservationResult(obs, plan.queries, dict(r.errors), seen)
+
+
+def _unanswered(
+    plan: _Plan,
+    answers: Mapping[str, list[Sample] | PrometheusError],
+    now_s: float,
+    replicas: Mapping[Role, ReplicaCounts] | None,
+) -> ObservationResult:
+    """Not one query answered (down, timing out, an HTTP error page, garbage): one failure, said once
+    per load signal, and no replica count read from the metrics (0 would be a lie)."""
+    r = _Reader(answers)
+    first = next(a for a in answers.values() if isinstance(a, PrometheusError))
+    for signal in ("request_rate", "isl_mean", "osl_mean"):
+        r.note(signal, first.kind, str(first))
+    obs = Observation(now_s, None, None, None, dict(replicas or {}), notes=tuple(r.notes))
+    return ObservationResult(obs, plan.queries, {n: first.kind for n in answers}, {})
+
+
+async def _offered_load(
+    r: _Reader, client: PrometheusClient, plan: _Plan, preset: EnginePreset, now_s: float
+) -> tuple[float | None, float | None]:
+    """(offered load in requests per second, requests finished in the window); None with a note where unreadable.
+
+    The offered load is the finished requests plus the growth of the requests in the system, over
+    the window, so a saturated fleet's load is not capped at its completion rate.
+    """
+    w = plan.window_s
+    finished = r.scalar(Q_FINISHED)
+    if finished is None:
+        kind, message = await _explain(r, client, Q_FINISHED, preset.finished_requests, plan.serving, w, now_s)
+        r.note("request_rate", kind, message)
+        return None, None
+    if math.isnan(finished):
+        r.note("request_rate", "nan", f"{preset.finished_requests}: the increase over the window is NaN")
+        return None, finished
+    growth = r.scalar(Q_IN_SYSTEM_DELTA, signed=True) if preset.in_system else None
+    if growth is None or math.isnan(growth):
+        r.note(
+            "request_rate",
+            "approximate",
+            "offered load from finished requests only (no running/waiting gauges): a saturated fleet reads low",
+        )
+        growth = 0.0
+    rate = max(finished + growth, 0.0) / w
+    resets = r.scalar(Q_FINISHED_RESETS)
+    if resets is not None and resets > 0:
+        r.note(
+            "request_rate",
+            "counter-reset",
+            f"{preset.finished_requests} reset {resets:g} time(s) in the window (engine restart); "
+            "increase() compensated",
+        )
+    return rate, finished
+
+
+def _prefill_time_mean(r: _Reader, preset: EnginePreset) -> float | None:
+    """The mean prefill time over the window (seconds), for engines that export its histogram."""
     prefill = r.histogram(Q_PREFILL_BUCKETS, Q_PREFILL_SUM) if preset.prefill_time else None
     if prefill is not None and prefill.count > 0 and prefill.total is not None:
-        prefill_mean = prefill.total / prefill.count
+        return prefill.total / prefill.count
+    return None
 
-    # Gauges.
+
+def _gauges(r: _Reader, plan: _Plan, preset: EnginePreset) -> tuple[dict[Role, float], float | None, float | None]:
+    """(running requests per pool, waiting requests, KV-cache use of the serving pool); finite or left out."""
     running: dict[Role, float] = {}
     for role in plan.roles:
         value = r.scalar(running_query(role))
@@ -406,40 +461,17 @@ async def _assemble(
     if kv is not None and kv > 1.0:
         r.note("kv_usage", "implausible", f"KV-cache use {kv:g} is above 1 (a fraction of the cache)")
         kv = None
+    return running, waiting if waiting is not None and math.isfinite(waiting) else None, kv
+
+
+def _replicas_seen(r: _Reader, plan: _Plan) -> dict[Role, int]:
+    """Replicas per pool that export metrics (series per pool); a pool whose count cannot be read is left out."""
     seen: dict[Role, int] = {}
     for role in plan.roles:
         count = r.scalar(replicas_query(role))
         if count is not None and math.isfinite(count):
             seen[role] = int(count)
-    if replicas is None:  # a pool whose count could not be read is left out, never counted as 0
-        replicas = {role: ReplicaCounts(n, n) for role, n in seen.items()}
-    for name, kind in r.errors.items():
-        if not any(n.kind == kind for n in r.notes):
-            r.note(name, kind, f"query {name} failed: {kind}")
-
-    obs = Observation(
-        time_s=now_s,
-        request_rate_per_s=rate,
-        isl_mean_tokens=lengths["isl"][0],
-        osl_mean_tokens=lengths["osl"][0],
-        replicas=dict(replicas),
-        isl_cv2=lengths["isl"][1],
-        isl_distribution=lengths["isl"][2],
-        osl_cv2=lengths["osl"][1],
-        arrival_cv2=arrival_cv2,
-        dispersion_bin_s=dispersion_bin_s(plan.window_s),
-        ttft_quantile_s=ttft_q,
-        ttft_histogram=ttft_buckets,
-        tpot_quantile_s=tpot_q,
-        itl_quantile_s=itl_q,
-        itl_mean_s=itl_mean,
-        prefill_time_mean_s=prefill_mean,
-        waiting_requests=waiting if waiting is not None and math.isfinite(waiting) else None,
-        running_requests=running,
-        kv_usage_fraction=kv,
-        notes=tuple(r.notes),
-    )
-    return ObservationResult(obs, plan.queries, dict(r.errors), seen)
+    return seen
 
 
 async def _explain(

@@ -5,7 +5,8 @@ patches anything (the Kubernetes HPA computes its proposals apart from the recon
 way). Steps, in order:
 
 1. hold on missing load signals (never read a gap as zero load);
-2. forecast rate and lengths to the cold-start horizon (`forecast`);
+2. forecast rate and lengths to the cold-start horizon (`forecast`), the cold start measured on the
+   pools' own scale-ups (`coldstart`);
 3. size each pool: smallest count meeting the objectives (`sizing`);
 4. policy: survivors check, stabilization, a scale-down held for the last hour's largest rise within
    a cold start, min/max, step limits, GPU budget, node-group room (`policy`);
@@ -15,19 +16,20 @@ way). Steps, in order:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
 
 from tokenscale.api import ROLES_BY_MODE, InferencePoolSpec, Role, WorkloadPool
-from tokenscale.planner import calibration, lengths, policy, queueing, reasons, sizing
+from tokenscale.planner import calibration, coldstart, lengths, policy, queueing, sizing
 from tokenscale.planner import forecast as fc
 from tokenscale.planner import tail as tail_mod
 from tokenscale.planner.calibration import Calibration
 from tokenscale.planner.observation import Observation, dispersion_bin_s
 from tokenscale.planner.perf import ReplicaPerformance
+from tokenscale.planner.reasons import ConditionType, Reason
 
 # Recommendations older than this are dropped from state; it bounds the status size.
 _MAX_HISTORY_S = 3600.0
@@ -72,15 +74,16 @@ class PlannerState:
     decode_calibration: Mapping[Role, Calibration] = field(default_factory=dict)
     prefill_calibration: Mapping[Role, Calibration] = field(default_factory=dict)
     tail: tail_mod.TailFit | None = None  # burstiness fitted to the observed TTFT quantile
+    cold_starts: coldstart.ColdStarts = field(default_factory=coldstart.ColdStarts)  # the forecast horizon
 
 
 @dataclass(frozen=True)
 class ConditionUpdate:
     """A condition to set: type, "True"/"False"/"Unknown", CamelCase reason, one actionable sentence."""
 
-    type: str
+    type: ConditionType
     status: str
-    reason: str
+    reason: Reason
     message: str
 
 
@@ -96,7 +99,7 @@ class PoolDecision:
     predicted_tpot_s: float | None
     kv_usage_fraction: float | None
     binding: sizing.Binding
-    reason: str
+    reason: Reason
     message: str
 
     @property
@@ -136,6 +139,17 @@ class Decision:
     def total_gpus(self) -> int:
         return sum(p.gpus for p in self.pools.values())
 
+    def scale_ups(self) -> dict[Role, int]:
+        """The pools this decision scales up, with the replicas it asks for."""
+        return {r: d.desired_replicas for r, d in self.pools.items() if d.desired_replicas > d.current_replicas}
+
+    def written(self, scaled_up: Mapping[Role, int]) -> Decision:
+        """This decision once its scale-ups `scaled_up` (pool → replicas) were written to the targets: the
+        next state times them, so the cold start is measured on them (`coldstart.started`). The caller
+        says what it wrote: the operator writes nothing in dry run or when a write fails."""
+        cold_starts = coldstart.started(self.state.cold_starts, scaled_up, self.time_s)
+        return replace(self, state=replace(self.state, cold_starts=cold_starts))
+
 
 def plan(
     spec: InferencePoolSpec,
@@ -143,130 +157,243 @@ def plan(
     state: PlannerState,
     now_s: float,
     performance: Mapping[Role, ReplicaPerformance],
-    cold_start_s: float | None = None,
+    *,
     free_gpus: Mapping[Role, int] | None = None,
 ) -> Decision:
     """Decide replica counts for every pool of `spec`.
 
-    `performance` is the model of one replica per role (see `planner.profiles`); `cold_start_s`
-    the measured cold start, which overrides `spec.forecast.coldStart` as the forecast horizon;
-    `free_gpus` the GPUs free in each pool's node group (allocatable − requested − pending), for
-    the pools that have one: a scale-up is cut to what fits unless `nodeGroup.allowPending`.
+    `performance` is the model of one replica per role (see `planner.profiles`); `free_gpus` the
+    GPUs free in each pool's node group (allocatable − requested − pending), for the pools that have
+    one: a scale-up is cut to what fits unless `nodeGroup.allowPending`. The forecast horizon is the
+    cold start measured on the pools' own scale-ups (`coldstart`), `spec.forecast.coldStart` before
+    one was measured.
     """
     roles = ROLES_BY_MODE[spec.mode]
     current = {r: _current(observation, r, spec.active_pools()[r]) for r in roles}
+    seen_replicas = {r: observation.replicas[r] for r in roles if r in observation.replicas}
+    state = replace(state, cold_starts=coldstart.advance(state.cold_starts, seen_replicas, now_s))
     missing = observation.load_signals_missing()
     seen = observed_load(spec, observation)
     if missing or seen is None:
         return _hold(spec, observation, state, now_s, current, missing)
 
-    horizon_s = spec.forecast.cold_start.seconds if cold_start_s is None else cold_start_s
+    measured_s = state.cold_starts.horizon_s()
+    horizon_s = spec.forecast.cold_start.seconds if measured_s is None else measured_s
+    planned, next_state, performance = _planned_load(spec, observation, seen, state, now_s, horizon_s, performance)
+    sized = size_pools(spec, planned.load, performance)
+    partial = sorted({n.signal for n in observation.notes if n.unavailable})
+    history = _history_or_seed(state, current, now_s)
+    standing = standing_until(history, now_s, spec.interval.seconds)
+    needed_at_peak = _peak_needs(spec, planned, performance, current)
+
+    recommended: dict[Role, int] = {}
+    proposals: dict[Role, int] = {}
+    steps: dict[Role, list[tuple[Reason, str]]] = {}
+    for role in roles:
+        recommended[role], steps[role] = _recommend(spec, role, current[role], sized[role])
+        proposals[role] = _limit(
+            spec, role, current[role], recommended[role], steps[role], standing, planned, needed_at_peak, partial, now_s
+        )
+    proposals = _fit_gpu_budget(spec, proposals, steps, planned.load, performance, sized)
+    proposals = _fit_node_groups(spec, proposals, current, steps, free_gpus or {})
+
+    decisions = {r: _pool_decision(spec, r, current[r], proposals[r], sized[r], steps[r], planned.load) for r in roles}
+    next_state = _remember(next_state, history, standing, recommended, decisions, now_s)
+    return Decision(
+        time_s=now_s,
+        pools=decisions,
+        reason=_summary_line(decisions, observation, planned.load) + "; " + _load_line(planned, next_state, now_s),
+        conditions=_conditions(spec, observation, decisions, partial_signals=partial),
+        state=next_state,
+        planned=planned,
+        held=False,
+    )
+
+
+# --- steps -----------------------------------------------------------------------------------
+
+
+def _planned_load(
+    spec: InferencePoolSpec,
+    observation: Observation,
+    seen: sizing.Load,
+    state: PlannerState,
+    now_s: float,
+    horizon_s: float,
+    prior: Mapping[Role, ReplicaPerformance],
+) -> tuple[PlannedLoad, PlannerState, dict[Role, ReplicaPerformance]]:
+    """The load to size for and the models to size with: the observed load forecast to the horizon,
+    the models calibrated to this interval's latencies, and the arrivals' c_a² refitted to the TTFT tail."""
     planned, next_state = _forecast(spec, seen, state, now_s, horizon_s)
-    load = planned.load
-    next_state, performance = _calibrate(spec, observation, next_state, performance)
+    next_state, performance = _calibrate(spec, observation, next_state, prior)
     next_state = fit_tail(spec, observation, next_state, performance, now_s)
     fitted_cv2 = next_state.tail.current(now_s) if next_state.tail is not None else None
     if fitted_cv2 is not None:
-        load = replace(load, arrival_cv2=fitted_cv2)
-        planned = replace(planned, load=load)
+        planned = replace(planned, load=replace(planned.load, arrival_cv2=fitted_cv2))
+    return planned, next_state, performance
 
-    sized = size_pools(spec, load, performance)
-    sized_at_peak: dict[Role, sizing.PoolSizing] | None = None  # sized only when a scale-down is asked
-    partial = [n for n in observation.notes if n.unavailable]
-    history = _history_or_seed(state, current, now_s)
-    standing = standing_until(history, now_s, spec.interval.seconds)
 
-    proposals: dict[Role, int] = {}
-    recommended: dict[Role, int] = {}
-    steps: dict[Role, list[tuple[str, str]]] = {}
-    for role in roles:
-        pool = spec.active_pools()[role]
-        s = sized[role]
-        idx = s.smallest_feasible()
-        slack = _slack_by_count(spec, s)
-        trail: list[tuple[str, str]] = []
-        if idx is not None:
-            raw = int(s.counts[idx])
-        else:
-            raw = _knee(slack, pool.max_replicas)
-            trail.append(
-                (
-                    reasons.UNREACHABLE_OBJECTIVE,
-                    f"objectives not met even at maxReplicas {pool.max_replicas} ({_binding_at(s, -1)} binds); "
-                    f"{raw} replicas come within {_KNEE_TOLERANCE:.0%} of the best the model predicts",
-                )
+def _recommend(
+    spec: InferencePoolSpec, role: Role, current: int, s: sizing.PoolSizing
+) -> tuple[int, list[tuple[Reason, str]]]:
+    """The model's count for one pool, after the survivors check: what the history records.
+
+    The smallest count meeting the objectives, or the knee when none does; a scale-down only to a
+    count the survivors can carry (`policy.survivors_check`), and never proposed below minReplicas.
+    """
+    pool = spec.active_pools()[role]
+    idx = s.smallest_feasible()
+    trail: list[tuple[Reason, str]] = []
+    slack = _slack_by_count(spec, s)
+    if idx is not None:
+        value = int(s.counts[idx])
+    else:
+        value = _knee(slack, pool.max_replicas)
+        trail.append(
+            (
+                Reason.UNREACHABLE_OBJECTIVE,
+                f"objectives not met even at maxReplicas {pool.max_replicas} ({_binding_at(s, -1)} binds); "
+                f"{value} replicas come within {_KNEE_TOLERANCE:.0%} of the best the model predicts",
             )
-        value = raw
-        cur = current[role]
-        value, why, msg = policy.survivors_check(value, cur, slack, spec.behavior.tolerance)
-        _note(trail, why, msg)
-        # A scale-down never goes below minReplicas, so it is never proposed below it either: the
-        # stabilization message would otherwise announce "scale-down to 1" under minReplicas 2.
-        # (Only downwards: a pool below its minimum is lifted by the clamp below, as before.)
-        if value < cur:
-            value = max(value, min(pool.min_replicas, cur))
-        recommended[role] = value
-        # Only recommendations inside a stabilization window count; the history holds an hour.
-        window_s = max(spec.behavior.scale_up_window_s, spec.behavior.scale_down_window_s)
-        records = [
-            policy.Recommendation(r.time_s, r.replicas[role])
-            for r in standing
-            if now_s - r.time_s < window_s and role in r.replicas
-        ]
-        value, why, msg = policy.stabilize(
-            value, cur, records, now_s, spec.behavior.scale_up_window_s, spec.behavior.scale_down_window_s
         )
-        _note(trail, why, msg)
-        if value < cur and planned.peak_headroom > planned.rate_headroom:
-            sized_at_peak = sized_at_peak or size_pools(spec, planned.at_peak(), performance)
-            peak_idx = sized_at_peak[role].smallest_feasible()
-            needed_at_peak = int(sized_at_peak[role].counts[peak_idx]) if peak_idx is not None else cur
-            value, why, msg = policy.hold_for_rise(value, cur, needed_at_peak, planned.peak_headroom, horizon_s)
-            _note(trail, why, msg)
-        if partial and value < cur:
-            names = ", ".join(sorted({n.signal for n in partial}))
-            value = cur
-            _note(trail, reasons.METRICS_PARTIAL, f"not scaling down while {names} is unavailable")
-        value, why, msg = policy.clamp(value, pool.min_replicas, pool.max_replicas)
-        _note(trail, why, msg)
-        rules = spec.behavior.scale_up if value > cur else spec.behavior.scale_down
-        value, why, msg = policy.limit_step(
-            value, cur, pool.gpus_per_replica, rules.max_replicas_per_step, rules.max_gpus_per_step
-        )
-        _note(trail, why, msg)
-        proposals[role] = value
-        steps[role] = trail
+    value, why, msg = policy.survivors_check(value, current, slack, spec.behavior.tolerance)
+    _note(trail, why, msg)
+    # A scale-down never goes below minReplicas, so it is never proposed below it either: the
+    # stabilization message would otherwise announce "scale-down to 1" under minReplicas 2.
+    # (Only downwards: a pool below its minimum is lifted by the clamp in `_limit`, as before.)
+    if value < current:
+        value = max(value, min(pool.min_replicas, current))
+    return value, trail
 
-    pools_by_role = spec.active_pools()
-    wanted_gpus = sum(proposals[r] * pools_by_role[r].gpus_per_replica for r in roles)
-    if spec.gpu_budget is not None and wanted_gpus > spec.gpu_budget:
-        pools = [pools_by_role[r] for r in roles]
-        capacity = [_capacity_by_count(spec, r, load, performance[r], sized[r]) for r in roles]
-        fitted, why, msg = policy.split_budget(
-            [proposals[r] for r in roles],
-            [p.min_replicas for p in pools],
-            [p.gpus_per_replica for p in pools],
-            capacity,
-            spec.gpu_budget,
-        )
-        for role, value in zip(roles, fitted, strict=True):
-            if value != proposals[role]:
-                _note(steps[role], why, msg)
-            proposals[role] = value
 
-    for role in roles:
-        pool = pools_by_role[role]
-        room = (free_gpus or {}).get(role)
+def _limit(
+    spec: InferencePoolSpec,
+    role: Role,
+    current: int,
+    recommended: int,
+    trail: list[tuple[Reason, str]],
+    standing: Sequence[Recommendation],
+    planned: PlannedLoad,
+    needed_at_peak: Callable[[Role], int],
+    partial: Sequence[str],
+    now_s: float,
+) -> int:
+    """One pool's recommendation through the policy steps that hold or limit it, each noted in `trail`:
+    stabilization, a scale-down held for the last hour's largest rise, no scale-down on partial data,
+    min/max, step limits."""
+    pool = spec.active_pools()[role]
+    behavior = spec.behavior
+    # Only recommendations inside a stabilization window count; the history holds an hour.
+    window_s = max(behavior.scale_up_window_s, behavior.scale_down_window_s)
+    records = [
+        policy.Recommendation(r.time_s, r.replicas[role])
+        for r in standing
+        if now_s - r.time_s < window_s and role in r.replicas
+    ]
+    value, why, msg = policy.stabilize(
+        recommended, current, records, now_s, behavior.scale_up_window_s, behavior.scale_down_window_s
+    )
+    _note(trail, why, msg)
+    if value < current and planned.peak_headroom > planned.rate_headroom:
+        value, why, msg = policy.hold_for_rise(
+            value, current, needed_at_peak(role), planned.peak_headroom, planned.horizon_s
+        )
+        _note(trail, why, msg)
+    if partial and value < current:
+        value = current
+        _note(trail, Reason.METRICS_PARTIAL, f"not scaling down while {', '.join(partial)} is unavailable")
+    value, why, msg = policy.clamp(value, pool.min_replicas, pool.max_replicas)
+    _note(trail, why, msg)
+    rules = behavior.scale_up if value > current else behavior.scale_down
+    value, why, msg = policy.limit_step(
+        value, current, pool.gpus_per_replica, rules.max_replicas_per_step, rules.max_gpus_per_step
+    )
+    _note(trail, why, msg)
+    return value
+
+
+def _peak_needs(
+    spec: InferencePoolSpec,
+    planned: PlannedLoad,
+    performance: Mapping[Role, ReplicaPerformance],
+    current: Mapping[Role, int],
+) -> Callable[[Role], int]:
+    """The count a pool needs at the last hour's largest rise (its current count where none suffices).
+
+    The pools are sized at the peak only when a scale-down first asks, and once for all of them.
+    """
+    at_peak: dict[Role, sizing.PoolSizing] = {}
+
+    def needed(role: Role) -> int:
+        if not at_peak:
+            at_peak.update(size_pools(spec, planned.at_peak(), performance))
+        idx = at_peak[role].smallest_feasible()
+        return int(at_peak[role].counts[idx]) if idx is not None else current[role]
+
+    return needed
+
+
+def _fit_gpu_budget(
+    spec: InferencePoolSpec,
+    proposals: Mapping[Role, int],
+    steps: Mapping[Role, list[tuple[Reason, str]]],
+    load: sizing.Load,
+    performance: Mapping[Role, ReplicaPerformance],
+    sized: Mapping[Role, sizing.PoolSizing],
+) -> dict[Role, int]:
+    """The proposals cut to `spec.gpuBudget` (`policy.split_budget`), each cut noted in its pool's steps."""
+    pools = spec.active_pools()
+    roles = list(proposals)
+    wanted_gpus = sum(proposals[r] * pools[r].gpus_per_replica for r in roles)
+    if spec.gpu_budget is None or wanted_gpus <= spec.gpu_budget:
+        return dict(proposals)
+    capacity = [_capacity_by_count(spec, r, load, performance[r], sized[r]) for r in roles]
+    fitted, why, msg = policy.split_budget(
+        [proposals[r] for r in roles],
+        [pools[r].min_replicas for r in roles],
+        [pools[r].gpus_per_replica for r in roles],
+        capacity,
+        spec.gpu_budget,
+    )
+    for role, value in zip(roles, fitted, strict=True):
+        if value != proposals[role]:
+            _note(steps[role], why, msg)
+    return dict(zip(roles, fitted, strict=True))
+
+
+def _fit_node_groups(
+    spec: InferencePoolSpec,
+    proposals: Mapping[Role, int],
+    current: Mapping[Role, int],
+    steps: Mapping[Role, list[tuple[Reason, str]]],
+    free_gpus: Mapping[Role, int],
+) -> dict[Role, int]:
+    """Each scale-up cut to the free GPUs of its pool's node group (`policy.limit_to_capacity`)."""
+    out: dict[Role, int] = {}
+    for role, proposed in proposals.items():
+        pool = spec.active_pools()[role]
         allow_pending = pool.node_group is not None and pool.node_group.allow_pending
         value, why, msg = policy.limit_to_capacity(
-            proposals[role], current[role], pool.gpus_per_replica, room, allow_pending
+            proposed, current[role], pool.gpus_per_replica, free_gpus.get(role), allow_pending
         )
         _note(steps[role], why, msg)
-        proposals[role] = value
+        out[role] = value
+    return out
 
-    decisions = {r: _pool_decision(spec, r, current[r], proposals[r], sized[r], steps[r], load) for r in roles}
-    # Recorded are the model's answers after the survivors check, before stabilization, as HPA
-    # records its unstabilized recommendations: recording the held value would hold it forever.
+
+def _remember(
+    state: PlannerState,
+    history: Sequence[Recommendation],
+    standing: Sequence[Recommendation],
+    recommended: Mapping[Role, int],
+    decisions: Mapping[Role, PoolDecision],
+    now_s: float,
+) -> PlannerState:
+    """The next state: this cycle's recommendation added to the last hour's, and the pools' scale times.
+
+    Recorded are the model's answers after the survivors check, before stabilization, as HPA
+    records its unstabilized recommendations: recording the held value would hold it forever.
+    """
     record = Recommendation(now_s, dict(recommended))
     kept = tuple(r for r, until in zip(history, standing, strict=True) if now_s - until.time_s < _MAX_HISTORY_S)
     if not kept or kept[-1].replicas != record.replicas:  # an unchanged recommendation still stands
@@ -275,19 +402,7 @@ def plan(
     for r, d in decisions.items():
         if d.changed:
             last_scale[r] = now_s
-    next_state = replace(next_state, recommendations=kept, last_scale_time_s=last_scale)
-    return Decision(
-        time_s=now_s,
-        pools=decisions,
-        reason=_summary_line(decisions, observation, load) + "; " + _load_line(planned, next_state, now_s),
-        conditions=_conditions(spec, observation, decisions, partial_signals=[n.signal for n in partial]),
-        state=next_state,
-        planned=planned,
-        held=False,
-    )
-
-
-# --- steps -----------------------------------------------------------------------------------
+    return replace(state, recommendations=kept, last_scale_time_s=last_scale)
 
 
 def _current(observation: Observation, role: Role, pool: WorkloadPool) -> int:
@@ -303,6 +418,8 @@ def _hold(
     current: Mapping[Role, int],
     missing: list[str],
 ) -> Decision:
+    # After a restart with no recorded history, a held cycle seeds it too (STYLE.md §22).
+    state = replace(state, recommendations=_history_or_seed(state, current, now_s))
     names = ", ".join(missing)
     # One failure (Prometheus down) notes every signal with the same message: say it once.
     details = "; ".join(dict.fromkeys(n.message for n in observation.notes if n.signal in missing)) or "no samples"
@@ -317,16 +434,16 @@ def _hold(
             predicted_tpot_s=None,
             kv_usage_fraction=observation.kv_usage_fraction,
             binding=sizing.Binding.METRICS,
-            reason=reasons.METRICS_MISSING,
+            reason=Reason.METRICS_MISSING,
             message=message,
         )
         for r, c in current.items()
     }
     conditions = (
-        ConditionUpdate(reasons.METRICS_AVAILABLE, "False", reasons.METRICS_MISSING, message),
+        ConditionUpdate(ConditionType.METRICS_AVAILABLE, "False", Reason.METRICS_MISSING, message),
         _scaling_active(spec),
         ConditionUpdate(
-            reasons.SCALING_LIMITED, "True", reasons.METRICS_MISSING, "replicas are held until metrics return"
+            ConditionType.SCALING_LIMITED, "True", Reason.METRICS_MISSING, "replicas are held until metrics return"
         ),
     )
     return Decision(now_s, pools, message, conditions, state, None, held=True)
@@ -633,7 +750,7 @@ def _capacity_by_count(
     return np.concatenate(([0.0], rates))
 
 
-def _note(trail: list[tuple[str, str]], reason: str, message: str) -> None:
+def _note(trail: list[tuple[Reason, str]], reason: Reason, message: str) -> None:
     if message:
         trail.append((reason, message))
 
@@ -651,7 +768,7 @@ def _pool_decision(
     current: int,
     desired: int,
     s: sizing.PoolSizing,
-    trail: list[tuple[str, str]],
+    trail: list[tuple[Reason, str]],
     load: sizing.Load,
 ) -> PoolDecision:
     pool = spec.active_pools()[role]
@@ -663,11 +780,11 @@ def _pool_decision(
     if trail:
         reason, message = trail[-1]
     elif desired > current:
-        reason, message = reasons.SCALED_UP, ""
+        reason, message = Reason.SCALED_UP, ""
     elif desired < current:
-        reason, message = reasons.SCALED_DOWN, ""
+        reason, message = Reason.SCALED_DOWN, ""
     else:
-        reason, message = reasons.STEADY, ""
+        reason, message = Reason.STEADY, ""
     binding = _binding_at(s, j) if desired > current else _binding_at(s, max(i - 1, 0)) if i > 0 else sizing.Binding.MIN
     why = _explain(spec, role, current, desired, s, i, j, load)
     line = f"{role} {current}→{desired}: {why}" if desired != current else f"{role} {current}: {why}"
@@ -748,12 +865,12 @@ def _load_line(planned: PlannedLoad, state: PlannerState, now_s: float) -> str:
 
 def _scaling_active(spec: InferencePoolSpec) -> ConditionUpdate:
     if spec.paused:
-        return ConditionUpdate(reasons.SCALING_ACTIVE, "False", reasons.PAUSED, "spec.paused is true")
+        return ConditionUpdate(ConditionType.SCALING_ACTIVE, "False", Reason.PAUSED, "spec.paused is true")
     if spec.dry_run:
         return ConditionUpdate(
-            reasons.SCALING_ACTIVE, "False", reasons.DRY_RUN, "spec.dryRun is true: decisions are advisory"
+            ConditionType.SCALING_ACTIVE, "False", Reason.DRY_RUN, "spec.dryRun is true: decisions are advisory"
         )
-    return ConditionUpdate(reasons.SCALING_ACTIVE, "True", reasons.STEADY, "the planner is scaling the pools")
+    return ConditionUpdate(ConditionType.SCALING_ACTIVE, "True", Reason.STEADY, "the planner is scaling the pools")
 
 
 def _conditions(
@@ -764,29 +881,29 @@ def _conditions(
 ) -> tuple[ConditionUpdate, ...]:
     if partial_signals:
         metrics = ConditionUpdate(
-            reasons.METRICS_AVAILABLE,
+            ConditionType.METRICS_AVAILABLE,
             "True",
-            reasons.METRICS_PARTIAL,
+            Reason.METRICS_PARTIAL,
             f"planning on partial data ({', '.join(sorted(set(partial_signals)))} unavailable); no scale-down",
         )
     else:
-        metrics = ConditionUpdate(reasons.METRICS_AVAILABLE, "True", reasons.METRICS_OK, "all signals read")
+        metrics = ConditionUpdate(ConditionType.METRICS_AVAILABLE, "True", Reason.METRICS_OK, "all signals read")
     limited_by = [
         d
         for d in decisions.values()
         if d.reason
         in (
-            reasons.MAX_REPLICAS,
-            reasons.GPU_BUDGET,
-            reasons.STEP_LIMITED,
-            reasons.UNREACHABLE_OBJECTIVE,
-            reasons.NODE_GROUP_FULL,
+            Reason.MAX_REPLICAS,
+            Reason.GPU_BUDGET,
+            Reason.STEP_LIMITED,
+            Reason.UNREACHABLE_OBJECTIVE,
+            Reason.NODE_GROUP_FULL,
         )
     ]
     if limited_by:
-        limited = ConditionUpdate(reasons.SCALING_LIMITED, "True", limited_by[0].reason, limited_by[0].message)
+        limited = ConditionUpdate(ConditionType.SCALING_LIMITED, "True", limited_by[0].reason, limited_by[0].message)
     else:
-        limited = ConditionUpdate(reasons.SCALING_LIMITED, "False", reasons.STEADY, "no limit binds")
+        limited = ConditionUpdate(ConditionType.SCALING_LIMITED, "False", Reason.STEADY, "no limit binds")
     return (metrics, _scaling_active(spec), limited, _objectives_met(spec, observation))
 
 
@@ -795,7 +912,7 @@ def _objectives_met(spec: InferencePoolSpec, observation: Observation) -> Condit
     ttft, tpot = observation.ttft_quantile_s, observation.tpot_quantile_s
     if ttft is None or tpot is None or not (math.isfinite(ttft) and math.isfinite(tpot)):
         return ConditionUpdate(
-            reasons.OBJECTIVES_MET, "Unknown", reasons.NO_LATENCY_DATA, "no TTFT/TPOT samples in the window"
+            ConditionType.OBJECTIVES_MET, "Unknown", Reason.NO_LATENCY_DATA, "no TTFT/TPOT samples in the window"
         )
     missed = []
     if ttft > obj.ttft.target.seconds:
@@ -804,6 +921,8 @@ def _objectives_met(spec: InferencePoolSpec, observation: Observation) -> Condit
         missed.append(_quantile_text("TPOT", obj.tpot.quantile, tpot, obj.tpot.target.seconds))
     if missed:
         return ConditionUpdate(
-            reasons.OBJECTIVES_MET, "False", reasons.OBJECTIVES_MISSED, "observed " + "; ".join(missed)
+            ConditionType.OBJECTIVES_MET, "False", Reason.OBJECTIVES_MISSED, "observed " + "; ".join(missed)
         )
-    return ConditionUpdate(reasons.OBJECTIVES_MET, "True", reasons.OBJECTIVES_OK, "observed quantiles within targets")
+    return ConditionUpdate(
+        ConditionType.OBJECTIVES_MET, "True", Reason.OBJECTIVES_OK, "observed quantiles within targets"
+    )

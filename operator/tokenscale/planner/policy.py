@@ -21,8 +21,9 @@ import numpy as np
 import numpy.typing as npt
 
 from tokenscale.planner import reasons
+from tokenscale.planner.reasons import Reason
 
-Step = tuple[int, str, str]
+Step = tuple[int, Reason, str]
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ def split_budget(
     gpus_per_replica: Sequence[int],
     capacity_by_count: Sequence[npt.NDArray[np.float64]],
     budget_gpus: int,
-) -> tuple[list[int], str, str]:
+) -> tuple[list[int], Reason, str]:
     """Fit the pools into a GPU budget, maximizing goodput when it binds; never exceed it.
 
     `capacity_by_count[p][k]` is the largest arrival rate pool p serves within the objectives at k

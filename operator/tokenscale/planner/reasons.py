@@ -1,62 +1,96 @@
-"""Condition types and the CamelCase reasons the planner and the operator set.
+"""Condition types and the CamelCase reasons the planner and the operator set, as enums.
 
 One module so that tests, Events and status agree on the spelling (STYLE.md §13). Called by
 `planner.policy`, `planner.plan`, `reconcile`, `kube/` (the reasons of failed reads and writes) and
-the simulator's report.
+the simulator's report. Both enums are `StrEnum`s: a member is its string wherever a string is
+taken (pydantic fields, Event reasons, metric labels); `wire` is the one place a member (or a
+`sizing.Binding`) becomes the plain string written out where no such conversion happens (YAML).
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Final
 
-# Condition types (DESIGN.md, "The resource").
-READY: Final = "Ready"
-METRICS_AVAILABLE: Final = "MetricsAvailable"
-SCALING_ACTIVE: Final = "ScalingActive"
-SCALING_LIMITED: Final = "ScalingLimited"
-OBJECTIVES_MET: Final = "ObjectivesMet"
-CONDITION_TYPES: Final = (READY, METRICS_AVAILABLE, SCALING_ACTIVE, SCALING_LIMITED, OBJECTIVES_MET)
 
-# Reasons: why a count was chosen or held.
-SCALED_UP: Final = "ScaledUp"
-SCALED_DOWN: Final = "ScaledDown"
-STEADY: Final = "Steady"
-MIN_REPLICAS: Final = "MinReplicas"
-MAX_REPLICAS: Final = "MaxReplicas"
-UNREACHABLE_OBJECTIVE: Final = "ObjectiveUnreachable"
-STEP_LIMITED: Final = "StepLimited"
-STABILIZING: Final = "ScaleDownStabilizing"
-SURVIVORS_TOO_SLOW: Final = "ScaleDownWouldMissObjectives"
-HELD_FOR_RISE: Final = "ScaleDownHeldForRise"
-GPU_BUDGET: Final = "GPUBudget"
-NODE_GROUP_FULL: Final = "NodeGroupFull"
-METRICS_MISSING: Final = "MetricsMissing"
-METRICS_PARTIAL: Final = "MetricsPartial"
-METRICS_OK: Final = "MetricsOK"
-DRY_RUN: Final = "DryRun"
-PAUSED: Final = "Paused"
-OBJECTIVES_OK: Final = "ObjectivesMet"
-OBJECTIVES_MISSED: Final = "ObjectivesMissed"
-NO_LATENCY_DATA: Final = "NoLatencyData"
+class ConditionType(StrEnum):
+    """The status conditions (DESIGN.md, "The resource"), in the order status lists them."""
 
-# Reasons the operator sets around the planner (spec, targets, references).
-ACTIVE: Final = "Active"
-INVALID_SPEC: Final = "InvalidSpec"
-WOULD_SCALE: Final = "WouldScale"
-SCALE_FAILED: Final = "ScaleFailed"
-INVALID_PROFILE: Final = "InvalidProfile"  # a ConfigMap's key is not a PerformanceProfile
+    READY = "Ready"
+    METRICS_AVAILABLE = "MetricsAvailable"
+    SCALING_ACTIVE = "ScalingActive"
+    SCALING_LIMITED = "ScalingLimited"
+    OBJECTIVES_MET = "ObjectivesMet"
 
-# Reasons of failed Kubernetes reads and writes (`kube.scale.KubeError.reason`).
-TARGET_NOT_FOUND: Final = "TargetNotFound"
-NO_SCALE_SUBRESOURCE: Final = "NoScaleSubresource"
-TARGET_KIND_UNKNOWN: Final = "TargetKindUnknown"
-TARGET_NOT_NAMESPACED: Final = "TargetNotNamespaced"
-FORBIDDEN: Final = "Forbidden"
-API_ERROR: Final = "ApiError"
-INVALID_NODE_GROUP: Final = "InvalidNodeGroup"
-SECRET_NOT_FOUND: Final = "SecretNotFound"
-SECRET_FORBIDDEN: Final = "SecretForbidden"
-SECRET_KEY_MISSING: Final = "SecretKeyMissing"
-CONFIG_MAP_NOT_FOUND: Final = "ConfigMapNotFound"
-CONFIG_MAP_FORBIDDEN: Final = "ConfigMapForbidden"
-CONFIG_MAP_KEY_MISSING: Final = "ConfigMapKeyMissing"
+
+# The order status and the operator's `tokenscale_condition` metric list the conditions in.
+CONDITION_TYPES: Final = tuple(ConditionType)
+
+
+class Reason(StrEnum):
+    """Why a count was chosen or held, what the operator found around the planner, and why a
+    Kubernetes read or write failed (`kube.scale.KubeError.reason`)."""
+
+    # Why a count was chosen or held (the planner).
+    SCALED_UP = "ScaledUp"
+    SCALED_DOWN = "ScaledDown"
+    STEADY = "Steady"
+    MIN_REPLICAS = "MinReplicas"
+    MAX_REPLICAS = "MaxReplicas"
+    UNREACHABLE_OBJECTIVE = "ObjectiveUnreachable"
+    STEP_LIMITED = "StepLimited"
+    STABILIZING = "ScaleDownStabilizing"
+    SURVIVORS_TOO_SLOW = "ScaleDownWouldMissObjectives"
+    HELD_FOR_RISE = "ScaleDownHeldForRise"
+    GPU_BUDGET = "GPUBudget"
+    NODE_GROUP_FULL = "NodeGroupFull"
+    METRICS_MISSING = "MetricsMissing"
+    METRICS_PARTIAL = "MetricsPartial"
+    METRICS_OK = "MetricsOK"
+    DRY_RUN = "DryRun"
+    PAUSED = "Paused"
+    OBJECTIVES_OK = "ObjectivesMet"
+    OBJECTIVES_MISSED = "ObjectivesMissed"
+    NO_LATENCY_DATA = "NoLatencyData"
+
+    # What the operator finds around the planner (spec, targets, references).
+    ACTIVE = "Active"
+    INVALID_SPEC = "InvalidSpec"
+    WOULD_SCALE = "WouldScale"
+    SCALE_FAILED = "ScaleFailed"
+    INVALID_PROFILE = "InvalidProfile"  # a ConfigMap's key is not a PerformanceProfile
+
+    # Failed Kubernetes reads and writes.
+    TARGET_NOT_FOUND = "TargetNotFound"
+    NO_SCALE_SUBRESOURCE = "NoScaleSubresource"
+    TARGET_KIND_UNKNOWN = "TargetKindUnknown"
+    TARGET_NOT_NAMESPACED = "TargetNotNamespaced"
+    FORBIDDEN = "Forbidden"
+    API_ERROR = "ApiError"
+    INVALID_NODE_GROUP = "InvalidNodeGroup"
+    SECRET_NOT_FOUND = "SecretNotFound"
+    SECRET_FORBIDDEN = "SecretForbidden"
+    SECRET_KEY_MISSING = "SecretKeyMissing"
+    CONFIG_MAP_NOT_FOUND = "ConfigMapNotFound"
+    CONFIG_MAP_FORBIDDEN = "ConfigMapForbidden"
+    CONFIG_MAP_KEY_MISSING = "ConfigMapKeyMissing"
+
+
+def wire(value: StrEnum) -> str:
+    """A condition type, reason or `sizing.Binding` as status, `plan -o json|yaml` and the report spell it."""
+    return value.value
+
+
+# The policy steps' reasons under the module-level names `planner.policy` spells them with (that
+# module belongs to another line of work; these are the same members, not a second set of strings).
+STEADY: Final = Reason.STEADY
+SCALED_UP: Final = Reason.SCALED_UP
+SCALED_DOWN: Final = Reason.SCALED_DOWN
+SURVIVORS_TOO_SLOW: Final = Reason.SURVIVORS_TOO_SLOW
+HELD_FOR_RISE: Final = Reason.HELD_FOR_RISE
+STABILIZING: Final = Reason.STABILIZING
+MIN_REPLICAS: Final = Reason.MIN_REPLICAS
+MAX_REPLICAS: Final = Reason.MAX_REPLICAS
+STEP_LIMITED: Final = Reason.STEP_LIMITED
+GPU_BUDGET: Final = Reason.GPU_BUDGET
+NODE_GROUP_FULL: Final = Reason.NODE_GROUP_FULL

@@ -31,7 +31,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, Metric
 from tokenscale.api import Role
 from tokenscale.metrics.presets import PRESETS
 from tokenscale.sim.exposition import counter, exposition, gauge, histogram
-from tokenscale.sim.fleet import FleetSnapshot
+from tokenscale.sim.snapshot import FleetSnapshot
 
 ExportEngine = Literal["vllm", "sglang", "trtllm", "dynamo"]
 WorkerEngine = Literal["vllm", "sglang", "trtllm"]  # engines that run in the pools (Dynamo is a frontend)

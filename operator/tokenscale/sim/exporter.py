@@ -31,7 +31,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from tokenscale.api import Role
 from tokenscale.sim.engine_metrics import WORKER_ENGINES, ExportRole, WorkerEngine, render
-from tokenscale.sim.fleet import Fleet, FleetConfig, FleetSnapshot
+from tokenscale.sim.fleet import Fleet, FleetConfig
+from tokenscale.sim.snapshot import FleetSnapshot
 from tokenscale.sim.truth import Truth, ground_truth
 from tokenscale.sim.workload import LengthDistribution, make_workload
 

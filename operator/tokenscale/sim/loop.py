@@ -30,8 +30,9 @@ from tokenscale.planner.observation import (
 )
 from tokenscale.planner.perf import ReplicaPerformance
 from tokenscale.sim import policies
-from tokenscale.sim.fleet import Fleet, FleetConfig, FleetSnapshot, PoolConfig
+from tokenscale.sim.fleet import Fleet, FleetConfig, PoolConfig
 from tokenscale.sim.report import PolicyRun, Timeline
+from tokenscale.sim.snapshot import FleetSnapshot
 from tokenscale.sim.workload import Workload
 
 Progress = Callable[[float], None]  # called with simulated seconds advanced

@@ -6,7 +6,8 @@ its own type (`Policy[S]`), so runs are reproducible and the same inputs give th
 `REGISTRY` names them and builds each for a simulation setup: adding a policy is one class here
 and one line there.
 
-- `tokenscale`: the planner's `plan()`, exactly as the operator calls it.
+- `tokenscale`: the planner's `plan()`, exactly as the operator calls it (its scale-ups timed for the
+  cold start as the operator times the ones it writes).
 - `static`: fixed counts, sized by the planner's model for the trace's peak minute (the usual
   "provision for the peak" practice, given the benefit of a good model).
 - `hpa`: the Kubernetes HPA algorithm (desired = ceil(current · metric / target), 10% tolerance,
@@ -48,7 +49,7 @@ from tokenscale.planner import plan as planner
 from tokenscale.planner import sizing
 from tokenscale.planner.observation import Observation
 from tokenscale.planner.perf import ReplicaPerformance
-from tokenscale.sim.fleet import PoolSnapshot
+from tokenscale.sim.snapshot import PoolSnapshot
 from tokenscale.sim.workload import Workload
 
 Counts = dict[Role, int]
@@ -160,10 +161,16 @@ class TokenscalePolicy:
     def initial(self, spec: InferencePoolSpec) -> tuple[Counts, planner.PlannerState]:
         return {r: p.min_replicas for r, p in spec.active_pools().items()}, planner.PlannerState()
 
+    def decision(self, now_s: float, view: ControlView, state: planner.PlannerState) -> planner.Decision:
+        """The planner's decision on the view; every scale-up timed for the cold start, since the loop
+        writes every change (`sim.loop.run_policy`) as the operator writes its own."""
+        decision = planner.plan(self.spec, view.observation, state, now_s, self.performance)
+        return decision.written(decision.scale_ups())
+
     def decide(
         self, now_s: float, view: ControlView, state: planner.PlannerState
     ) -> tuple[Counts, planner.PlannerState]:
-        decision = planner.plan(self.spec, view.observation, state, now_s, self.performance)
+        decision = self.decision(now_s, view, state)
         return {r: d.desired_replicas for r, d in decision.pools.items()}, decision.state
 
 

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import numpy.typing as npt
 
-from tokenscale.sim.fleet import RequestRecords
+from tokenscale.sim.snapshot import RequestRecords
 
 FloatArray = npt.NDArray[np.float64]
 
