@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from tokenscale.planner import reasons
 from tokenscale.planner.reasons import Reason
 
 Step = tuple[int, Reason, str]
@@ -42,16 +41,16 @@ def survivors_check(desired: int, current: int, slack_by_count: Sequence[float],
     survivors; the prediction at N−1 already carries that load, so the check is the prediction.
     """
     if desired >= current:
-        return desired, reasons.STEADY, ""
+        return desired, Reason.STEADY, ""
     limit = 1.0 - tolerance
     chosen = desired
     while chosen < current and not slack_by_count[chosen] <= limit:
         chosen += 1
     if chosen == desired:
-        return desired, reasons.SCALED_DOWN, ""
+        return desired, Reason.SCALED_DOWN, ""
     return (
         chosen,
-        reasons.SURVIVORS_TOO_SLOW,
+        Reason.SURVIVORS_TOO_SLOW,
         f"held at {chosen}: at {desired} replicas the predicted latency is "
         f"{slack_by_count[desired]:.0%} of target, above the {limit:.0%} the tolerance allows",
     )
@@ -67,11 +66,11 @@ def hold_for_rise(desired: int, current: int, needed_at_peak: int, peak_rise: fl
     load has made within a cold start lately, not only the usual one.
     """
     if desired >= current or needed_at_peak <= desired:
-        return desired, reasons.STEADY, ""
+        return desired, Reason.STEADY, ""
     value = min(needed_at_peak, current)
     return (
         value,
-        reasons.HELD_FOR_RISE,
+        Reason.HELD_FOR_RISE,
         f"held at {value}: {needed_at_peak} replicas are needed if the load rises as much within "
         f"{cold_start_s:g}s as it has in the last hour (+{peak_rise:.0%})",
     )
@@ -99,33 +98,33 @@ def stabilize(
         if value > desired:
             return (
                 value,
-                reasons.STABILIZING,
+                Reason.STABILIZING,
                 (
                     f"scale-down to {desired} waits for the {down_window_s:g}s stabilization window "
                     f"(recommended {value} within it)"
                 ),
             )
-        return desired, reasons.SCALED_DOWN, ""
+        return desired, Reason.SCALED_DOWN, ""
     if desired > current and up_window_s > 0:
         recent = [r.replicas for r in history if now_s - r.time_s < up_window_s]
         ceiling = min([desired, *recent])
         value = max(ceiling, current)
         if value < desired:
-            return value, reasons.STABILIZING, f"scale-up to {desired} waits for the {up_window_s:g}s window"
-    return desired, reasons.SCALED_UP if desired > current else reasons.STEADY, ""
+            return value, Reason.STABILIZING, f"scale-up to {desired} waits for the {up_window_s:g}s window"
+    return desired, Reason.SCALED_UP if desired > current else Reason.STEADY, ""
 
 
 def clamp(desired: int, min_replicas: int, max_replicas: int) -> Step:
     """Keep the count within [minReplicas, maxReplicas]."""
     if desired < min_replicas:
-        return min_replicas, reasons.MIN_REPLICAS, f"held at minReplicas {min_replicas}"
+        return min_replicas, Reason.MIN_REPLICAS, f"held at minReplicas {min_replicas}"
     if desired > max_replicas:
         return (
             max_replicas,
-            reasons.MAX_REPLICAS,
+            Reason.MAX_REPLICAS,
             f"needs {desired} replicas but maxReplicas is {max_replicas}; raise maxReplicas to meet the objectives",
         )
-    return desired, reasons.STEADY, ""
+    return desired, Reason.STEADY, ""
 
 
 def limit_step(
@@ -143,9 +142,9 @@ def limit_step(
         limits.append(max(max_gpus_per_step // gpus_per_replica, 1))
     step = min(limits)
     if abs(desired - current) <= step:
-        return desired, reasons.STEADY, ""
+        return desired, Reason.STEADY, ""
     value = current + int(step) * (1 if desired > current else -1)
-    return value, reasons.STEP_LIMITED, f"moving {current}→{value} of {desired} (step limit {int(step)} replicas)"
+    return value, Reason.STEP_LIMITED, f"moving {current}→{value} of {desired} (step limit {int(step)} replicas)"
 
 
 def split_budget(
@@ -164,12 +163,12 @@ def split_budget(
     """
     gpus = sum(d * g for d, g in zip(desired, gpus_per_replica, strict=True))
     if gpus <= budget_gpus:
-        return list(desired), reasons.STEADY, ""
+        return list(desired), Reason.STEADY, ""
     if len(desired) == 1:
         value = budget_gpus // gpus_per_replica[0]
         return (
             [max(min(value, desired[0]), minimum[0])],
-            reasons.GPU_BUDGET,
+            Reason.GPU_BUDGET,
             (f"needs {gpus} GPUs but gpuBudget is {budget_gpus}"),
         )
     (dp, dd), (mp, md), (gp, gd) = desired, minimum, gpus_per_replica
@@ -187,7 +186,7 @@ def split_budget(
     _, _, p, d = best
     return (
         [p, d],
-        reasons.GPU_BUDGET,
+        Reason.GPU_BUDGET,
         (f"needs {gpus} GPUs but gpuBudget is {budget_gpus}: split {p} prefill + {d} decode for the most goodput"),
     )
 
@@ -206,13 +205,13 @@ def limit_to_capacity(
     cluster autoscaler is trusted to add nodes, and the limit is not applied.
     """
     if free_gpus is None or allow_pending or desired <= current:
-        return desired, reasons.STEADY, ""
+        return desired, Reason.STEADY, ""
     fits = current + max(free_gpus, 0) // gpus_per_replica
     if desired <= fits:
-        return desired, reasons.STEADY, ""
+        return desired, Reason.STEADY, ""
     return (
         fits,
-        reasons.NODE_GROUP_FULL,
+        Reason.NODE_GROUP_FULL,
         f"needs {desired} replicas but the node group has {max(free_gpus, 0)} free GPUs (room for {fits}); "
         "add GPU nodes, or set nodeGroup.allowPending if a cluster autoscaler adds them",
     )

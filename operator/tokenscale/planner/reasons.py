@@ -79,18 +79,3 @@ class Reason(StrEnum):
 def wire(value: StrEnum) -> str:
     """A condition type, reason or `sizing.Binding` as status, `plan -o json|yaml` and the report spell it."""
     return value.value
-
-
-# The policy steps' reasons under the module-level names `planner.policy` spells them with (that
-# module belongs to another line of work; these are the same members, not a second set of strings).
-STEADY: Final = Reason.STEADY
-SCALED_UP: Final = Reason.SCALED_UP
-SCALED_DOWN: Final = Reason.SCALED_DOWN
-SURVIVORS_TOO_SLOW: Final = Reason.SURVIVORS_TOO_SLOW
-HELD_FOR_RISE: Final = Reason.HELD_FOR_RISE
-STABILIZING: Final = Reason.STABILIZING
-MIN_REPLICAS: Final = Reason.MIN_REPLICAS
-MAX_REPLICAS: Final = Reason.MAX_REPLICAS
-STEP_LIMITED: Final = Reason.STEP_LIMITED
-GPU_BUDGET: Final = Reason.GPU_BUDGET
-NODE_GROUP_FULL: Final = Reason.NODE_GROUP_FULL
