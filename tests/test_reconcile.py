@@ -49,8 +49,8 @@ def _reads(spec: api.InferencePoolSpec, decode: scale.ScaleState) -> reconcile.R
         pytest.param(
             _previous(scale_up_time=st.rfc3339(T0 - 100), scale_up_replicas=4, cold_start_seconds=200.0),
             _scale(4, 4),
-            150.0,
-            (150.0, None, None),
+            (200.0 + 100.0 - SPEC.interval.seconds / 2) / 2,  # ready within the last interval: its midpoint
+            ((200.0 + 100.0 - SPEC.interval.seconds / 2) / 2, None, None),
             id="ready-blended-with-previous",
         ),
         pytest.param(

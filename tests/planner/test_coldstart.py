@@ -16,6 +16,7 @@ from tokenscale.planner.observation import Observation, ReplicaCounts
 
 T0 = 1_790_000_000.0
 ROOT = Path(__file__).resolve().parents[2]
+INTERVAL_S = 30.0  # ready was first seen this long after the cycle that saw the replicas starting
 
 
 @pytest.mark.parametrize(
@@ -32,14 +33,14 @@ ROOT = Path(__file__).resolve().parents[2]
         pytest.param(
             ColdStarts(timing={"decode": ScaleUp(T0 - 100, 4)}),
             ReplicaCounts(4, 4),
-            {"decode": 100.0},
+            {"decode": 100.0 - INTERVAL_S / 2},
             {},
             id="ready-first-measurement",
         ),
         pytest.param(
             ColdStarts({"decode": 200.0}, {"decode": ScaleUp(T0 - 100, 4)}),
             ReplicaCounts(4, 4),
-            {"decode": 150.0},
+            {"decode": (200.0 + 100.0 - INTERVAL_S / 2) / 2},
             {},
             id="ready-blended-with-previous",
         ),
@@ -55,7 +56,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_cold_start_is_timed_from_scale_up_to_ready(
     previous: ColdStarts, seen: ReplicaCounts, measured: dict[str, float], timing: dict[str, ScaleUp]
 ) -> None:
-    got = coldstart.advance(previous, {"decode": seen}, T0)
+    got = coldstart.advance(previous, {"decode": seen}, T0, INTERVAL_S)
     assert got.measured_s == pytest.approx(measured)
     assert got.timing == timing
 
@@ -91,8 +92,9 @@ def test_plan_forecasts_over_the_slowest_measured_cold_start() -> None:
     ready = {r: ReplicaCounts(n, n) for r, n in asked.items()}
     after = planner.plan(spec, _obs(T0 + 90, 20.0, ready.get("prefill", one), ready.get("decode", one)),
                          still.state, T0 + 90, perf)  # fmt: skip
-    assert after.planned is not None and after.planned.horizon_s == 90.0
-    assert after.state.cold_starts.measured_s == {r: 90.0 for r in asked}
+    # Ready at some moment within the last interval (30 s): the midpoint, 90 − 15.
+    assert after.planned is not None and after.planned.horizon_s == 90.0 - spec.interval.seconds / 2
+    assert after.state.cold_starts.measured_s == {r: 90.0 - spec.interval.seconds / 2 for r in asked}
     assert after.state.cold_starts.timing == {}
 
 
@@ -102,4 +104,4 @@ def test_a_held_decision_still_times_the_cold_start() -> None:
     obs = Observation(T0, None, 2000.0, 300.0, {"prefill": ReplicaCounts(1, 1), "decode": ReplicaCounts(3, 3)})
     held = planner.plan(spec, obs, timed, T0, profiles.resolve_all(spec))
     assert held.held
-    assert held.state.cold_starts == ColdStarts({"decode": 60.0}, {})
+    assert held.state.cold_starts == ColdStarts({"decode": 60.0 - spec.interval.seconds / 2}, {})

@@ -3,10 +3,12 @@
 Called by `planner.plan` every cycle (`advance`, with the replicas the cycle saw) and by whoever
 writes a decision's scale-ups (`started`: the operator's `reconcile`, the simulator's tokenscale
 policy). A scale-up is timed from the cycle that wrote it to the first cycle that sees that many
-replicas ready; the sample is blended with the previous measurement (weight `SMOOTHING`), since
-one node's image pull is not every node's. The horizon is the slowest pool's measurement, or
-`spec.forecast.coldStart` before any. The state lives in status (`status.planner_state`), per pool:
-`coldStartSeconds`, `scaleUpTime`, `scaleUpReplicas`.
+replicas ready, less half an interval: they became ready at some moment since the cycle before,
+which saw them starting, and the midpoint of that interval is the unbiased estimate (timed to the
+cycle alone, a cold start reads up to one interval long, half of one on average). The sample is blended with the
+previous measurement (weight `SMOOTHING`), since one node's image pull is not every node's. The
+horizon is the slowest pool's measurement, or `spec.forecast.coldStart` before any. The state lives
+in status (`status.planner_state`), per pool: `coldStartSeconds`, `scaleUpTime`, `scaleUpReplicas`.
 """
 
 from __future__ import annotations
@@ -40,8 +42,11 @@ class ColdStarts:
         return max(self.measured_s.values()) if self.measured_s else None
 
 
-def advance(previous: ColdStarts, replicas: Mapping[Role, ReplicaCounts], now_s: float) -> ColdStarts:
-    """The cold starts after a cycle that saw `replicas` (current and ready) of each pool.
+def advance(
+    previous: ColdStarts, replicas: Mapping[Role, ReplicaCounts], now_s: float, interval_s: float
+) -> ColdStarts:
+    """The cold starts after a cycle that saw `replicas` (current and ready) of each pool, `interval_s`
+    after the one before.
 
     A timed scale-up whose replicas are all ready becomes a measurement; one still starting is
     timed on; one scaled back below its count before it was ready is dropped (nothing to time).
@@ -57,7 +62,7 @@ def advance(previous: ColdStarts, replicas: Mapping[Role, ReplicaCounts], now_s:
         if up is None:
             continue
         if counts.ready >= up.replicas:
-            sample = now_s - up.started_s
+            sample = max(now_s - up.started_s - interval_s / 2.0, 0.0)
             measured[role] = sample if prior is None else SMOOTHING * sample + (1 - SMOOTHING) * prior
         elif counts.current >= up.replicas:
             timing[role] = up

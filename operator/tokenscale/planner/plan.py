@@ -171,7 +171,8 @@ def plan(
     roles = ROLES_BY_MODE[spec.mode]
     current = {r: _current(observation, r, spec.active_pools()[r]) for r in roles}
     seen_replicas = {r: observation.replicas[r] for r in roles if r in observation.replicas}
-    state = replace(state, cold_starts=coldstart.advance(state.cold_starts, seen_replicas, now_s))
+    cold_starts = coldstart.advance(state.cold_starts, seen_replicas, now_s, spec.interval.seconds)
+    state = replace(state, cold_starts=cold_starts)
     missing = observation.load_signals_missing()
     seen = observed_load(spec, observation)
     if missing or seen is None:
