@@ -81,7 +81,11 @@ def invert(predict: Callable[[FloatArray], FloatArray], observed: float) -> floa
     Log-linear interpolation between grid points; `MIN_CV2` when even the calmest arrivals predict
     at least the observation, `MAX_CV2` when even the burstiest predict less.
     """
-    predicted = predict(_GRID)
+    return _on_curve(predict(_GRID), observed)
+
+
+def _on_curve(predicted: FloatArray, observed: float) -> float:
+    """`invert` on the predictions at the grid's points (one model evaluation serves several inversions)."""
     if predicted[0] >= observed:
         return MIN_CV2
     above = np.flatnonzero(predicted >= observed)
@@ -137,8 +141,9 @@ def refit(
     current = previous.current(now_s) if previous is not None else None
     in_use = current if current is not None else PRIOR_CV2
     se = math.sqrt(max(observed * (1.0 - observed), 0.0) / max(samples, 1.0))
-    low = invert(predict, max(observed - CONTRADICTION_SE * se, 0.0))
-    high = invert(predict, observed + CONTRADICTION_SE * se)
+    curve = predict(_GRID)
+    low = _on_curve(curve, max(observed - CONTRADICTION_SE * se, 0.0))
+    high = _on_curve(curve, observed + CONTRADICTION_SE * se)
     if low <= in_use <= high:
         return None if current is None else TailFit(current, now_s)
-    return update(previous, invert(predict, observed), now_s)
+    return update(previous, _on_curve(curve, observed), now_s)
