@@ -161,22 +161,36 @@ class OperatorProcess:
         return [block for block in self.log().split("Traceback (most recent call last)")[1:]]
 
 
-def create_deployment(apps: kubernetes.client.AppsV1Api, namespace: str, name: str, replicas: int) -> None:
+def deployment_manifest(
+    name: str,
+    replicas: int,
+    image: str = "registry.invalid/vllm:test",
+    resources: dict[str, Any] | None = None,
+    node_selector: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A Deployment of `replicas` pods labelled app=`name` with one container "engine" (its image is never
+    pulled: the test cluster has no kubelet), optionally with resources and a node selector."""
     labels = {"app": name}
-    body = {
+    container: dict[str, Any] = {"name": "engine", "image": image}
+    if resources is not None:
+        container["resources"] = resources
+    pod: dict[str, Any] = {"containers": [container]}
+    if node_selector is not None:
+        pod = {"nodeSelector": node_selector, **pod}
+    return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": name, "labels": labels},
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "engine", "image": "registry.invalid/vllm:test"}]},
-            },
+            "template": {"metadata": {"labels": labels}, "spec": pod},
         },
     }
-    apps.create_namespaced_deployment(namespace, body)
+
+
+def create_deployment(apps: kubernetes.client.AppsV1Api, namespace: str, name: str, replicas: int) -> None:
+    apps.create_namespaced_deployment(namespace, deployment_manifest(name, replicas))
 
 
 def replicas_of(apps: kubernetes.client.AppsV1Api, namespace: str, name: str) -> int:

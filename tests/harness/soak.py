@@ -62,9 +62,18 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from harness.cluster import Cluster
-from harness.operator_env import GROUP, PLURAL, VERSION, OperatorProcess, SimulatedFleet, pool_manifest
+from harness.operator_env import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    OperatorProcess,
+    SimulatedFleet,
+    deployment_manifest,
+    pool_manifest,
+)
 from harness.processes import Supervisor
 from harness.prometheus import PrometheusFactory
+from harness.textserver import answer
 from harness.wait import wait_until
 from tokenscale.kube.capacity import SNAPSHOT_MAX_AGE_S
 
@@ -326,14 +335,7 @@ class PrometheusProxy:
                 except OSError:
                     self.close_connection = True  # upstream down: no answer at all
                     return
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", kind)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the operator gave up (its query timeout)
+                answer(self, status, kind, body)  # the operator may have given up (its query timeout)
 
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - base signature
                 pass
@@ -370,26 +372,14 @@ def node_name(namespace: str, pool: str, role: str) -> str:
 
 def _deployment(name: str, replicas: int, group: str) -> dict[str, Any]:
     """A Deployment whose pods ask for the role's GPUs on its node group (they stay Pending: no kubelet)."""
-    labels = {"app": name}
     gpus = str(GPUS_PER_REPLICA)
-    container = {
-        "name": "engine",
-        "image": "registry.invalid/vllm:soak",
-        "resources": {"requests": {GPU: gpus}, "limits": {GPU: gpus}},
-    }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"nodeSelector": {GROUP_KEY: group}, "containers": [container]},
-            },
-        },
-    }
+    return deployment_manifest(
+        name,
+        replicas,
+        image="registry.invalid/vllm:soak",
+        resources={"requests": {GPU: gpus}, "limits": {GPU: gpus}},
+        node_selector={GROUP_KEY: group},
+    )
 
 
 def _pool(name: str, namespace: str, prometheus_url: str, interval_s: float) -> dict[str, Any]:

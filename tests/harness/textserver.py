@@ -19,6 +19,18 @@ from types import TracebackType
 Responder = Callable[[str], tuple[int, str, bytes]]
 
 
+def answer(handler: BaseHTTPRequestHandler, status: int, content_type: str, body: bytes) -> None:
+    """Send one whole answer; a client that went away meanwhile (it timed out) is not an error."""
+    try:
+        handler.send_response(status)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+
+
 class TextServer:
     """Serves `responder(path)` for every GET, POST and PUT; `delay_s` makes each answer that late."""
 
@@ -49,14 +61,7 @@ class TextServer:
                 server.last_headers = dict(self.headers)
                 server.last_request_line = self.requestline
                 status, content_type, body = server.responder(path)
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", content_type)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (a timeout test)
+                answer(self, status, content_type, body)
 
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - base signature
                 pass

@@ -64,6 +64,12 @@ class LengthDistribution:
         return LengthDistribution(self.tokens * factor, self.weights)
 
 
+def at_mean(shape: LengthDistribution | None, mean_tokens: float, cv2: float) -> LengthDistribution:
+    """The observed shape moved to `mean_tokens` (a forecast changes the mean, not the shape), else a
+    lognormal with that mean and c² (no histogram)."""
+    return shape.with_mean(mean_tokens) if shape is not None else lognormal(mean_tokens, cv2)
+
+
 def lognormal(mean_tokens: float, cv2: float) -> LengthDistribution:
     """Slices of a lognormal with the given mean and c²: the conditional mean of each slice.
 

@@ -518,19 +518,11 @@ def _calibrate(
     if _online(pools["prefill"]):
         cal = prefill_cal.get("prefill", Calibration())
         if observation.prefill_time_mean_s is not None and isl is not None:
-            cal, _ = calibration.update_prefill(
-                cal, prior["prefill"].prefill, _isl_shape(observation, isl), observation.prefill_time_mean_s
-            )
+            prompts = lengths.at_mean(observation.isl_distribution, isl, _or(observation.isl_cv2, _DEFAULT_CV2))
+            cal, _ = calibration.update_prefill(cal, prior["prefill"].prefill, prompts, observation.prefill_time_mean_s)
         prefill_cal["prefill"] = cal
         performance["prefill"] = replace(prior["prefill"], prefill=cal.prefill(prior["prefill"].prefill))
     return replace(state, decode_calibration=decode_cal, prefill_calibration=prefill_cal), performance
-
-
-def _isl_shape(observation: Observation, isl_mean_tokens: float) -> lengths.LengthDistribution:
-    """The window's prompt lengths at the observed mean: the histogram's shape, else a lognormal of the observed c²."""
-    if observation.isl_distribution is not None:
-        return observation.isl_distribution.with_mean(isl_mean_tokens)
-    return lengths.lognormal(isl_mean_tokens, _or(observation.isl_cv2, _DEFAULT_CV2))
 
 
 def observed_load(

@@ -133,10 +133,8 @@ def batch_context_tokens(isl_mean_tokens: float, osl_mean_tokens: float, osl_cv2
 
 def isl_points(load: Load) -> tuple[FloatArray, FloatArray]:
     """Prompt lengths to integrate over: the observed shape at the planned mean, else a lognormal."""
-    if load.isl_shape is not None:
-        d = load.isl_shape.with_mean(load.isl_mean_tokens)
-        return d.tokens, d.weights
-    return lognormal_points(load.isl_mean_tokens, load.isl_cv2)
+    d = lengths.at_mean(load.isl_shape, load.isl_mean_tokens, load.isl_cv2)
+    return d.tokens, d.weights
 
 
 def size_biased_batch_quantile(q: float, shape: float, utilization: FloatArray, kmax: int = 20_000) -> FloatArray:
