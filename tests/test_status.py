@@ -76,6 +76,17 @@ def test_a_restart_between_cycles_changes_no_decision(rates: tuple[float, ...]) 
         counts = {r: d.desired_replicas for r, d in a.pools.items()}
 
 
+def test_a_replica_seen_starting_survives_a_restart() -> None:
+    # The tail fit waits a metrics window after the last cycle that saw a replica starting; an
+    # operator restarted within that window must still know it.
+    spec = _spec()
+    obs = _obs(T0, 5.0, 2, 2)
+    obs = Observation(**{**obs.__dict__, "replicas": {"prefill": ReplicaCounts(3, 2), "decode": ReplicaCounts(2, 2)}})
+    decision = planner.plan(spec, obs, planner.PlannerState(), T0, profiles.resolve_all(spec))
+    assert decision.state.starting_seen_s == {"prefill": T0}
+    assert _through_status(spec, decision, obs).starting_seen_s == {"prefill": T0}
+
+
 def test_conditions_keep_their_transition_time_until_the_status_changes() -> None:
     first = st.merge_conditions([], [ConditionUpdate(ConditionType.READY, "True", Reason.ACTIVE, "ok")], T0)
     same = st.merge_conditions(

@@ -490,7 +490,9 @@ class Forecast(ApiModel):
             ]
         }
     )
-    method: ForecastMethod = Field("holt", description="holt (linear trend), ewma, or none.")
+    method: ForecastMethod = Field(
+        "holt", description="holt (the rate's linear trend; mean lengths by their level), ewma, or none."
+    )
     cold_start: Duration = Field(
         Duration("180s"),
         description="Time from scale-up to a ready replica; the forecast horizon. Measured when possible.",
@@ -691,6 +693,11 @@ class PoolStatus(ApiModel):
     cold_start_seconds: float | None = Field(None, description="Measured time from scale-up to ready.")
     scale_up_time: str | None = Field(None, description="When the scale-up being timed was issued (RFC 3339).")
     scale_up_replicas: int | None = Field(None, description="Replicas the scale-up being timed asked for.")
+    starting_seen_time: str | None = Field(
+        None,
+        description="The last cycle that saw fewer replicas ready than asked (RFC 3339); the TTFT tail "
+        "is fitted only to a metrics window after it.",
+    )
 
 
 class PoolStatuses(ApiModel, ByRole[PoolStatus]):

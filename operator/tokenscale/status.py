@@ -47,6 +47,7 @@ def planner_state(status: api.InferencePoolStatus | None) -> PlannerState:
     last_scale: dict[Role, float] = {}
     cold_measured: dict[Role, float] = {}
     cold_timing: dict[Role, ScaleUp] = {}
+    starting_seen: dict[Role, float] = {}
     prefill_cal: dict[Role, Calibration] = {}
     decode_cal: dict[Role, Calibration] = {}
     tail: TailFit | None = None
@@ -54,6 +55,8 @@ def planner_state(status: api.InferencePoolStatus | None) -> PlannerState:
         pool = status.pools.get(role)
         if pool is not None and (t := epoch_s(pool.last_scale_time)) is not None:
             last_scale[role] = t
+        if pool is not None and (t := epoch_s(pool.starting_seen_time)) is not None:
+            starting_seen[role] = t
         if pool is not None and pool.cold_start_seconds is not None:
             cold_measured[role] = pool.cold_start_seconds
         if pool is not None and (t := epoch_s(pool.scale_up_time)) is not None and pool.scale_up_replicas is not None:
@@ -73,6 +76,7 @@ def planner_state(status: api.InferencePoolStatus | None) -> PlannerState:
         osl=SeriesState.from_list(forecast.osl_state) if forecast else None,
         work=SeriesState.from_list(forecast.work_state) if forecast else None,
         last_scale_time_s=last_scale,
+        starting_seen_s=starting_seen,
         prefill_calibration=prefill_cal,
         decode_calibration=decode_cal,
         tail=tail,
@@ -156,6 +160,7 @@ def _pool_statuses(
         f = facts[role]
         old = prev.pools.get(role) or api.PoolStatus()
         last_scale = state.last_scale_time_s.get(role)
+        starting = state.starting_seen_s.get(role)
         timing = state.cold_starts.timing.get(role)
         pools[role] = api.PoolStatus(
             current_replicas=f.scaled_to if f.scaled_to is not None else f.current_replicas,
@@ -171,6 +176,7 @@ def _pool_statuses(
             cold_start_seconds=state.cold_starts.measured_s.get(role),
             scale_up_time=rfc3339(timing.started_s) if timing is not None else None,
             scale_up_replicas=timing.replicas if timing is not None else None,
+            starting_seen_time=rfc3339(starting) if starting is not None else old.starting_seen_time,
         )
     return pools
 

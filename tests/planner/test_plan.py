@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -116,6 +117,32 @@ def test_a_scale_down_waits_out_the_largest_rise_of_the_last_hour() -> None:
     held = [reasons_after[t] for t in (3000.0, 3600.0, 4800.0)]
     assert all(n > calm_count and why == Reason.HELD_FOR_RISE for n, why in held)
     assert reasons_after[5640.0][0] == calm_count  # the rise left the hour at 1620 + 3600 s
+
+
+def test_a_ramping_rate_is_planned_at_the_horizon_plus_half_the_window_it_is_read_over() -> None:
+    # The rate is a W-window mean, so on a ramp it reads the rate of W/2 ago: the forecast carries
+    # the trend H + W/2 ahead. Window means of a ramp +0.01 req/s per second, read every 30 s.
+    spec = _spec(metrics__window="5m", forecast__coldStart="240s")
+    state = planner.PlannerState()
+    for step in range(40):
+        t = 600.0 + 30.0 * step
+        d = _plan(spec, _obs(4.0 + 0.01 * (t - 150.0), prefill=4, decode=4, t=t), state)
+        state = d.state
+    assert d.planned is not None
+    true_rate_at_horizon = 4.0 + 0.01 * (t + 240.0)
+    assert d.planned.rate_forecast_per_s == pytest.approx(true_rate_at_horizon, rel=0.01)
+
+
+def test_mean_lengths_are_held_not_extrapolated() -> None:
+    # Window means of heavy-tailed prompts wander by their standard error; a Holt trend read off them
+    # would project that noise over the horizon. The plan takes the observed mean (never below it).
+    state = planner.PlannerState()
+    for step, isl in enumerate((1500.0, 1700.0, 1900.0, 2100.0)):
+        d = _plan(SPEC, _obs(4.0, prefill=2, decode=2, t=30.0 * step, isl=isl), state)
+        state = d.state
+    assert d.planned is not None and d.planned.load.isl_mean_tokens == 2100.0
+    d = _plan(SPEC, _obs(4.0, prefill=2, decode=2, t=120.0, isl=1500.0), state)
+    assert d.planned is not None and 1500.0 < d.planned.load.isl_mean_tokens < 2100.0  # a fall is followed by the EWMA
 
 
 def test_partial_metrics_never_scale_down() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,10 @@ def test_a_fit_moves_only_when_the_window_contradicts_the_burstiness_in_use(
     observed = float(predict(np.array([3.0]))[0])  # what c_a² = 3 would show
     fitted = tail.refit(None, predict, observed, 1100.0, 600.0)
     if moves:
-        assert fitted is not None and fitted.arrival_cv2 == pytest.approx(3.0, rel=0.05)
+        # To the bracket's end nearest the prior: the least burstiness the window demands.
+        low = tail.invert(predict, observed - tail.CONTRADICTION_SE * math.sqrt(observed * (1 - observed) / 1100.0))
+        assert fitted is not None and fitted.arrival_cv2 == pytest.approx(low, rel=0.02)
+        assert tail.PRIOR_CV2 < fitted.arrival_cv2 < 3.0
     else:
         assert fitted is None  # the prior (Poisson) stands
         assert tail.invert(predict, observed) == pytest.approx(3.0, rel=0.05)  # the point fit alone would say 3
@@ -126,10 +130,26 @@ def test_a_window_that_agrees_with_the_fit_in_use_keeps_it_fresh() -> None:
     kept = tail.refit(previous, predict, agreeing, 1100.0, tail.STALE_AFTER_S - 10.0)
     assert kept == tail.TailFit(4.0, tail.STALE_AFTER_S - 10.0)
     assert kept.current(tail.STALE_AFTER_S + 60.0) == 4.0  # not stale: the window confirmed it
-    moved = tail.refit(previous, predict, float(predict(np.array([12.0]))[0]), 1100.0, tail.HALF_LIFE_S)
+    # A window that contradicts it moves the fit towards the bracket's nearer end, not its point fit.
+    observed = float(predict(np.array([12.0]))[0])
+    moved = tail.refit(previous, predict, observed, 1100.0, tail.HALF_LIFE_S)
+    low = tail.invert(predict, observed - tail.CONTRADICTION_SE * math.sqrt(observed * (1 - observed) / 1100.0))
+    assert 4.0 < low < 12.0
     assert moved is not None and moved.arrival_cv2 == pytest.approx(
-        tail.update(previous, 12.0, tail.HALF_LIFE_S).arrival_cv2, rel=0.03
+        tail.update(previous, low, tail.HALF_LIFE_S).arrival_cv2, rel=0.02
     )
+
+
+def test_a_window_calmer_than_the_fit_in_use_moves_it_down_to_the_bracket_top() -> None:
+    predict = _predict(4, LOAD, 0.25)
+    observed = float(predict(np.array([1.5]))[0])  # what c_a² = 1.5 would show, against 6 in use
+    moved = tail.refit(tail.TailFit(6.0, 0.0), predict, observed, 1100.0, tail.HALF_LIFE_S)
+    high = tail.invert(predict, observed + tail.CONTRADICTION_SE * math.sqrt(observed * (1 - observed) / 1100.0))
+    assert 1.5 < high < 6.0
+    assert moved is not None and moved.arrival_cv2 == pytest.approx(
+        tail.update(tail.TailFit(6.0, 0.0), high, tail.HALF_LIFE_S).arrival_cv2, rel=1e-6
+    )
+    assert moved.arrival_cv2 > tail.update(tail.TailFit(6.0, 0.0), 1.5, tail.HALF_LIFE_S).arrival_cv2
 
 
 @pytest.mark.parametrize(
@@ -178,12 +198,19 @@ def test_no_fit_from_a_saturated_pool() -> None:
         pytest.param({"notes": (DataNote("ttft_quantile", "too-few-samples", "3 observations"),)}, id="few-samples"),
         pytest.param({"hist": None}, id="no-histogram"),
         pytest.param({"scaled_at": 590.0}, id="scaled-within-the-window"),
+        # All 8 ready now, but a cycle within the window saw one still starting (a scale-up's replica
+        # comes ready a cold start after the scale): the window's tail was made by fewer replicas.
+        pytest.param({"starting_at": 450.0}, id="a-replica-came-ready-within-the-window"),
     ],
 )
 def test_no_fit_from_a_window_that_cannot_show_the_tail_at_this_count(change: dict[str, Any]) -> None:
     hist = change.pop("hist", _histogram({0.25: 0.25}))
     scaled_at = change.pop("scaled_at", None)
-    state = planner.PlannerState(last_scale_time_s={"prefill": scaled_at} if scaled_at is not None else {})
+    starting_at = change.pop("starting_at", None)
+    state = planner.PlannerState(
+        last_scale_time_s={"prefill": scaled_at} if scaled_at is not None else {},
+        starting_seen_s={"prefill": starting_at} if starting_at is not None else {},
+    )
     obs = _obs(600.0, 8, hist, **change)
     decision = planner.plan(SPEC, obs, state, 600.0, PERF)
     assert decision.state.tail is None

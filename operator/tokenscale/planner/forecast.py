@@ -1,6 +1,7 @@
 """Load forecasting to the cold-start horizon: Holt's linear trend (default), EWMA, or none.
 
-Called by `planner.plan` once per interval for the arrival rate and the mean ISL and OSL. The
+Called by `planner.plan` once per interval for the arrival rate, the prompt-token rate (the
+headroom's series) and the mean ISL and OSL (level only: `plan._forecast` says why). The
 state is a small frozen dataclass that round-trips through plain lists of floats, because the
 operator keeps it in the InferencePool's status so that a restarted operator forecasts on.
 
