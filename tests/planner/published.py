@@ -31,7 +31,8 @@ Sources
              Llama-3.1-8B TP1 and Llama-3-70B TP4. H200 rows from buildkite.com/vllm/
              performance-benchmark build 9515; H100 rows from a run of the same suite whose GPU
              column reads "8xH100" (stored at buildkite.com/elastic/enterprise-search-ruby/builds/571,
-             a mislabelled copy of the vLLM page: same test names, text and table layout).
+             a mislabelled copy of the vLLM page: same test names, text and table layout); A100 rows
+             from buildkite.com/vllm/performance-benchmark build 9523, GPU column "A100-SXM4-80GB".
   TRT-v0.9   The same document and tables as TRT-v0.5, as revised for TensorRT-LLM v0.9.0 ("All data
              was generated using version 0.9.0"; docs/source/performance.md of the v0.9.0 release):
              same benchmark (gptSessionBenchmark, batch 1, one output token), same FP8 weights and KV
@@ -200,8 +201,7 @@ TRT_OFFLINE = (
     "trtllm-bench's heuristics, 0.90–0.95) and whether the FP8 checkpoint's KV cache is FP8 is not stated"
 )
 VLLM_LATENCY = (
-    "batch, lengths, TP and dtype are given; the runner's vLLM version and whether the 8×H100 host "
-    "ran other jobs are not"
+    "batch, lengths, TP and dtype are given; the runner's vLLM version and whether the host ran other jobs are not"
 )
 TRT_V05_FP8 = (
     "batch-1 first token with precision, TP and lengths given, but from a 2023 engine (v0.5): "
@@ -585,6 +585,38 @@ PUBLISHED: tuple[Published, ...] = (
         VLLM_LATENCY,
     ),
     _row(
+        "vllm-a100-bf16-llama31-8b-batch8",
+        "decode",
+        "batch_e2e",
+        "vLLM-perf",
+        "A100",
+        LLAMA3_8B,
+        "bf16",
+        1,
+        32,
+        128,
+        8,
+        1.57927,
+        0.15,
+        VLLM_LATENCY,
+    ),
+    _row(
+        "vllm-a100-bf16-llama3-70b-tp4-batch8",
+        "decode",
+        "batch_e2e",
+        "vLLM-perf",
+        "A100",
+        LLAMA3_70B,
+        "bf16",
+        4,
+        32,
+        128,
+        8,
+        3.99059,
+        0.15,
+        VLLM_LATENCY,
+    ),
+    _row(
         "nim18-h100-fp8-llama33-70b-tp2-itl-isl5000",
         "decode",
         "itl",
@@ -913,10 +945,10 @@ A100_MID_SIZES = (
 def _nccl(
     gpu: str, source: str, size_bytes: int, busbw_gb_per_s: float, expected_miss: str = ""
 ) -> AllReduceBusBandwidth:
-    """A row of Azure's 8-GPU all_reduce_perf tables (module docstring), named by GPU and size in MiB."""
-    return AllReduceBusBandwidth(
-        f"{gpu.lower()}-8gpu-{size_bytes >> 20}mib", source, gpu, 8, size_bytes, busbw_gb_per_s, expected_miss
-    )
+    """A row of Azure's 8-GPU all_reduce_perf tables (module docstring), named by GPU and size in MiB (KiB below)."""
+    size = f"{size_bytes >> 20}mib" if size_bytes >= 1 << 20 else f"{size_bytes >> 10}kib"
+    row_id = f"{gpu.lower()}-8gpu-{size}"
+    return AllReduceBusBandwidth(row_id, source, gpu, 8, size_bytes, busbw_gb_per_s, expected_miss)
 
 
 AZURE_H100 = "Azure ND H100 v5, NCCL 2.18.5"
@@ -936,6 +968,9 @@ ALL_REDUCE_BUS_BANDWIDTH: tuple[AllReduceBusBandwidth, ...] = (
     _nccl("H200", AZURE_H200, 32 << 20, 300.91),
     _nccl("H200", AZURE_H200, 64 << 20, 368.11),
     _nccl("A100", AZURE_A100, 2 << 20, 53.54, A100_MID_SIZES),
+    _nccl("A100", AZURE_A100, 4 << 20, 71.43, A100_MID_SIZES),
     _nccl("A100", AZURE_A100, 8 << 20, 89.99, A100_MID_SIZES),
+    _nccl("A100", AZURE_A100, 16 << 20, 109.22, A100_MID_SIZES),
     _nccl("A100", AZURE_A100, 32 << 20, 132.77, A100_MID_SIZES),
+    _nccl("A100", AZURE_A100, 64 << 20, 166.63),
 )
