@@ -190,6 +190,9 @@ def test_a_change_a_user_or_the_next_cycle_needs_is_written_the_cycle_it_happens
         pytest.param(lambda d: d["forecast"].update(state=[1.0, 2.0]), False, id="forecaster-state"),
         pytest.param(lambda d: d["conditions"][0].update(message="other figures"), False, id="condition-message"),
         pytest.param(lambda d: d["summary"].update(ttft="1ms/600ms"), False, id="observed-ttft-column"),
+        pytest.param(
+            lambda d: d["pools"]["decode"].update(startingSeenTime="2026-12-07T09:16:45Z"), False, id="starting-seen"
+        ),
         pytest.param(lambda d: d["conditions"][0].update(reason="Other"), True, id="condition-reason"),
         pytest.param(lambda d: d["pools"]["decode"].update(desiredReplicas=9), True, id="desired-replicas"),
         pytest.param(lambda d: d["recommendations"].append({"time": T0 + 1, "decode": 9}), True, id="recommendation"),

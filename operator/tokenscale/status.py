@@ -281,6 +281,9 @@ def needs_write(new: Mapping[str, Any], stored: Mapping[str, Any] | None, decide
     return written_s is None or decided_s is None or decided_s - written_s >= STATUS_REFRESH_S
 
 
+_MEASURED_POOL_FIELDS = ("predictedTtftSeconds", "predictedTpotSeconds", "startingSeenTime")
+
+
 def material(document: Mapping[str, Any] | None) -> dict[str, Any]:
     """A status document without what is measured anew every cycle (numbers, the sentences quoting
     them, forecaster and calibration state): what a user acts on and what the next decision needs
@@ -295,8 +298,10 @@ def material(document: Mapping[str, Any] | None) -> dict[str, Any]:
     kinds = {str(n).split(":", 1)[0] for n in notes}
     out["notes"] = sorted(k for k in kinds if k.rpartition(" ")[2] not in CAVEAT_KINDS)
     out["conditions"] = [{k: c.get(k) for k in ("type", "status", "reason")} for c in document.get("conditions") or []]
+    # startingSeenTime moves every cycle a replica is starting, and matters only once all are ready:
+    # that cycle changes readyReplicas, so it is written then, holding the last starting cycle's time.
     out["pools"] = {
-        role: {k: v for k, v in (pool or {}).items() if k not in ("predictedTtftSeconds", "predictedTpotSeconds")}
+        role: {k: v for k, v in (pool or {}).items() if k not in _MEASURED_POOL_FIELDS}
         for role, pool in (document.get("pools") or {}).items()
     }
     summary = document.get("summary") or {}
