@@ -463,9 +463,10 @@ def _forecast(
     H + W/2 ahead to reach the rate at the horizon H. The mean lengths carry no trend (EWMA under
     `holt`): a window's mean prompt is a sample mean whose standard error is mean·√(c²/n) — 8.5% for
     1,250 prompts of c² 9 — and a trend read off overlapping windows of it projects that noise over
-    the horizon (on the heavy-tailed benchmark scenario it asked for a third prefill replica a quarter
-    of the hour). A rise of the mean prompt that persists is planned by the observed value (the plan
-    never goes below it) and, within a cold start, by the headroom learned on the prompt-token rate.
+    the horizon (on the heavy-tailed benchmark scenario, 2.4 of the run's 18.8 GPU-hours: a third
+    prefill replica for about 36 minutes that the load never needed). A rise of the mean prompt that
+    persists is planned by the observed value (the plan never goes below it) and, within a cold
+    start, by the headroom learned on the prompt-token rate.
     """
     method = spec.forecast.method
     lengths_method: ForecastMethod = "ewma" if method == "holt" else method
