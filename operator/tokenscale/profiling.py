@@ -19,6 +19,9 @@ measured in minutes from outside the engine, one replica, nothing else running o
   lengths, the median of `repeats` differences). Two prompt lengths per batch size separate the
   per-sequence cost β from the per-context-token cost γ (`perf.fit_decode` needs contexts that
   vary independently of batch).
+- every point's `repeats` are taken in rounds over the whole grid, not back to back, so a slow
+  spell of the machine or the engine (seen here: the batch-1 step 4.2–8.4 ms within a minute on a
+  shared 2-core machine) lands on all points alike instead of bending the fit through a few.
 - warm-up first: every prefill length and the largest decode batch once, untimed, so the first
   request of a shape (and an engine's first work after start) is not a point. On vLLM's CPU build,
   on a shared 2-core machine, the first profile after start timed a 2,048-token prompt at 136 ms
@@ -149,26 +152,30 @@ def measure(endpoint: Endpoint, plan: Plan, progress: Callable[[str], None] | No
     for isl in plan.prefill_lengths():  # warm-up (module docstring), untimed
         endpoint.stream(_prompt(rng, isl), 1)
     _decode_ends(endpoint, rng, max(plan.batches), min(plan.decode_prompts), plan.lead_output_tokens)
-    for isl in plan.prefill_lengths():
-        times = []
-        for _ in range(plan.repeats):
+    # Rounds over the whole grid: a point's repeats are spread over the measurement (module docstring).
+    lengths = plan.prefill_lengths()
+    prefill: dict[int, list[float]] = {isl: [] for isl in lengths}
+    for _ in range(plan.repeats):
+        for isl in lengths:
             events = endpoint.stream(_prompt(rng, isl), 1)
-            times.append(events[1][0] - events[0][0])
-        points.prefill.append((isl, statistics.median(times)))
+            prefill[isl].append(events[1][0] - events[0][0])
+    for isl in lengths:
+        points.prefill.append((isl, statistics.median(prefill[isl])))
         say(f"prefill {isl} tokens: {points.prefill[-1][1] * 1000:.1f} ms")
     long, lead = plan.output_tokens, plan.lead_output_tokens
-    for prompt_tokens in plan.decode_prompts:
-        for batch in plan.batches:
-            steps = []
-            for _ in range(plan.repeats):
-                end_long = _decode_ends(endpoint, rng, batch, prompt_tokens, long)
-                end_lead = _decode_ends(endpoint, rng, batch, prompt_tokens, lead)
-                steps.append((end_long - end_lead) / (long - lead))
-            step = statistics.median(steps)
-            if step <= 0.0:
-                raise ProfileError(f"decode at batch {batch}: {long} tokens took no longer than {lead}")
-            points.decode.append((batch, prompt_tokens + (long + lead) / 2.0, step))
-            say(f"decode batch {batch}, prompt {prompt_tokens}: {step * 1000:.2f} ms per step")
+    grid = [(prompt_tokens, batch) for prompt_tokens in plan.decode_prompts for batch in plan.batches]
+    decode: dict[tuple[int, int], list[float]] = {point: [] for point in grid}
+    for _ in range(plan.repeats):
+        for prompt_tokens, batch in grid:
+            end_long = _decode_ends(endpoint, rng, batch, prompt_tokens, long)
+            end_lead = _decode_ends(endpoint, rng, batch, prompt_tokens, lead)
+            decode[prompt_tokens, batch].append((end_long - end_lead) / (long - lead))
+    for prompt_tokens, batch in grid:
+        step = statistics.median(decode[prompt_tokens, batch])
+        if step <= 0.0:
+            raise ProfileError(f"decode at batch {batch}: {long} tokens took no longer than {lead}")
+        points.decode.append((batch, prompt_tokens + (long + lead) / 2.0, step))
+        say(f"decode batch {batch}, prompt {prompt_tokens}: {step * 1000:.2f} ms per step")
     return points
 
 
