@@ -21,12 +21,14 @@ engine's; each a single run with the session's profile:
 | bursts of 5, 6 req/s | −32% / −35% | −26% / −24% | −43% | −40/−35%, −20/−24%, −42% |
 
 (Session 9, 2026-12-07, load average 1.8–2.5 with the engine's own two processes, the other session
-idle; session 8's on a quiet machine.) What moved them is the profile (tokenscale/profiling.py):
-its decode points were the gaps between streamed chunks, and vLLM's API server delivers a stream's
-tokens in bursts (a whole 64-token stream within 1 ms after a 250 ms first token), so points read
-as low as 0.01 ms per step and the decode fit had R² 0.35; from the streams' ends at two output
-lengths it has R² 0.96. Its repeats are now spread over the whole grid, and every shape runs once
-untimed first.
+idle; session 8's on a quiet machine.) A second run minutes later, load 1.0–3.2: medium −1/+3%,
+−4/−10%, planner −20%; heavy −1/−6%, −7/−11%, −14%; bursts −26/−17%, −17/−21%, −39%; light −43/−89%,
+−4/−41%, −40%, its TTFT p90 a 277 ms client stall (vLLM's own mean TTFT 21.8 ms, the client's 89.5).
+What moved them is the profile (tokenscale/profiling.py): its decode points were the gaps between
+streamed chunks, and vLLM's API server delivers a stream's tokens in bursts (a whole 64-token stream
+within 1 ms after a 250 ms first token), so points read as low as 0.01 ms per step and the decode
+fit had R² 0.35; from the streams' ends at two output lengths it has R² 0.96. Its repeats are now
+spread over the whole grid, and every shape runs once untimed first.
 
 Where a TTFT goes is printed in means from vLLM's own histograms (client; vLLM's TTFT from its API
 server's arrival; the engine core's queue + prefill), beside the simulator's TTFT and its part in
