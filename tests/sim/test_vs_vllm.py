@@ -32,7 +32,7 @@ spread over the whole grid, and every shape runs once untimed first.
 
 Where a TTFT goes is printed in means from vLLM's own histograms (client; vLLM's TTFT from its API
 server's arrival; the engine core's queue + prefill), beside the simulator's TTFT and its part in
-the replica's steps. In this run the simulator's time in steps is within 0–10% of the engine core's
+the replica's steps. In the first run the simulator's time in steps is within 0–10% of the engine core's
 queue + prefill at medium, heavy and bursty load (light −22%), and the client adds 2–5 ms to vLLM's
 mean TTFT. With another session's simulations running (load average 4–8), the same tests saw the
 client add 8–40 ms to vLLM's mean TTFT, and vLLM's own mean TPOT 17–52% above the simulator's on a
