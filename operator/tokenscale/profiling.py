@@ -7,13 +7,25 @@ measured in minutes from outside the engine, one replica, nothing else running o
   `max_prompt_tokens`; the time to the first streamed token, median of `repeats`, is s(ISL) plus the
   round trip (a few ms on loopback, part of the TTFT the engine's users see, so it stays in).
 - decode: `batch` streams started together with the same prompt length, each generating
-  `output_tokens`; once every stream has its first token, all `batch` decode together, and a
-  stream's time from then to its last token over the tokens it received meanwhile is the step of
-  `batch` sequences (a span, not single gaps: an API server may flush several chunks at once). The
-  point is (batch, mean context = prompt + half the output, median over streams, median of
-  `repeats` runs). Two prompt lengths per batch size separate the
+  `output_tokens`, then again each generating `lead_output_tokens`. Both runs share the prompts'
+  prefill and every step before their `lead_output_tokens`-th token; the longer one adds
+  `output_tokens − lead_output_tokens` steps of all `batch` sequences decoding together. The step
+  is the difference of the runs' end times (a stream's last token − its send, median over streams)
+  over that difference of tokens. Only the ends are read: an API server may hold tokens back and
+  flush them together (measured on vLLM's CPU build: a whole 64-token stream delivered within
+  1 ms, its first token 250 ms late), which makes the gaps between streamed chunks, or a span
+  from a late first token, read the step several times too short; a last token cannot arrive
+  before it is generated. The point is (batch, mean context = prompt + the mean of the two output
+  lengths, the median of `repeats` differences). Two prompt lengths per batch size separate the
   per-sequence cost β from the per-context-token cost γ (`perf.fit_decode` needs contexts that
   vary independently of batch).
+- every point's `repeats` are taken in rounds over the whole grid, not back to back, so a slow
+  spell of the machine or the engine (seen here: the batch-1 step 4.2–8.4 ms within a minute on a
+  shared 2-core machine) lands on all points alike instead of bending the fit through a few.
+- warm-up first: every prefill length and the largest decode batch once, untimed, so the first
+  request of a shape (and an engine's first work after start) is not a point. On vLLM's CPU build,
+  on a shared 2-core machine, the first profile after start timed a 2,048-token prompt at 136 ms
+  and a profile two minutes later at 80 ms.
 
 Prompts are token ids (`"prompt": [ids]`) with `ignore_eos`, so no tokenizer is needed and every
 request generates exactly `max_tokens` tokens; they are drawn afresh on every run, so an engine's
@@ -107,6 +119,7 @@ class Plan:
     batches: tuple[int, ...] = (1, 2, 4, 8, 16)
     decode_prompts: tuple[int, ...] = (64, 512)
     output_tokens: int = 64
+    lead_output_tokens: int = 8  # the shorter run of each decode point (module docstring)
 
     def prefill_lengths(self) -> list[int]:
         grid = np.geomspace(16, self.max_prompt_tokens, self.prefill_points)
@@ -136,26 +149,38 @@ def measure(endpoint: Endpoint, plan: Plan, progress: Callable[[str], None] | No
     say = progress or (lambda _: None)
     rng = np.random.default_rng()  # fresh prompts every run: nothing in a prefix cache
     points = Points()
-    endpoint.stream(_prompt(rng, 16), 2)  # warm-up: the first request pays one-time costs
-    for isl in plan.prefill_lengths():
-        times = []
-        for _ in range(plan.repeats):
+    for isl in plan.prefill_lengths():  # warm-up (module docstring), untimed
+        endpoint.stream(_prompt(rng, isl), 1)
+    _decode_ends(endpoint, rng, max(plan.batches), min(plan.decode_prompts), plan.lead_output_tokens)
+    # Rounds over the whole grid: a point's repeats are spread over the measurement (module docstring).
+    lengths = plan.prefill_lengths()
+    prefill: dict[int, list[float]] = {isl: [] for isl in lengths}
+    for _ in range(plan.repeats):
+        for isl in lengths:
             events = endpoint.stream(_prompt(rng, isl), 1)
-            times.append(events[1][0] - events[0][0])
-        points.prefill.append((isl, statistics.median(times)))
+            prefill[isl].append(events[1][0] - events[0][0])
+    for isl in lengths:
+        points.prefill.append((isl, statistics.median(prefill[isl])))
         say(f"prefill {isl} tokens: {points.prefill[-1][1] * 1000:.1f} ms")
-    for prompt_tokens in plan.decode_prompts:
-        for batch in plan.batches:
-            step = statistics.median(
-                _decode_step(endpoint, rng, batch, prompt_tokens, plan.output_tokens) for _ in range(plan.repeats)
-            )
-            points.decode.append((batch, prompt_tokens + plan.output_tokens / 2.0, step))
-            say(f"decode batch {batch}, prompt {prompt_tokens}: {step * 1000:.2f} ms per step")
+    long, lead = plan.output_tokens, plan.lead_output_tokens
+    grid = [(prompt_tokens, batch) for prompt_tokens in plan.decode_prompts for batch in plan.batches]
+    decode: dict[tuple[int, int], list[float]] = {point: [] for point in grid}
+    for _ in range(plan.repeats):
+        for prompt_tokens, batch in grid:
+            end_long = _decode_ends(endpoint, rng, batch, prompt_tokens, long)
+            end_lead = _decode_ends(endpoint, rng, batch, prompt_tokens, lead)
+            decode[prompt_tokens, batch].append((end_long - end_lead) / (long - lead))
+    for prompt_tokens, batch in grid:
+        step = statistics.median(decode[prompt_tokens, batch])
+        if step <= 0.0:
+            raise ProfileError(f"decode at batch {batch}: {long} tokens took no longer than {lead}")
+        points.decode.append((batch, prompt_tokens + (long + lead) / 2.0, step))
+        say(f"decode batch {batch}, prompt {prompt_tokens}: {step * 1000:.2f} ms per step")
     return points
 
 
-def _decode_step(endpoint: Endpoint, rng: np.random.Generator, batch: int, prompt_tokens: int, out: int) -> float:
-    """Seconds per decode step while all `batch` streams decode (median over the streams)."""
+def _decode_ends(endpoint: Endpoint, rng: np.random.Generator, batch: int, prompt_tokens: int, out: int) -> float:
+    """Seconds from send to last token of `batch` streams started together (median over the streams)."""
     results: list[list[tuple[float, int]] | None] = [None] * batch
     errors: list[ProfileError] = []
 
@@ -175,15 +200,4 @@ def _decode_step(endpoint: Endpoint, rng: np.random.Generator, batch: int, promp
     streams = [r for r in results if r is not None]
     if len(streams) != batch:
         raise ProfileError(f"{batch - len(streams)} of {batch} decode streams did not finish")
-    # All streams decode together from the last first token on: per stream, the span from its first
-    # token event at or after that moment to its last, over the tokens received in between.
-    start = max(s[1][0] for s in streams)
-    steps = []
-    for events in streams:
-        after = [(t, n) for t, n in events[1:] if t >= start]
-        if len(after) >= 2:
-            tokens = sum(n for _, n in after[1:])
-            steps.append((after[-1][0] - after[0][0]) / tokens)
-    if not steps:
-        raise ProfileError(f"decode at batch {batch}: too few tokens after every stream had started")
-    return statistics.median(steps)
+    return statistics.median(events[-1][0] - events[0][0] for events in streams)

@@ -9,27 +9,41 @@ the fitted profile (chunked prefill of the engine's 2,048-token budget, its `max
 measured load.
 
 Four traces of one minute: Poisson at 2, 6 and 10 req/s, and 6 req/s in bursts of five. The figures
-are printed; the goal is ≤ 15% at p50 and p90 (20% for the planner's per-request TPOT). Measured
-here on a quiet machine (nothing else running), one run (session 8):
+are printed; the goal is ≤ 15% at p50 and p90 (20% for the planner's per-request TPOT). Simulator
+vs engine (client-side TTFT and per-request TPOT), and the planner's p90 per-request TPOT vs the
+engine's; each a single run with the session's profile:
 
-| trace | TTFT p50 / p90, simulator | per-request TPOT p50 / p90, simulator | p90 TPOT, planner vs engine / sim |
-|---|---|---|---|
-| Poisson 2 req/s | −34% / −29% | −11% / −21% | −21% / +1% |
-| Poisson 6 req/s | −33% / −33% | −22% / −32% | −41% / −14% |
-| Poisson 10 req/s | −35% / −35% | −25% / −38% | −40% / −3% |
-| bursts of 5, 6 req/s | −40% / −35% | −20% / −24% | −42% / −23% |
+| trace | TTFT p50 / p90 | TPOT p50 / p90 | planner p90 TPOT | session 8: TTFT, TPOT, planner |
+|---|---|---|---|---|
+| Poisson 2 req/s | −26% / −18% | −6% / −49% | −49% | −34/−29%, −11/−21%, −21% |
+| Poisson 6 req/s | −6% / −10% | −8% / −12% | −23% | −33/−33%, −22/−32%, −41% |
+| Poisson 10 req/s | −10% / −7% | −20% / −25% | −28% | −35/−35%, −25/−38%, −40% |
+| bursts of 5, 6 req/s | −32% / −35% | −26% / −24% | −43% | −40/−35%, −20/−24%, −42% |
 
-(The session before: TTFT −40…−48% under Poisson load and −72% under bursts. What moved it: a
-request's time outside the engine's steps, the profile's a − α, is now charged to every token of an
-aggregated replica, sim/fleet.py.) The fitted profile is what misses: its prefill is timed one
-prompt at a time at idle, where this engine is slower than when it is decoding (a 400-token prompt:
-25.6 ms alone, 20–25 ms beside 2–8 decoding streams), and its batch-1 decode point comes out slower
-than its batch-2 one (7.1 vs 4.2 ms), so the decode fit is off at both ends. On the same profile the
-planner's per-request TPOT follows the simulator's within 14% under Poisson load (asserted within
-25%), 23% low under bursts, where the prompt queue stalls decode the most (tests/planner/test_tpot.py).
-Run to run on this 2-core machine the errors move by 10–30 points, and with other work running the
-engine's figures run 2–10× the profile's, so the engine comparisons are sanity bounds (within 10×),
-printed for the record.
+(Session 9, 2026-12-07, load average 1.8–2.5 with the engine's own two processes, the other session
+idle; session 8's on a quiet machine.) A second run minutes later, load 1.0–3.2: medium −1/+3%,
+−4/−10%, planner −20%; heavy −1/−6%, −7/−11%, −14%; bursts −26/−17%, −17/−21%, −39%; light −43/−89%,
+−4/−41%, −40%, its TTFT p90 a 277 ms client stall (vLLM's own mean TTFT 21.8 ms, the client's 89.5).
+What moved them is the profile (tokenscale/profiling.py): its decode points were the gaps between
+streamed chunks, and vLLM's API server delivers a stream's tokens in bursts (a whole 64-token stream
+within 1 ms after a 250 ms first token), so points read as low as 0.01 ms per step and the decode
+fit had R² 0.35; from the streams' ends at two output lengths it has R² 0.96. Its repeats are now
+spread over the whole grid, and every shape runs once untimed first.
+
+Where a TTFT goes is printed in means from vLLM's own histograms (client; vLLM's TTFT from its API
+server's arrival; the engine core's queue + prefill), beside the simulator's TTFT and its part in
+the replica's steps. In the first run the simulator's time in steps is within 0–10% of the engine core's
+queue + prefill at medium, heavy and bursty load (light −22%), and the client adds 2–5 ms to vLLM's
+mean TTFT. With another session's simulations running (load average 4–8), the same tests saw the
+client add 8–40 ms to vLLM's mean TTFT, and vLLM's own mean TPOT 17–52% above the simulator's on a
+profile taken a minute earlier (TTFT −40…−89%, TPOT −13…−56%): on this 2-core machine the engine
+core, the API server, the client and other work share one core, and the engine's speed moves by ±40%
+from one minute to the next. So the engine comparisons hold only bounds: every quantile within 10×,
+and the simulator's means against vLLM's own (time in steps against queue + prefill, per-request
+TPOT) within 2.5× (seen 0.55–1.1). What is still short: per-request TPOT p90 under light load and
+bursts, where the engine's spread is wider than the simulator's (light: vLLM's mean TPOT 5.5 ms
+against the simulator's 4.4, and a p90 of 9.1 ms against 4.6); and under bursts the planner's
+per-request TPOT stays 25% below the simulator's (tests/planner/test_tpot.py).
 """
 
 from __future__ import annotations
@@ -43,6 +57,7 @@ import numpy.typing as npt
 import pytest
 import yaml
 from harness.engine import Replayed, VllmServer, replay
+from prometheus_client.parser import text_string_to_metric_families
 
 from tokenscale import api, profiling
 from tokenscale.planner import perf, profiles
@@ -93,10 +108,40 @@ def _trace(
     return arrivals, isl, osl
 
 
+# vLLM's own per-request histograms whose means (sum / count over the replay) split a TTFT: its
+# `time_to_first_token` runs from the API server's arrival to the first token's output, `queue_time`
+# from the engine core's queue to the first schedule, `prefill_time` from there to the first token.
+ENGINE_MEANS = {
+    "ttft_s": "vllm:time_to_first_token_seconds",
+    "queue_s": "vllm:request_queue_time_seconds",
+    "prefill_s": "vllm:request_prefill_time_seconds",
+    "tpot_s": "vllm:request_time_per_output_token_seconds",
+}
+
+
+def _sums(server: VllmServer) -> dict[str, tuple[float, float]]:
+    """(sum, count) of each of `ENGINE_MEANS`' histograms, over the engine's labels."""
+    out = {key: (0.0, 0.0) for key in ENGINE_MEANS}
+    names = {name: key for key, name in ENGINE_MEANS.items()}
+    for family in text_string_to_metric_families(server.metrics_text()):
+        key = names.get(family.name)
+        if key is None:
+            continue
+        for sample in family.samples:
+            total, count = out[key]
+            if sample.name == family.name + "_sum":
+                out[key] = (total + sample.value, count)
+            elif sample.name == family.name + "_count":
+                out[key] = (total, count + sample.value)
+    return out
+
+
 @dataclass(frozen=True)
 class Run:
     name: str
     engine: Replayed
+    engine_means_s: dict[str, float]  # `ENGINE_MEANS` over the replay's requests
+    simulated_in_steps_s: npt.NDArray[np.float64]  # arrival → prompt done in the simulator's steps
     simulated_ttft_s: npt.NDArray[np.float64]
     simulated_tpot_s: npt.NDArray[np.float64]
     predicted_ttft_p90_s: float
@@ -116,7 +161,10 @@ LOADS = {"light": (2.0, False), "medium": (RATE_PER_S, False), "heavy": (10.0, F
 def run(request: pytest.FixtureRequest, vllm_engine: VllmServer, spec: api.InferencePoolSpec) -> Iterator[Run]:
     rate_per_s, bursty = LOADS[request.param]
     arrivals, isl, osl = _trace(rate_per_s, bursty, seed=20 + list(LOADS).index(request.param))
+    before = _sums(vllm_engine)
     engine = replay(vllm_engine, arrivals, isl, osl, seed=3)
+    after = _sums(vllm_engine)
+    means = {k: (after[k][0] - before[k][0]) / max(after[k][1] - before[k][1], 1.0) for k in ENGINE_MEANS}
     performance = profiles.resolve_all(spec)
     w = make_workload(request.param, arrivals, isl, osl)
     setup = loop.SimSetup(spec, w, performance, performance, 0.0)
@@ -138,6 +186,8 @@ def run(request: pytest.FixtureRequest, vllm_engine: VllmServer, spec: api.Infer
     yield Run(
         request.param,
         engine,
+        means,
+        records.prefill_end_s - records.arrival_s,
         records.ttft_s,
         records.tpot_s,
         float(sized.ttft_s[0]),
@@ -161,11 +211,29 @@ def test_the_simulator_against_the_engine(run: Run) -> None:
     print(f"\n{run.name}: simulator vs engine, {e.sent_s.size} requests")
     for name, (sim, real) in rows.items():
         print(f"  {name}: {sim * 1000:.1f} ms vs {real * 1000:.1f} ms ({_error(sim, real):+.0%})")
+    # Where a TTFT goes, in means (ms): the client's, vLLM's own (from its API server's arrival), the
+    # engine core's queue + prefill; the simulator's, and its part in the replica's steps.
+    m = {k: v * 1000 for k, v in run.engine_means_s.items()}
+    print(
+        f"  mean TTFT: client {np.mean(e.ttft_s) * 1000:.1f}, vLLM {m['ttft_s']:.1f}, engine core queue + "
+        f"prefill {m['queue_s'] + m['prefill_s']:.1f}; simulator {np.mean(run.simulated_ttft_s) * 1000:.1f}, "
+        f"in steps {np.mean(run.simulated_in_steps_s) * 1000:.1f}. Mean TPOT: client "
+        f"{np.nanmean(e.tpot_s) * 1000:.2f}, vLLM {m['tpot_s']:.2f}, "
+        f"simulator {np.nanmean(run.simulated_tpot_s) * 1000:.2f}"
+    )
     # Per-request TPOT is the decode step over a request's life, which the fitted profile carries.
     # Sanity bounds only (module docstring): the decode profile measured on this 2-core test bed
     # has come out up to 2.5× fast in a full-suite run; the figures are what the note reports.
     for name, (sim, real) in rows.items():
         assert 0.1 <= sim / real <= 10.0, name
+    # Against vLLM's own accounting, which leaves out the client and most of the API server, the
+    # simulator's means are held within 2.5× (seen: 0.55-1.1, also on a shared machine): its time in the
+    # replica's steps against the engine core's queue + prefill, its per-request TPOT against vLLM's.
+    s = run.engine_means_s
+    in_steps = float(np.mean(run.simulated_in_steps_s)) / (s["queue_s"] + s["prefill_s"])
+    tpot = float(np.nanmean(run.simulated_tpot_s)) / s["tpot_s"]
+    assert 0.4 <= in_steps <= 2.5, in_steps
+    assert 0.4 <= tpot <= 2.5, tpot
 
 
 def test_the_planner_against_the_engine(run: Run) -> None:

@@ -23,7 +23,9 @@ def add_parser(subparsers: Subparsers) -> None:
         description="""\
 Measures one idle replica from outside, then fits and writes the profile as `tokenscale fit` does:
   prefill  time to the first streamed token, one request at a time, prompts of 16 … --max-prompt-tokens
-  decode   gaps between streamed tokens with 1 … --max-batch streams decoding together, two prompt lengths
+  decode   time per token with 1 … --max-batch streams decoding together, two prompt lengths,
+           from the streams' ends at two output lengths
+Every shape runs once untimed first (warm-up).
 Prompts are token ids with ignore_eos (no tokenizer needed). Progress and fit quality go to stderr.""",
     )
     p.add_argument("--url", required=True, help="the engine's base URL, e.g. http://127.0.0.1:8000")
