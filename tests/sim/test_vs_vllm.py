@@ -20,8 +20,8 @@ engine's; each a single run with the session's profile:
 | Poisson 10 req/s | −10% / −7% | −20% / −25% | −28% | −35/−35%, −25/−38%, −40% |
 | bursts of 5, 6 req/s | −32% / −35% | −26% / −24% | −43% | −40/−35%, −20/−24%, −42% |
 
-(Session 9, 2026-12-07, load average 1.8–2.5 with the engine's own two processes, the other session
-idle; session 8's on a quiet machine.) A second run minutes later, load 1.0–3.2: medium −1/+3%,
+(Session 9, 2026-12-07, load average 1.8–2.5 with the engine's own two processes and nothing else
+running; session 8's on a quiet machine.) A second run minutes later, load 1.0–3.2: medium −1/+3%,
 −4/−10%, planner −20%; heavy −1/−6%, −7/−11%, −14%; bursts −26/−17%, −17/−21%, −39%; light −43/−89%,
 −4/−41%, −40%, its TTFT p90 a 277 ms client stall (vLLM's own mean TTFT 21.8 ms, the client's 89.5).
 What moved them is the profile (tokenscale/profiling.py): its decode points were the gaps between
@@ -34,7 +34,7 @@ Where a TTFT goes is printed in means from vLLM's own histograms (client; vLLM's
 server's arrival; the engine core's queue + prefill), beside the simulator's TTFT and its part in
 the replica's steps. In the first run the simulator's time in steps is within 0–10% of the engine core's
 queue + prefill at medium, heavy and bursty load (light −22%), and the client adds 2–5 ms to vLLM's
-mean TTFT. With another session's simulations running (load average 4–8), the same tests saw the
+mean TTFT. With simulations running beside it (load average 4–8), the same tests saw the
 client add 8–40 ms to vLLM's mean TTFT, and vLLM's own mean TPOT 17–52% above the simulator's on a
 profile taken a minute earlier (TTFT −40…−89%, TPOT −13…−56%): on this 2-core machine the engine
 core, the API server, the client and other work share one core, and the engine's speed moves by ±40%
