@@ -565,6 +565,25 @@ def test_a_deleted_target_is_target_not_found(api_client: kubernetes.client.ApiC
         assert (raised.value.reason, str(raised.value)) == ("TargetNotFound", message)
 
 
+def test_a_miss_in_the_watch_cache_is_asked_again_of_etcd(
+    api_client: kubernetes.client.ApiClient, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The watch cache may not hold an object created a moment ago (a CI run read a ScaleWidget right
+    # after creating it and got 404), so a cached 404 is not TargetNotFound until etcd says so too.
+    reads: list[tuple[str, Any]] = []
+    real = scale.request
+
+    def spy(api: Any, method: str, path: str, **kw: Any) -> Any:
+        reads.append((path, kw.get("query")))
+        return real(api, method, path, **kw)
+
+    monkeypatch.setattr(scale, "request", spy)
+    with pytest.raises(scale.TargetNotFound):
+        run(scale.read_scale(api_client, namespace, ref("Deployment", "absent")))
+    scale_path = f"/apis/apps/v1/namespaces/{namespace}/deployments/absent/scale"
+    assert reads == [(scale_path, [("resourceVersion", "0")]), (scale_path, [])]
+
+
 def test_a_conflicting_writer_is_retried_with_a_fresh_read(
     api_client: kubernetes.client.ApiClient, cluster: Cluster, namespace: str
 ) -> None:

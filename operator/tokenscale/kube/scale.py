@@ -380,12 +380,16 @@ def _get(
     `from_cache` reads at resourceVersion "0", from the apiserver's watch cache: 0.6 ms of its CPU
     instead of 1.7 ms for a quorum read of etcd (bench); a moment old, which a 30 s loop does not
     notice, and a write made on a stale version is a 409 that `write_scale` retries on a fresh read.
+    A moment old also means an object created a moment ago may not be in it yet, so a 404 from the
+    cache is asked again of etcd before it is `TargetNotFound`.
     """
     what = f"{target.plural}{suffix} of {_where(target, namespace, name)}"
     try:
         query = [("resourceVersion", "0")] if from_cache else []
         return body_of(request(api, "GET", _path(target, namespace, name) + suffix, query=query))
     except kubernetes.client.ApiException as err:
+        if err.status == 404 and from_cache:
+            return _get(api, target, namespace, name, suffix, from_cache=False)
         if err.status == 404:
             raise TargetNotFound(
                 f"{_where(target, namespace, name)} ({target.api_version}) was not found: create it, or fix "
