@@ -4,6 +4,7 @@ so an operator restarted between two cycles makes the decision the old one would
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,21 @@ def test_a_replica_seen_starting_survives_a_restart() -> None:
     decision = planner.plan(spec, obs, planner.PlannerState(), T0, profiles.resolve_all(spec))
     assert decision.state.starting_seen_s == {"prefill": T0}
     assert _through_status(spec, decision, obs).starting_seen_s == {"prefill": T0}
+
+
+def test_the_rate_spread_of_the_last_hour_survives_a_restart() -> None:
+    # Bursts that recur are sized for from the hour's median spread; a restarted operator keeps it.
+    spec = _spec()
+    perf = profiles.resolve_all(spec)
+    state = planner.PlannerState()
+    for i in range(12):
+        obs = replace(_obs(T0 + 30.0 * i, 10.0, 2, 2), arrival_cv2=46.0, dispersion_bin_s=15.0)
+        decision = planner.plan(spec, obs, state, obs.time_s, perf)
+        state = _through_status(spec, decision, obs)
+    assert state.modulation == decision.state.modulation and state.modulation is not None
+    calm = replace(_obs(T0 + 360.0, 10.0, 2, 2), arrival_cv2=1.0, dispersion_bin_s=15.0)
+    after = planner.plan(spec, calm, state, calm.time_s, perf)
+    assert after.planned is not None and after.planned.load.rate_cv2 == pytest.approx(0.3)
 
 
 def test_conditions_keep_their_transition_time_until_the_status_changes() -> None:

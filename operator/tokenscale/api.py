@@ -739,6 +739,11 @@ class ForecastStatus(ApiModel):
         description="Prompt-tokens-per-second forecaster state (sets the headroom): level, trend, time, then the "
         "last hour's (time, observed, planned) triples.",
     )
+    modulation_state: list[float] = Field(
+        default_factory=list,
+        description="The arrival rate's squared coefficient of variation across dispersion bins, same layout "
+        "(its last hour's median is a floor on the spread planned for).",
+    )
 
 
 class RecommendationRecord(ApiModel, ByRole[int]):

@@ -75,6 +75,7 @@ def planner_state(status: api.InferencePoolStatus | None) -> PlannerState:
         isl=SeriesState.from_list(forecast.isl_state) if forecast else None,
         osl=SeriesState.from_list(forecast.osl_state) if forecast else None,
         work=SeriesState.from_list(forecast.work_state) if forecast else None,
+        modulation=SeriesState.from_list(forecast.modulation_state) if forecast else None,
         last_scale_time_s=last_scale,
         starting_seen_s=starting_seen,
         prefill_calibration=prefill_cal,
@@ -222,6 +223,7 @@ def _forecast_status(decision: Decision) -> api.ForecastStatus:
         isl_state=state.isl.to_list() if state.isl else [],
         osl_state=state.osl.to_list() if state.osl else [],
         work_state=state.work.to_list() if state.work else [],
+        modulation_state=state.modulation.to_list() if state.modulation else [],
     )
 
 

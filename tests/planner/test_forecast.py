@@ -55,6 +55,19 @@ def test_jumps_within_a_cold_start_give_headroom_a_ramp_does_not() -> None:
     assert fc.horizon_headroom(_run_with_horizon(ramp, 240.0), 240.0, 0.9, ramp[-1]) < 0.02
 
 
+def test_typical_is_the_quantile_of_the_last_hour_and_needs_samples() -> None:
+    state = None
+    for i, v in enumerate([0.0, 0.3, 0.3] * 3):
+        state = fc.update(state, v, i * 30.0, "none", 0.0)
+    assert fc.typical(state, 0.5) is None  # nine kept values: too few
+    state = fc.update(state, 0.3, 270.0, "none", 0.0)
+    assert fc.typical(state, 0.5) == pytest.approx(0.3)
+    for i in range(10, 140):  # an hour of calm later the bursts are forgotten
+        state = fc.update(state, 0.0, i * 30.0, "none", 0.0)
+    assert fc.typical(state, 0.5) == 0.0
+    assert fc.typical(None, 0.5) is None
+
+
 def test_headroom_needs_samples_and_forgets_after_an_hour() -> None:
     assert fc.horizon_headroom(_run_with_horizon([10.0, 20.0], 240.0), 240.0, 0.9, 20.0) == 0.0
     burst_then_calm = [10.0] * 5 + [30.0] + [10.0] * 200

@@ -133,6 +133,30 @@ def test_a_ramping_rate_is_planned_at_the_horizon_plus_half_the_window_it_is_rea
     assert d.planned.rate_forecast_per_s == pytest.approx(true_rate_at_horizon, rel=0.01)
 
 
+def _burst_history(bursty_cycles: set[int], cycles: int = 60) -> planner.PlannerState:
+    """A pool at 10 req/s read every 30 s; in `bursty_cycles` the window's 15-s bins spread with c² 0.3."""
+    state = planner.PlannerState()
+    for step in range(cycles):
+        idc = 1.0 + 0.3 * 10.0 * 15.0 if step in bursty_cycles else 1.0
+        obs = _obs(10.0, prefill=3, decode=3, t=30.0 * step, arrival_cv2=idc, dispersion_bin_s=15.0)
+        state = _plan(SPEC, obs, state).state
+    return state
+
+
+def test_bursts_that_recur_are_sized_for_in_a_calm_window_a_single_shift_is_not() -> None:
+    # Bursts shorter than a cold start are met by the replicas already there: a calm window after an
+    # hour whose windows mostly held one is sized at the hour's median spread, not at its own.
+    calm = _obs(10.0, prefill=3, decode=3, t=1800.0, arrival_cv2=1.0, dispersion_bin_s=15.0)
+    recurring = _plan(SPEC, calm, _burst_history({s for s in range(60) if s % 3 != 0}))
+    one_shift = _plan(SPEC, calm, _burst_history({20, 21, 22, 23}))
+    assert recurring.planned is not None and one_shift.planned is not None
+    assert recurring.planned.load.rate_cv2 == pytest.approx(0.3)
+    assert recurring.planned.observed_rate_cv2 == 0.0
+    assert "bursts recur" in recurring.reason
+    assert one_shift.planned.load.rate_cv2 == 0.0 and "bursts recur" not in one_shift.reason
+    assert recurring.pools["prefill"].desired_replicas > one_shift.pools["prefill"].desired_replicas
+
+
 def test_mean_lengths_are_held_not_extrapolated() -> None:
     # Window means of heavy-tailed prompts wander by their standard error; a Holt trend read off them
     # would project that noise over the horizon. The plan takes the observed mean (never below it).

@@ -1,7 +1,8 @@
 """Load forecasting to the cold-start horizon: Holt's linear trend (default), EWMA, or none.
 
 Called by `planner.plan` once per interval for the arrival rate, the prompt-token rate (the
-headroom's series) and the mean ISL and OSL (level only: `plan._forecast` says why). The
+headroom's series), the mean ISL and OSL (level only: `plan._forecast` says why) and the rate's
+spread across bins (its last hour only: `typical`). The
 state is a small frozen dataclass that round-trips through plain lists of floats, because the
 operator keeps it in the InferencePool's status so that a restarted operator forecasts on.
 
@@ -156,6 +157,18 @@ def horizon_rises(state: SeriesState | None, horizon_s: float, quantiles: Sequen
     peaks = np.maximum.reduceat(np.append(y, -np.inf), bounds)[0::2]
     rises = np.quantile(peaks - base[usable], list(quantiles))
     return tuple(max(float(r), 0.0) for r in rises)
+
+
+def typical(state: SeriesState | None, quantile: float) -> float | None:
+    """The q-quantile of the values observed over the kept history (the last hour, one per ~30 s).
+
+    None until `MIN_HEADROOM_SAMPLES` are kept. For a series updated with a horizon of 0 (its planned
+    base is then the value itself); `plan` keeps the rate's spread across bins this way.
+    """
+    if state is None or len(state.history) < 3 * MIN_HEADROOM_SAMPLES:
+        return None
+    _, observed, _ = state.samples()
+    return float(np.quantile(observed, quantile))
 
 
 def horizon_headroom(state: SeriesState | None, horizon_s: float, quantile: float, observed: float) -> float:
