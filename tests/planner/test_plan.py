@@ -155,6 +155,11 @@ def test_bursts_that_recur_are_sized_for_in_a_calm_window_a_single_shift_is_not(
     assert "bursts recur" in recurring.reason
     assert one_shift.planned.load.rate_cv2 == 0.0 and "bursts recur" not in one_shift.reason
     assert recurring.pools["prefill"].desired_replicas > one_shift.pools["prefill"].desired_replicas
+    # A window whose dispersion was not read is not remembered as calm, and the median still holds.
+    history = _burst_history({s for s in range(60) if s % 3 != 0})
+    unread = _plan(SPEC, _obs(10.0, prefill=3, decode=3, t=1800.0), history)
+    assert unread.state.modulation == history.modulation
+    assert unread.planned is not None and unread.planned.load.rate_cv2 == pytest.approx(0.3)
 
 
 def test_mean_lengths_are_held_not_extrapolated() -> None:

@@ -230,8 +230,10 @@ def _planned_load(
     prior: Mapping[Role, ReplicaPerformance],
 ) -> tuple[PlannedLoad, PlannerState, dict[Role, ReplicaPerformance]]:
     """The load to size for and the models to size with: the observed load forecast to the horizon,
-    the models calibrated to this interval's latencies, and the arrivals' c_a² refitted to the TTFT tail."""
+    the rate's spread no less than its recent median, the models calibrated to this interval's
+    latencies, and the arrivals' c_a² refitted to the TTFT tail."""
     planned, next_state = _forecast(spec, seen, state, now_s, horizon_s)
+    planned, next_state = _recurring_spread(spec, observation, planned, next_state, now_s)
     next_state, performance = _calibrate(spec, observation, next_state, prior)
     next_state = fit_tail(spec, observation, next_state, performance, now_s)
     fitted_cv2 = next_state.tail.current(now_s) if next_state.tail is not None else None
@@ -470,17 +472,6 @@ def _forecast(
     prefill replica for about 36 minutes that the load never needed). A rise of the mean prompt that
     persists is planned by the observed value (the plan never goes below it) and, within a cold
     start, by the headroom learned on the prompt-token rate.
-
-    The rate's spread across bins (`_modulation`) is sized at no less than its median over the last
-    hour. Bursts shorter than a cold start that recur are met by the replicas already there or not at
-    all (the replicas asked for one come after it), and a window without one reads calm: sized on its
-    own spread, the pool shrinks between bursts and the next one finds it short. A level shift
-    inside a window reads as spread too, but only for the few windows that hold it, which leave the
-    median alone. On the diurnal load with ×3 bursts of ~60 s every ~10 min (a held-out benchmark
-    scenario) this met 10 of 12 five-minute windows instead of 7; on the built-in workload over seeds
-    0–9, 90% instead of 88%; the Azure, step and ramp scenarios moved by under 2% of their GPU-hours.
-    A higher quantile costs more than it meets: at the 0.9-quantile Azure ×3 took 1.16× the best
-    static fleet's GPU-hours (1.06× at the median) and the ×5 step 1.19× (1.03×).
     """
     method = spec.forecast.method
     lengths_method: ForecastMethod = "ewma" if method == "holt" else method
@@ -500,15 +491,35 @@ def _forecast(
     load = replace(
         seen, rate_per_s=rate.upper, isl_mean_tokens=max(isl.upper, 1.0), osl_mean_tokens=max(osl.upper, 1.0)
     )
-    modulation_state = fc.update(state.modulation, seen.rate_cv2, now_s, "none", 0.0)
-    typical = fc.typical(modulation_state, TYPICAL_SPREAD_QUANTILE)
-    if typical is not None and typical > seen.rate_cv2:
-        bin_s = seen.rate_bin_s if seen.rate_cv2 > 0.0 else dispersion_bin_s(spec.metrics.window.seconds)
-        load = replace(load, rate_cv2=typical, rate_bin_s=bin_s)
     planned = PlannedLoad(load, horizon_s, rate.point, rate.headroom, peak, seen.rate_cv2)
-    return planned, replace(
-        state, rate=rate_state, isl=isl_state, osl=osl_state, work=work_state, modulation=modulation_state
-    )
+    return planned, replace(state, rate=rate_state, isl=isl_state, osl=osl_state, work=work_state)
+
+
+def _recurring_spread(
+    spec: InferencePoolSpec, observation: Observation, planned: PlannedLoad, state: PlannerState, now_s: float
+) -> tuple[PlannedLoad, PlannerState]:
+    """The rate's spread across bins (`_modulation`) sized at no less than its median over the last hour.
+
+    Bursts shorter than a cold start that recur are met by the replicas already there or not at all
+    (the replicas asked for one come after it), and a window without one reads calm: sized on its
+    own spread, the pool shrinks between bursts and the next one finds it short. A level shift
+    inside a window reads as spread too, but only for the few windows that hold it, which leave the
+    median alone. On the diurnal load with ×3 bursts of ~60 s every ~10 min (a held-out benchmark
+    scenario) this met 10 of 12 five-minute windows instead of 7; on the built-in workload over seeds
+    0–9, 90% instead of 88%; the Azure, step and ramp scenarios moved by under 2% of their GPU-hours.
+    A higher quantile costs more than it meets: at the 0.9-quantile Azure ×3 took 1.16× the best
+    static fleet's GPU-hours (1.06× at the median) and the ×5 step 1.19× (1.03×). A window whose
+    dispersion could not be read is not remembered (it would read as calm), and the median stands.
+    """
+    modulation = state.modulation
+    if observation.arrival_cv2 is not None:
+        modulation = fc.update(modulation, planned.observed_rate_cv2, now_s, "none", 0.0)
+    typical = fc.typical(modulation, TYPICAL_SPREAD_QUANTILE)
+    load = planned.load
+    if typical is not None and typical > planned.observed_rate_cv2:
+        bin_s = load.rate_bin_s if load.rate_cv2 > 0.0 else dispersion_bin_s(spec.metrics.window.seconds)
+        planned = replace(planned, load=replace(load, rate_cv2=typical, rate_bin_s=bin_s))
+    return planned, replace(state, modulation=modulation)
 
 
 def _calibrate(
