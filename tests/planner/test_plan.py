@@ -119,6 +119,28 @@ def test_a_scale_down_waits_out_the_largest_rise_of_the_last_hour() -> None:
     assert reasons_after[5640.0][0] == calm_count  # the rise left the hour at 1620 + 3600 s
 
 
+def test_on_a_rising_load_a_scale_down_keeps_what_the_load_needs_a_cold_start_later() -> None:
+    # A pool left at 6 prefill replicas by a burst, its load now rising again from 2 req/s: the
+    # horizon's need is below 6, but a replica removed now would be missed when the rise reaches
+    # it, so the scale-down stops at what the forecast two cold starts ahead needs.
+    spec = _spec(forecast__coldStart="240s")
+    state, counts = planner.PlannerState(), {"prefill": 6, "decode": 6}
+    held = None
+    for step in range(40):
+        t = 30.0 * step
+        d = _plan(spec, _obs(2.0 + 0.02 * t, prefill=counts["prefill"], decode=counts["decode"], t=t), state)
+        state, counts = d.state, {r: p.desired_replicas for r, p in d.pools.items()}
+        if d.pools["prefill"].reason == Reason.HELD_FOR_RISE and "rising" in d.pools["prefill"].message:
+            held = d
+            break
+    assert held is not None and held.planned is not None
+    assert held.planned.rate_at_return_per_s > held.planned.load.rate_per_s
+    sized = planner.size_pools(spec, held.planned.load, PERF)["prefill"]
+    idx = sized.smallest_feasible()
+    assert idx is not None
+    assert held.pools["prefill"].desired_replicas > int(sized.counts[idx])  # more than the horizon needs
+
+
 def test_a_ramping_rate_is_planned_at_the_horizon_plus_half_the_window_it_is_read_over() -> None:
     # The rate is a W-window mean, so on a ramp it reads the rate of W/2 ago: the forecast carries
     # the trend H + W/2 ahead. Window means of a ramp +0.01 req/s per second, read every 30 s.

@@ -79,6 +79,25 @@ def test_hold_for_rise(desired: int, current: int, needed_at_peak: int, expected
 
 
 @pytest.mark.parametrize(
+    ("desired", "current", "needed_at_return", "rate_at_return", "expected"),
+    [
+        pytest.param(3, 6, 5, 14.0, (5, Reason.HELD_FOR_RISE), id="rising-holds-at-the-need"),
+        pytest.param(3, 6, 8, 14.0, (6, Reason.HELD_FOR_RISE), id="never-above-current"),
+        pytest.param(3, 6, 3, 14.0, (3, Reason.STEADY), id="survivors-suffice-there"),
+        pytest.param(3, 6, 5, 10.0, (3, Reason.STEADY), id="flat-forecast-no-hold"),
+        pytest.param(3, 6, 5, 8.0, (3, Reason.STEADY), id="falling-forecast-no-hold"),
+        pytest.param(7, 6, 9, 14.0, (7, Reason.STEADY), id="scale-up-untouched"),
+    ],
+)
+def test_hold_while_rising(
+    desired: int, current: int, needed_at_return: int, rate_at_return: float, expected: tuple[int, str]
+) -> None:
+    value, reason, message = policy.hold_while_rising(desired, current, needed_at_return, 10.0, rate_at_return)
+    assert (value, reason) == expected
+    assert (reason == Reason.HELD_FOR_RISE) == ("rising" in message and "14 req/s" in message)
+
+
+@pytest.mark.parametrize(
     ("desired", "lo", "hi", "expected"),
     [
         pytest.param(0, 1, 5, (1, Reason.MIN_REPLICAS), id="below-min"),

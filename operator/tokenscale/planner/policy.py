@@ -2,8 +2,8 @@
 
 Called by `planner.plan`, which composes them in this order for every pool:
 
-    survivors check (N−1) → stabilization window → hold for a rise → min/max clamp → step limits
-    → GPU budget
+    survivors check (N−1) → stabilization window → hold for a rise → hold while rising → min/max
+    clamp → step limits → GPU budget
 
 The order follows the Kubernetes HPA controller (recommendation, stabilization, then behaviour
 limits and bounds), with the model-based checks of DESIGN.md before them. Scale-up is never
@@ -73,6 +73,28 @@ def hold_for_rise(desired: int, current: int, needed_at_peak: int, peak_rise: fl
         Reason.HELD_FOR_RISE,
         f"held at {value}: {needed_at_peak} replicas are needed if the load rises as much within "
         f"{cold_start_s:g}s as it has in the last hour (+{peak_rise:.0%})",
+    )
+
+
+def hold_while_rising(
+    desired: int, current: int, needed_at_return: int, rate_now_per_s: float, rate_at_return_per_s: float
+) -> Step:
+    """Scale down only to a count that still meets the objectives at the load forecast two cold starts
+    ahead, when the forecast rises.
+
+    A replica removed now takes a cold start to come back: if the load then needs it, a scale-up
+    asked for at the horizon serves from twice the horizon, and the windows in between are served
+    by the survivors. On a falling or flat forecast the load there is no more than at the horizon,
+    which the recommendation is sized for, and this step does nothing.
+    """
+    if desired >= current or needed_at_return <= desired or rate_at_return_per_s <= rate_now_per_s:
+        return desired, Reason.STEADY, ""
+    value = min(needed_at_return, current)
+    return (
+        value,
+        Reason.HELD_FOR_RISE,
+        f"held at {value}: the load is rising, and {needed_at_return} replicas are needed at "
+        f"{rate_at_return_per_s:.3g} req/s, its forecast when a replica removed now could be back",
     )
 
 
