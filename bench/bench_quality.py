@@ -12,7 +12,7 @@ Azure LLM inference trace 2023, conversation (Patel et al., "Splitwise", ISCA 20
 synthetic trace (Qin et al., "Mooncake", FAST 2025), the latter with a long-context pool. Offline,
 copy the published files into ~/.cache/tokenscale/traces/ under their published names.
 
-The README's main job, the built-in workload, is also redrawn over ten seeds (`across_seeds`).
+The README's main job, the built-in workload, is also redrawn over twenty seeds (`across_seeds`).
 
     .venv/bin/python bench/bench_quality.py [--out docs]
 """
@@ -77,7 +77,7 @@ SCENARIOS: tuple[tuple[str, Path, list[str]], ...] = (
 )
 
 
-SEEDS = range(10)  # the built-in workload redrawn: a result that holds on one draw only does not count
+SEEDS = range(20)  # the built-in workload redrawn: a result that holds on one draw only does not count
 
 
 def run(pool: Path, args: list[str], out: Path, seed: int = 7) -> tuple[dict[str, object], float]:

@@ -184,6 +184,20 @@ def test_bursts_that_recur_are_sized_for_in_a_calm_window_a_single_shift_is_not(
     assert unread.planned is not None and unread.planned.load.rate_cv2 == pytest.approx(0.3)
 
 
+def test_the_headroom_lifts_the_level_not_the_spread_across_bins() -> None:
+    # A load that has jumped within a cold start before gets headroom; the spread of its 15-s bins
+    # keeps its size in req/s around the lifted level, so its c² is divided by (1 + headroom)².
+    state = planner.PlannerState()
+    for step in range(60):
+        rate = 15.0 if step % 10 in (5, 6) else 10.0
+        state = _plan(SPEC, _obs(rate, prefill=3, decode=3, t=30.0 * step), state).state
+    idc = 1.0 + 0.2 * 10.0 * 15.0  # c² 0.2 across 15-s bins at 10 req/s
+    d = _plan(SPEC, _obs(10.0, prefill=3, decode=3, t=1800.0, arrival_cv2=idc, dispersion_bin_s=15.0), state)
+    assert d.planned is not None and d.planned.rate_headroom > 0.1
+    assert d.planned.observed_rate_cv2 == pytest.approx(0.2)
+    assert d.planned.load.rate_cv2 == pytest.approx(0.2 / (1.0 + d.planned.rate_headroom) ** 2)
+
+
 def test_mean_lengths_are_held_not_extrapolated() -> None:
     # Window means of heavy-tailed prompts wander by their standard error; a Holt trend read off them
     # would project that noise over the horizon. The plan takes the observed mean (never below it).

