@@ -582,7 +582,10 @@ def aggregated_sizing(
         # W is 0 with probability 1 − C, else exponential at rate θ: Var W = (2C − C²)/θ².
         lead_var[i] = (2.0 * delayed - delayed**2) / theta**2 + float(np.dot(weights, (own - own_mean) ** 2))
     second = mean_compute**2 * (1.0 + compute_cs2)  # E[w²] = E[w]²·(1 + c²)
-    prompts = tpot.PromptWork(lam, mean_compute, second, u_p, load.arrival_cv2, lead, lead_var)
+    # A group of I arrivals is spread over the replicas by the (least-loaded) router: about I/m of it,
+    # and at least one request, reaches a replica (the 8B bursts of 5 on 4 replicas: +14% → −4%).
+    group = np.maximum(load.arrival_cv2 / m, 1.0)
+    prompts = tpot.PromptWork(lam, mean_compute, second, u_p, group, lead, lead_var)
     decode = decode_sizing(counts, load, perf, tpot_quantile, tpot_target_s, prompts, chunk_tokens)
     meets_ttft = ttft <= ttft_target_s
     feasible = decode.feasible & meets_ttft
