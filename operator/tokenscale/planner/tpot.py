@@ -24,13 +24,14 @@ for every step it shares with the request. The life is therefore a busy period o
 prompt work (`_life`): it starts with the request's own k steps at the batch it found at its first
 token (each of those others staying for its remaining output, an equilibrium residual) and the
 prompts already queued behind it (those that arrived during its time to first token), and every
-prompt arriving meanwhile extends it by its compute plus its share of the steps. Batch and stall so
-grow together, as they do on a replica; the mean population the request finds is the mean life
-this model gives times the arrival rate (Little), solved in closed form. The life's spread,
-amplified by 1/(1 − ρ)³ as a busy period's is, is why short requests that meet a burst of prompts
-have a TPOT many times the step time. S is 0 with the probability that no prompt comes; otherwise
-it is taken as gamma with the conditional mean and variance (a random sum of prompt works), its
-CDF by the Wilson–Hilferty cube-root normal approximation.
+prompt arriving meanwhile extends it by its compute plus its share of the steps; under bursts its
+group-mates share its steps too. Batch and stall so grow together, as they do on a replica; the
+mean population the request finds is the mean life this model gives times the arrival rate
+(Little), solved in closed form. The life's spread, amplified by 1/(1 − ρ)³ as a busy period's is,
+is why short requests that meet a burst of prompts have a TPOT many times the step time. S is 0
+with the probability that no prompt comes; otherwise it is taken as gamma with the conditional mean
+and variance (a random sum of prompt works), its CDF by the Wilson–Hilferty cube-root normal
+approximation (Wilson & Hilferty, PNAS 17, 1931).
 
 A request's TPOT is τ(batch) + S/k; its q-quantile over requests is found by bisection on the
 mixture CDF over output lengths (16 equiprobable lognormal points of OSL, each request weighted
@@ -41,10 +42,15 @@ model was 9–22% low at 2–6 req/s Poisson. Measured on the replay, the stall 
 and spread per output length, but (1) the batch a request saw over its life held twice the others
 the chain gives (4.6 against 2.2 at 6 req/s: the prompts that stall it join its batch; correlation
 0.5–0.6 between its batch and its stall), and (2) the stall given one was less skewed than a
-lognormal of the same moments (its 90th percentile 10–18% above the lognormal's, within ~5% of a
+lognormal of the same moments (its 90th percentile 10–18% above the lognormal's, within ~6% of a
 gamma's). With joiners in the busy period and a gamma stall the one-replica Poisson cases are within
 −3%…+3% (2–8 req/s), and with a burst of I spread over m replicas by the router (groups of I/m at a
-replica) the 8B bursts of 5 on 4 replicas is −4%.
+replica) the 8B bursts of 5 on 4 replicas is −3% (was +3%, +14% with joiners alone). Bursts of 5 on
+one replica were −26%/−40%/−46% at 2/4/6 req/s; with the group-mates in the batch −4%/−16%/−18%,
+and the rest was the lead: the mean time to first token lacked the wait behind the request's own
+group-mates (`sizing.aggregated_sizing`; 155 ms against a simulated 362 ms at 4 req/s, 294 ms with
+it), after which they are +3%/−6%/−7%. The simulator's own lead put into the model gives −2% at
+4 req/s, so what remains there is the TTFT model's (its mean is still 18% low under bursts).
 """
 
 from __future__ import annotations
@@ -195,17 +201,19 @@ def _life(
     prompt of work w' = w + c_seq·min(K', V·k) in the busy period below, so batch and stall grow
     together, as they do on a replica (measured on the one-replica CPU-engine replay: the batch a
     request sees over its life has correlation 0.5–0.6 with its stall, and a request sees twice the
-    others the chain's stationary law gives when stalls are left out of the batch).
+    others the chain's stationary law gives when stalls are left out of the batch). Its I − 1
+    group-mates (clustered arrivals, below) share min(K', k) of its steps each, ahead of it or behind.
 
     The life is a busy period of the replica's prompt work: it starts with the request's own work,
-    v = k·τ̄_A (τ̄_A = α + c_seq·(1 + E[A]·E[min(R, k)]/k)), plus Q, the prompts queued behind it when
-    its first token comes, and every prompt arriving meanwhile (rate λ/m, work w', ρ' = λ/m·E[w'])
-    extends it. A busy period of an M/G/1 queue started by work v lasts v/(1 − ρ') on average with
-    variance v·λ·E[w'²]/(1 − ρ')³ (Takács, "Introduction to the Theory of Queues", 1962, ch. 1;
-    Kleinrock vol. 1 §5.8), so S = D − v has mean (ρ'·v + E[Q]·E[w'])/(1 − ρ') and variance
-    (v + E[Q]·E[w'])·λ·E[w'²]/(1 − ρ')³ + Var(Q·w')/(1 − ρ')². E[D] is linear in E[A], so
-    E[A] = λ/m·E_k[E[D | k]] is solved in closed form. Q: Poisson(λ/m · TTFT) prompts, TTFT varying
-    from request to request (`PromptWork.lead_s`, `lead_var_s2`), plus the request's own group-mates.
+    v = k·τ̄_A, τ̄_A = α + c_seq·(1 + E[A]·E[min(R, k)]/k + (I − 1)·E[min(K', k)]/k), plus Q, the
+    prompts queued behind it when its first token comes, and every prompt arriving meanwhile (rate
+    λ/m, work w', ρ' = λ/m·E[w']) extends it. A busy period of an M/G/1 queue started by work v
+    lasts v/(1 − ρ') on average with variance v·λ·E[w'²]/(1 − ρ')³ (Takács, "Introduction to the
+    Theory of Queues", 1962, ch. 1; Kleinrock vol. 1 §5.8), so S = D − v has mean
+    (ρ'·v + E[Q]·E[w'])/(1 − ρ') and variance (v + E[Q]·E[w'])·λ·E[w'²]/(1 − ρ')³ + Var(Q·w')/(1 − ρ')².
+    E[D] is linear in E[A], so E[A] = λ/m·E_k[E[D | k]] is solved in closed form. Q: Poisson(λ/m ·
+    TTFT) prompts, TTFT varying from request to request (`PromptWork.lead_s`, `lead_var_s2`), plus
+    the request's own group-mates.
     Clustered arrivals (index of dispersion I at the replica): prompts come in groups of about I,
     which multiplies the count variance by I (E[w'²] becomes E[w'²] + (I − 1)·E[w']²), and a request
     arriving in a group is followed by 0…I − 1 of its group-mates, uniformly (the customer's view of a
@@ -214,7 +222,7 @@ def _life(
     (1 + λ·Var L/(I·E[L]))^{−E[L]²/Var L}), nor during the own steps with probability e^{−λv/I}.
     S given a stall is taken as gamma with its conditional mean and variance: the stall is a random
     sum of prompt works, and on the replay a two-moment gamma matches its 50th–95th percentiles
-    within ~5% where a lognormal puts the 90th 10–18% low.
+    within ~6% where a lognormal puts the 90th 10–18% low.
     """
     rate = np.where(np.isfinite(prompts.rate_per_s), prompts.rate_per_s, 0.0)[:, None]  # (M, 1)
     share = np.where(np.isfinite(prompts.share), prompts.share, 0.0)[:, None]
@@ -239,9 +247,17 @@ def _life(
         + per_sequence_s**2 * shared2
     )
     rho = np.clip(share + rate * per_sequence_s * shared, 0.0, 0.999)  # ρ' (M, K)
-    queued = rate * lead + (group - 1.0) / 2.0  # E[Q] in prompts: arrived during its lead, group-mates
-    # E[D | k] = (k·(α + c_seq) + c_seq·E[A]·E[min(R, k)] + E[Q]·E[w']) / (1 − ρ'), linear in E[A].
-    base = ((kk * (alpha_s + per_sequence_s) + queued * w1) / (1.0 - rho)).mean(axis=1)
+    # Its I − 1 group-mates share min(K', k) of its steps each; the 0…I − 1 behind it stall it by w.
+    mates = group - 1.0
+    mates_behind, mates_behind_var = mates / 2.0, (group * group - 1.0) / 12.0
+    with_mates = held_to.mean(axis=0)  # E[min(K', k)]
+    with_mates_var = (held_to**2).mean(axis=0) - with_mates**2
+    prompt1 = prompts.mean_s
+    prompt2 = max(prompts.second_moment_s2, prompt1 * prompt1)
+    own_work = kk * (alpha_s + per_sequence_s) + mates * per_sequence_s * with_mates  # (M, K)
+    # E[D | k] = (own + c_seq·E[A]·E[min(R, k)] + E[Q]) / (1 − ρ'), linear in E[A].
+    queued_mean = rate * lead * w1 + mates_behind * prompt1
+    base = ((own_work + queued_mean) / (1.0 - rho)).mean(axis=1)
     slope = (per_sequence_s * held / (1.0 - rho)).mean(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):  # an unstable candidate's infinite lead
         denom = 1.0 - rate[:, 0] * slope
@@ -249,17 +265,21 @@ def _life(
     stable = (denom > 0) & np.isfinite(present)
     present = np.where(stable, present, 0.0)[:, None]
     lead, lead_var = np.where(stable[:, None], lead, 0.0), np.where(stable[:, None], lead_var, 0.0)
-    queued = rate * lead + (group - 1.0) / 2.0
     g, g2 = held / kk, held2 / (kk * kk)
-    step_mean = alpha_s + per_sequence_s * (1.0 + present * g)
-    # Σ_A min(R, k)/k: E[A]·Var(min(R, k)/k) + Var(A)·g², Var(A) = E[A]/(1 − u).
-    step_sd = per_sequence_s * np.sqrt(present * ((g2 - g * g) + g * g / (1.0 - u)[:, None]))
+    step_mean = own_work / kk + per_sequence_s * present * g
+    # Σ_A min(R, k)/k: E[A]·Var(min(R, k)/k) + Var(A)·g², Var(A) = E[A]/(1 − u); the mates' Σ min(K', k)/k.
+    step_var = present * ((g2 - g * g) + g * g / (1.0 - u)[:, None]) + mates * with_mates_var / (kk * kk)
+    step_sd = per_sequence_s * np.sqrt(step_var)
 
-    w2 = w2 + (group - 1.0) * w1 * w1  # per prompt, groups folded in
+    w2 = w2 + mates * w1 * w1  # per prompt, groups folded in
     decode = k * step_mean  # v
-    mates_var = (group * group - 1.0) / 12.0
-    queued_mean = queued * w1
-    queued_var = rate * lead * w2 + mates_var * w1 * w1 + rate * rate * lead_var * w1 * w1
+    queued_mean = rate * lead * w1 + mates_behind * prompt1
+    queued_var = (
+        rate * lead * w2
+        + rate * rate * lead_var * w1 * w1
+        + mates_behind * (prompt2 - prompt1 * prompt1)
+        + mates_behind_var * prompt1 * prompt1
+    )
     mean = np.maximum((rho * decode + queued_mean) / (1.0 - rho), 1e-15)
     variance = (decode + queued_mean) * rate * w2 / (1.0 - rho) ** 3 + queued_var / (1.0 - rho) ** 2
     spread = rate * lead_var / (group * np.maximum(lead, 1e-300))
