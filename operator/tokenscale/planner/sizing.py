@@ -547,7 +547,8 @@ def aggregated_sizing(
     The prompts that stall a request's decode are those behind it in the prompt queue when its first
     token comes (the ones that arrived during its own time to first token, FCFS) and those arriving
     during its decode: `tpot.PromptWork.lead_s` is the mean time to first token (Allen–Cunneen mean
-    wait of the prompt queue plus the mean of the prompt's own steps).
+    wait of the prompt queue, the work of the group-mates ahead of it under clustered arrivals, and
+    the mean of the prompt's own steps). The TTFT quantile does not count those group-mates yet.
     """
     m = counts.astype(np.float64)
     lam = load.rate_per_s / m
@@ -559,6 +560,9 @@ def aggregated_sizing(
     n_mean = decode_batch_mean(counts, load, perf, u_p)
     room = np.maximum(chunk_tokens - n_mean, 1.0)
     step = np.asarray(perf.decode.step_time_s(n_mean, load.isl_mean_tokens), dtype=np.float64)
+    # A group of I arrivals is spread over the replicas by the (least-loaded) router: about I/m of it,
+    # and at least one request, reaches a replica (the 8B bursts of 5 on 4 replicas: +14% → −4%).
+    group = np.maximum(load.arrival_cv2 / m, 1.0)
     ttft = np.full(m.shape, np.inf)
     lead = np.full(m.shape, np.inf)
     lead_var = np.zeros(m.shape)
@@ -578,11 +582,21 @@ def aggregated_sizing(
         delayed = float(queueing.erlang_c_vec(one, load.rate_per_s * mean_s)[0])
         theta = float(queueing.decay_rate_per_s(one, load.rate_per_s, mean_s, load.arrival_cv2, cs2)[0])
         own_mean = float(np.dot(weights, own))
-        lead[i] = delayed / theta + own_mean + lead_in if theta > 0 else np.inf
+        # Group-mates ahead of it: 0…I − 1 of its group, uniformly, each a prompt's work. Allen–Cunneen
+        # with c²_a = I is the M^X/G/1 wait of the groups, not the wait behind the request's own group
+        # (Burke, Oper. Res. 23, 1975): E[w]·(I − 1)/2 more (4 req/s in bursts of 5 on one replica:
+        # mean lead 155 ms against a simulated mean TTFT of 362 ms, 304 ms with it).
+        ahead, ahead_var = (group[i] - 1.0) / 2.0, (group[i] ** 2 - 1.0) / 12.0
+        lead[i] = delayed / theta + ahead * mean_s + own_mean + lead_in if theta > 0 else np.inf
         # W is 0 with probability 1 − C, else exponential at rate θ: Var W = (2C − C²)/θ².
-        lead_var[i] = (2.0 * delayed - delayed**2) / theta**2 + float(np.dot(weights, (own - own_mean) ** 2))
+        lead_var[i] = (
+            (2.0 * delayed - delayed**2) / theta**2
+            + ahead * cs2 * mean_s**2
+            + ahead_var * mean_s**2
+            + float(np.dot(weights, (own - own_mean) ** 2))
+        )
     second = mean_compute**2 * (1.0 + compute_cs2)  # E[w²] = E[w]²·(1 + c²)
-    prompts = tpot.PromptWork(lam, mean_compute, second, u_p, load.arrival_cv2, lead, lead_var)
+    prompts = tpot.PromptWork(lam, mean_compute, second, u_p, group, lead, lead_var)
     decode = decode_sizing(counts, load, perf, tpot_quantile, tpot_target_s, prompts, chunk_tokens)
     meets_ttft = ttft <= ttft_target_s
     feasible = decode.feasible & meets_ttft
