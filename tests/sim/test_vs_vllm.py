@@ -40,11 +40,15 @@ profile taken a minute earlier (TTFT −40…−89%, TPOT −13…−56%): on th
 core, the API server, the client and other work share one core, and the engine's speed moves by ±40%
 from one minute to the next. So the engine comparisons hold only bounds: every quantile within 10×,
 and the simulator's means against vLLM's own (time in steps against queue + prefill, per-request
-TPOT) within 4× (seen 0.55–1.1 alone, 0.36–0.40 in a full-suite run). What is still short:
-per-request TPOT p90 under light load and bursts, where the engine's spread is wider than the
-simulator's (light: vLLM's mean TPOT 5.5 ms against the simulator's 4.4, and a p90 of 9.1 ms
-against 4.6); and under bursts the planner's per-request TPOT stays 25% below the simulator's
-(tests/planner/test_tpot.py).
+TPOT) within 4× (seen 0.55–1.1 alone, 0.36–0.40 in a full-suite run).
+
+Session 10, after the per-request TPOT model counted the prompts that stall a request as members of
+its batch (tests/planner/test_tpot.py): the planner's p90 per-request TPOT is within −1%…+5% of the
+simulator's on all four traces (it was 25% below under bursts), and against the engine +17% (light),
++58% (medium), +2% (heavy), −4% (bursts). In that run the engine ran faster than its profile of a
+few minutes before: the simulator itself, on that profile, was +11%, +61%, −3% and −7% at p90 TPOT
+and +20…+58% at p90 TTFT. What is short is the profile's hold on a CPU engine whose speed moves
+from minute to minute, not the planner's model of the fleet the profile describes.
 """
 
 from __future__ import annotations
