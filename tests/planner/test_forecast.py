@@ -68,8 +68,13 @@ def test_typical_is_the_quantile_of_the_last_hour_and_needs_samples() -> None:
     assert fc.typical(None, 0.5) is None
 
 
-def test_headroom_needs_samples_and_forgets_after_an_hour() -> None:
-    assert fc.horizon_headroom(_run_with_horizon([10.0, 20.0], 240.0), 240.0, 0.9, 20.0) == 0.0
+def test_before_ten_rises_the_largest_stands_in_and_an_hour_forgets() -> None:
+    assert fc.horizon_headroom(_run_with_horizon([10.0], 240.0), 240.0, 0.9, 10.0) == 0.0  # no rise yet
+    # Four rises, the largest +10 over its base of 10: it stands in for the 0.9-quantile (the
+    # q-quantile of four lies beyond them), and for the median too.
+    few = _run_with_horizon([10.0, 20.0, 12.0, 12.0, 12.0], 240.0)
+    rises = fc.horizon_rises(few, 240.0, (0.5, 0.9))
+    assert rises == pytest.approx((10.0, 10.0), rel=0.05)
     burst_then_calm = [10.0] * 5 + [30.0] + [10.0] * 200
     state = _run_with_horizon(burst_then_calm, 240.0)
     assert len(state.history) // 3 <= fc.HISTORY_S / fc.HISTORY_SPACING_S + 1
@@ -96,8 +101,10 @@ def _rises_by_definition(state: fc.SeriesState, horizon_s: float, quantiles: tup
         for i in range(t.size)
         if any(t[i] < t[j] <= t[i] + horizon_s for j in range(t.size))
     ]
-    if len(rises) < fc.MIN_HEADROOM_SAMPLES:
+    if not rises:
         return tuple(0.0 for _ in quantiles)
+    if len(rises) < fc.MIN_HEADROOM_SAMPLES:
+        return tuple(max(float(max(rises)), 0.0) for _ in quantiles)
     return tuple(max(float(r), 0.0) for r in np.quantile(rises, list(quantiles)))
 
 

@@ -24,7 +24,13 @@ and the planner adds their q-quantile (`spec.forecast.quantile`) to today's base
 the trend already follows (a ramp) gets no extra room; one that has jumped within a cold start
 before gets that much; a steady one none. This is the empirical distribution of the forecaster's
 horizon-ahead shortfall, learned from the load the operator saw (it cannot know a surge it has never
-seen: the first one is met by reacting).
+seen: the first one is met by reacting). Before `MIN_HEADROOM_SAMPLES` rises are seen, the largest
+stands in for every quantile: the q-quantile then lies beyond the sample (the largest of n sits near
+the n/(n + 1) quantile, 0.83 for five), so the largest is the nearest estimate there is, and still
+on the low side of a 0.9-quantile. Taken as none before then, as it was, the built-in workload over
+seeds 0–19 met 87.5% of its windows (the 15-minute windows before ten rises are seen hold 12 of
+the 15 it missed); with the largest, 90%, for 2–4% more GPU-hours on the Azure trace (1-hour runs,
+so its first minutes weigh more than in a running cluster).
 
 The rise is kept in the series' own units and divided by today's base, not as a ratio of the base
 it was made from: a past jump of +16 req/s at a quiet 4 req/s is a +400% ratio, and carried as a
@@ -52,7 +58,7 @@ DEFAULT_BETA = 0.3
 HISTORY_S = 3600.0  # observations kept for the headroom
 HISTORY_SPACING_S = 30.0  # at most one kept per this many seconds (≤ 120 triples in status) ...
 HISTORY_JITTER_S = 5.0  # ... give or take this much (a 30 s cycle that wakes 10 ms early still counts)
-MIN_HEADROOM_SAMPLES = 10  # a 0.9-quantile of fewer is the maximum of a handful
+MIN_HEADROOM_SAMPLES = 10  # fewer rises than this: the largest stands in for every quantile
 
 
 @dataclass(frozen=True)
@@ -132,7 +138,8 @@ def horizon_rise(state: SeriesState | None, horizon_s: float, quantile: float) -
     """q-quantile over the last hour of the rise max y(t, t + H] − base(t), in the series' units
     (module docstring).
 
-    0 until `MIN_HEADROOM_SAMPLES` observations have a later one within the horizon. Never negative.
+    The largest rise for every quantile until `MIN_HEADROOM_SAMPLES` observations have a later one
+    within the horizon, 0 before the first. Never negative.
     """
     return horizon_rises(state, horizon_s, (quantile,))[0]
 
@@ -150,8 +157,10 @@ def horizon_rises(state: SeriesState | None, horizon_s: float, quantiles: Sequen
     start = np.searchsorted(t, t, side="right")
     end = np.searchsorted(t, t + horizon_s, side="right")
     usable = end > start
-    if int(usable.sum()) < MIN_HEADROOM_SAMPLES:
+    if not usable.any():
         return none
+    if int(usable.sum()) < MIN_HEADROOM_SAMPLES:
+        quantiles = tuple(1.0 for _ in quantiles)  # beyond a handful's range: the largest is nearest
     bounds = np.empty(2 * int(usable.sum()), dtype=np.int64)
     bounds[0::2], bounds[1::2] = start[usable], end[usable]
     peaks = np.maximum.reduceat(np.append(y, -np.inf), bounds)[0::2]
