@@ -65,14 +65,12 @@ def hold_for_rise(desired: int, current: int, needed_at_peak: int, peak_rise: fl
     long costs its GPU time until the next decision. So a scale-down must survive every rise the
     load has made within a cold start lately, not only the usual one.
     """
-    if desired >= current or needed_at_peak <= desired:
-        return desired, Reason.STEADY, ""
-    value = min(needed_at_peak, current)
-    return (
-        value,
-        Reason.HELD_FOR_RISE,
-        f"held at {value}: {needed_at_peak} replicas are needed if the load rises as much within "
-        f"{cold_start_s:g}s as it has in the last hour (+{peak_rise:.0%})",
+    return _held_for_rise(
+        desired,
+        current,
+        needed_at_peak,
+        f"{needed_at_peak} replicas are needed if the load rises as much within {cold_start_s:g}s as it "
+        f"has in the last hour (+{peak_rise:.0%})",
     )
 
 
@@ -87,15 +85,23 @@ def hold_while_rising(
     by the survivors. On a falling or flat forecast the load there is no more than at the horizon,
     which the recommendation is sized for, and this step does nothing.
     """
-    if desired >= current or needed_at_return <= desired or rate_at_return_per_s <= rate_now_per_s:
+    if rate_at_return_per_s <= rate_now_per_s:
         return desired, Reason.STEADY, ""
-    value = min(needed_at_return, current)
-    return (
-        value,
-        Reason.HELD_FOR_RISE,
-        f"held at {value}: the load is rising, and {needed_at_return} replicas are needed at "
-        f"{rate_at_return_per_s:.3g} req/s, its forecast when a replica removed now could be back",
+    return _held_for_rise(
+        desired,
+        current,
+        needed_at_return,
+        f"the load is rising, and {needed_at_return} replicas are needed at {rate_at_return_per_s:.3g} "
+        "req/s, its forecast when a replica removed now could be back",
     )
+
+
+def _held_for_rise(desired: int, current: int, needed: int, why: str) -> Step:
+    """A scale-down to `desired` held at the `needed` count (never above `current`), or left alone."""
+    if desired >= current or needed <= desired:
+        return desired, Reason.STEADY, ""
+    value = min(needed, current)
+    return value, Reason.HELD_FOR_RISE, f"held at {value}: {why}"
 
 
 def stabilize(
