@@ -97,7 +97,7 @@ def test_the_rate_spread_of_the_last_hour_survives_a_restart() -> None:
         obs = replace(_obs(T0 + 30.0 * i, 10.0, 2, 2), arrival_cv2=46.0, dispersion_bin_s=15.0)
         decision = planner.plan(spec, obs, state, obs.time_s, perf)
         state = _through_status(spec, decision, obs)
-    assert state.modulation == decision.state.modulation and state.modulation is not None
+    assert state.modulation == decision.state.modulation and len(state.modulation.history) == 24
     calm = replace(_obs(T0 + 360.0, 10.0, 2, 2), arrival_cv2=1.0, dispersion_bin_s=15.0)
     after = planner.plan(spec, calm, state, calm.time_s, perf)
     assert after.planned is not None and after.planned.load.rate_cv2 == pytest.approx(0.3)

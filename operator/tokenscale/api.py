@@ -741,8 +741,8 @@ class ForecastStatus(ApiModel):
     )
     modulation_state: list[float] = Field(
         default_factory=list,
-        description="The arrival rate's squared coefficient of variation across dispersion bins, same layout "
-        "(its last hour's median is a floor on the spread planned for).",
+        description="The arrival rate's squared coefficient of variation across dispersion bins over the last "
+        "hour, as (time, value) pairs (its median is a floor on the spread planned for).",
     )
 
 

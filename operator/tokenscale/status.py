@@ -18,7 +18,7 @@ from tokenscale import api
 from tokenscale.api import Role
 from tokenscale.planner.calibration import Calibration
 from tokenscale.planner.coldstart import ColdStarts, ScaleUp
-from tokenscale.planner.forecast import SeriesState
+from tokenscale.planner.forecast import Recent, SeriesState
 from tokenscale.planner.observation import CAVEAT_KINDS, Observation
 from tokenscale.planner.plan import ConditionUpdate, Decision, PlannerState, Recommendation
 from tokenscale.planner.reasons import CONDITION_TYPES, wire
@@ -75,7 +75,7 @@ def planner_state(status: api.InferencePoolStatus | None) -> PlannerState:
         isl=SeriesState.from_list(forecast.isl_state) if forecast else None,
         osl=SeriesState.from_list(forecast.osl_state) if forecast else None,
         work=SeriesState.from_list(forecast.work_state) if forecast else None,
-        modulation=SeriesState.from_list(forecast.modulation_state) if forecast else None,
+        modulation=(Recent.from_list(forecast.modulation_state) if forecast else None) or Recent(),
         last_scale_time_s=last_scale,
         starting_seen_s=starting_seen,
         prefill_calibration=prefill_cal,
@@ -223,7 +223,7 @@ def _forecast_status(decision: Decision) -> api.ForecastStatus:
         isl_state=state.isl.to_list() if state.isl else [],
         osl_state=state.osl.to_list() if state.osl else [],
         work_state=state.work.to_list() if state.work else [],
-        modulation_state=state.modulation.to_list() if state.modulation else [],
+        modulation_state=state.modulation.to_list(),
     )
 
 

@@ -56,16 +56,19 @@ def test_jumps_within_a_cold_start_give_headroom_a_ramp_does_not() -> None:
 
 
 def test_typical_is_the_quantile_of_the_last_hour_and_needs_samples() -> None:
-    state = None
+    recent = fc.Recent()
     for i, v in enumerate([0.0, 0.3, 0.3] * 3):
-        state = fc.update(state, v, i * 30.0, "none", 0.0)
-    assert fc.typical(state, 0.5) is None  # nine kept values: too few
-    state = fc.update(state, 0.3, 270.0, "none", 0.0)
-    assert fc.typical(state, 0.5) == pytest.approx(0.3)
+        recent = recent.remember(v, i * 30.0)
+    assert recent.typical(0.5) is None  # nine kept values: too few
+    recent = recent.remember(0.3, 270.0)
+    assert recent.typical(0.5) == pytest.approx(0.3)
+    assert recent.remember(5.0, 280.0) == recent  # within the spacing: not kept
     for i in range(10, 140):  # an hour of calm later the bursts are forgotten
-        state = fc.update(state, 0.0, i * 30.0, "none", 0.0)
-    assert fc.typical(state, 0.5) == 0.0
-    assert fc.typical(None, 0.5) is None
+        recent = recent.remember(0.0, i * 30.0)
+    assert recent.typical(0.5) == 0.0
+    assert len(recent.history) // 2 <= fc.HISTORY_S / fc.HISTORY_SPACING_S + 1
+    assert fc.Recent.from_list(recent.to_list()) == recent
+    assert fc.Recent.from_list([1.0, 2.0, 3.0]) is None and fc.Recent().typical(0.5) is None
 
 
 def test_before_ten_rises_the_largest_stands_in_and_an_hour_forgets() -> None:

@@ -2,7 +2,7 @@
 
 Called by `planner.plan` once per interval for the arrival rate, the prompt-token rate (the
 headroom's series), the mean ISL and OSL (level only: `plan._forecast` says why) and the rate's
-spread across bins (its last hour only: `typical`). The state is a small frozen dataclass that
+spread across bins (its last hour only: `Recent`). The state is a small frozen dataclass that
 round-trips through plain lists of floats, because the operator keeps it in the InferencePool's
 status so that a restarted operator forecasts on.
 
@@ -124,13 +124,13 @@ def update(
     return SeriesState(level=level, trend_per_s=trend, time_s=now_s, history=history)
 
 
-def _remember(history: tuple[float, ...], sample: tuple[float, float, float]) -> tuple[float, ...]:
-    """Append a (time, value, base) triple unless the last kept one is within the spacing; keep an hour."""
-    now_s = sample[0]
-    if len(history) >= 3 and now_s - history[-3] < HISTORY_SPACING_S - HISTORY_JITTER_S:
+def _remember(history: tuple[float, ...], sample: tuple[float, ...]) -> tuple[float, ...]:
+    """Append a record (its time first) unless the last kept one is within the spacing; keep an hour."""
+    now_s, width = sample[0], len(sample)
+    if len(history) >= width and now_s - history[-width] < HISTORY_SPACING_S - HISTORY_JITTER_S:
         return history
-    triples = np.asarray(history, dtype=np.float64).reshape(-1, 3)
-    kept: list[float] = triples[now_s - triples[:, 0] <= HISTORY_S].ravel().tolist()
+    records = np.asarray(history, dtype=np.float64).reshape(-1, width)
+    kept: list[float] = records[now_s - records[:, 0] <= HISTORY_S].ravel().tolist()
     return (*kept, *sample)
 
 
@@ -168,16 +168,30 @@ def horizon_rises(state: SeriesState | None, horizon_s: float, quantiles: Sequen
     return tuple(max(float(r), 0.0) for r in rises)
 
 
-def typical(state: SeriesState | None, quantile: float) -> float | None:
-    """The q-quantile of the values observed over the kept history (the last hour, one per ~30 s).
+@dataclass(frozen=True)
+class Recent:
+    """A series' last hour, one (time, value) pair kept per ~30 s, flat, oldest first: a series with no
+    forecast, only its recent distribution (`typical`)."""
 
-    None until `MIN_HEADROOM_SAMPLES` are kept. For a series updated with a horizon of 0 (its planned
-    base is then the value itself); `plan` keeps the rate's spread across bins this way.
-    """
-    if state is None or len(state.history) < 3 * MIN_HEADROOM_SAMPLES:
-        return None
-    _, observed, _ = state.samples()
-    return float(np.quantile(observed, quantile))
+    history: tuple[float, ...] = ()
+
+    def to_list(self) -> list[float]:
+        return list(self.history)
+
+    @classmethod
+    def from_list(cls, values: list[float]) -> Recent | None:
+        if len(values) % 2 != 0 or not all(math.isfinite(v) for v in values):
+            return None
+        return cls(tuple(values))
+
+    def remember(self, value: float, now_s: float) -> Recent:
+        return Recent(_remember(self.history, (now_s, value)))
+
+    def typical(self, quantile: float) -> float | None:
+        """The q-quantile of the kept values; None until `MIN_HEADROOM_SAMPLES` are kept."""
+        if len(self.history) < 2 * MIN_HEADROOM_SAMPLES:
+            return None
+        return float(np.quantile(self.history[1::2], quantile))
 
 
 def horizon_headroom(state: SeriesState | None, horizon_s: float, quantile: float, observed: float) -> float:

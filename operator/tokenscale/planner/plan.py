@@ -71,7 +71,7 @@ class PlannerState:
     isl: fc.SeriesState | None = None
     osl: fc.SeriesState | None = None
     work: fc.SeriesState | None = None  # prompt tokens per second: the headroom's series
-    modulation: fc.SeriesState | None = None  # the rate's c² across bins, its last hour (`_forecast`)
+    modulation: fc.Recent = field(default_factory=fc.Recent)  # the rate's c² across bins (`_recurring_spread`)
     last_scale_time_s: Mapping[Role, float] = field(default_factory=dict)
     # The last cycle that saw fewer replicas ready than asked, per pool: a window holding it mixed counts.
     starting_seen_s: Mapping[Role, float] = field(default_factory=dict)
@@ -559,8 +559,8 @@ def _recurring_spread(
     """
     modulation = state.modulation
     if observation.arrival_cv2 is not None:
-        modulation = fc.update(modulation, planned.observed_rate_cv2, now_s, "none", 0.0)
-    typical = fc.typical(modulation, TYPICAL_SPREAD_QUANTILE)
+        modulation = modulation.remember(planned.observed_rate_cv2, now_s)
+    typical = modulation.typical(TYPICAL_SPREAD_QUANTILE)
     load = planned.load
     if typical is not None and typical > planned.observed_rate_cv2:
         bin_s = load.rate_bin_s if load.rate_cv2 > 0.0 else dispersion_bin_s(spec.metrics.window.seconds)
