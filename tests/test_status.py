@@ -13,8 +13,8 @@ import yaml
 
 from tokenscale import api
 from tokenscale import status as st
+from tokenscale.planner import backlog, profiles
 from tokenscale.planner import plan as planner
-from tokenscale.planner import profiles
 from tokenscale.planner.observation import Observation, ReplicaCounts
 from tokenscale.planner.plan import ConditionUpdate
 from tokenscale.planner.reasons import ConditionType, Reason
@@ -86,6 +86,31 @@ def test_a_replica_seen_starting_survives_a_restart() -> None:
     decision = planner.plan(spec, obs, planner.PlannerState(), T0, profiles.resolve_all(spec))
     assert decision.state.starting_seen_s == {"prefill": T0}
     assert _through_status(spec, decision, obs).starting_seen_s == {"prefill": T0}
+
+
+def test_the_queue_a_growth_is_read_against_survives_a_restart() -> None:
+    # The backlog step reads the queue's growth since the last cycle; a restarted operator reads the
+    # same growth, so it drains the same backlog.
+    spec = _spec()
+    perf = profiles.resolve_all(spec)
+    first = replace(_obs(T0, 4.0, 2, 2), waiting_requests={"prefill": 100.0, "decode": 0.0})
+    decision = planner.plan(spec, first, planner.PlannerState(), T0, perf)
+    restored = _through_status(spec, decision, first)
+    assert (
+        restored.queues
+        == decision.state.queues
+        == {
+            "prefill": backlog.QueueSample(T0, 100.0),
+            "decode": backlog.QueueSample(T0, 0.0),
+        }
+    )
+    grown = replace(_obs(T0 + 30.0, 4.0, 2, 2), waiting_requests={"prefill": 400.0, "decode": 0.0})
+    live = planner.plan(spec, grown, decision.state, grown.time_s, perf)
+    after_restart = planner.plan(spec, grown, restored, grown.time_s, perf)
+    assert live.pools["prefill"].binding == "backlog"
+    assert {r: d.desired_replicas for r, d in after_restart.pools.items()} == {
+        r: d.desired_replicas for r, d in live.pools.items()
+    }
 
 
 def test_the_rate_spread_of_the_last_hour_survives_a_restart() -> None:

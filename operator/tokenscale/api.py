@@ -698,6 +698,10 @@ class PoolStatus(ApiModel):
         description="The last cycle that saw fewer replicas ready than asked (RFC 3339); the TTFT tail "
         "is fitted only to a metrics window after it.",
     )
+    waiting_requests: float | None = Field(
+        None, ge=0, description="Requests queued in this pool at waitingTime: the next cycle reads the queue's growth."
+    )
+    waiting_time: str | None = Field(None, description="When waitingRequests was read (RFC 3339).")
 
 
 class PoolStatuses(ApiModel, ByRole[PoolStatus]):

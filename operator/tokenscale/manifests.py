@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -272,10 +272,12 @@ class RecordedObservation(api.ApiModel):
     )
     itl_mean_seconds: float | None = Field(None, ge=0, description="Observed mean per-token inter-token latency.")
     prefill_time_mean_seconds: float | None = Field(None, ge=0, description="Observed mean prefill time.")
-    waiting_requests: float | None = Field(None, ge=0, description="Requests waiting.")
     kv_usage_fraction: float | None = Field(None, ge=0, le=1, description="KV-cache use.")
     replicas: dict[api.Role, RecordedReplicas] = Field(default_factory=dict, description="Replicas per role.")
     running_requests: dict[api.Role, float] = Field(default_factory=dict, description="Running requests per role.")
+    waiting_requests: dict[api.Role, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict, description="Requests queued per role."
+    )
 
     @model_validator(mode="after")
     def _finite(self) -> RecordedObservation:
@@ -286,9 +288,10 @@ class RecordedObservation(api.ApiModel):
             if name not in load and isinstance(value, float) and not math.isfinite(value):
                 alias = type(self).model_fields[name].alias or name
                 raise ValueError(f"{alias} must be a finite number, got {value}")
-        for role, running in self.running_requests.items():
-            if not math.isfinite(running):
-                raise ValueError(f"runningRequests.{role} must be a finite number, got {running}")
+        for alias, counts in (("runningRequests", self.running_requests), ("waitingRequests", self.waiting_requests)):
+            for role, count in counts.items():
+                if not math.isfinite(count):
+                    raise ValueError(f"{alias}.{role} must be a finite number, got {count}")
         return self
 
     def to_observation(self) -> Observation:
@@ -334,7 +337,7 @@ class RecordedObservation(api.ApiModel):
             itl_quantile_s=self.itl_seconds,
             itl_mean_s=self.itl_mean_seconds,
             prefill_time_mean_s=self.prefill_time_mean_seconds,
-            waiting_requests=self.waiting_requests,
+            waiting_requests=dict(self.waiting_requests),
             running_requests=dict(self.running_requests),
             kv_usage_fraction=self.kv_usage_fraction,
             notes=tuple(notes),
@@ -369,7 +372,7 @@ class RecordedObservation(api.ApiModel):
             itl_seconds=obs.itl_quantile_s,
             itl_mean_seconds=obs.itl_mean_s,
             prefill_time_mean_seconds=obs.prefill_time_mean_s,
-            waiting_requests=obs.waiting_requests,
+            waiting_requests=dict(obs.waiting_requests),
             kv_usage_fraction=obs.kv_usage_fraction,
             replicas={role: RecordedReplicas(current=c.current, ready=c.ready) for role, c in obs.replicas.items()},
             running_requests=dict(obs.running_requests),

@@ -110,7 +110,7 @@ def observation_table(title: str, observation: Observation) -> Table:
         ("arrival_cv2", num(observation.arrival_cv2)),
         ("ttft_quantile", _ms(observation.ttft_quantile_s)),
         ("tpot_quantile", _ms(observation.tpot_quantile_s)),
-        ("waiting", num(observation.waiting_requests)),
+        ("waiting", num(sum(observation.waiting_requests.values()) if observation.waiting_requests else None)),
         ("kv_usage", "-" if observation.kv_usage_fraction is None else f"{observation.kv_usage_fraction:.0%}"),
     )
     for signal, value in rows:

@@ -16,6 +16,7 @@ from typing import Any
 
 from tokenscale import api
 from tokenscale.api import Role
+from tokenscale.planner.backlog import QueueSample
 from tokenscale.planner.calibration import Calibration
 from tokenscale.planner.coldstart import ColdStarts, ScaleUp
 from tokenscale.planner.forecast import Recent, SeriesState
@@ -48,6 +49,7 @@ def planner_state(status: api.InferencePoolStatus | None) -> PlannerState:
     cold_measured: dict[Role, float] = {}
     cold_timing: dict[Role, ScaleUp] = {}
     starting_seen: dict[Role, float] = {}
+    queues: dict[Role, QueueSample] = {}
     prefill_cal: dict[Role, Calibration] = {}
     decode_cal: dict[Role, Calibration] = {}
     tail: TailFit | None = None
@@ -59,6 +61,8 @@ def planner_state(status: api.InferencePoolStatus | None) -> PlannerState:
             starting_seen[role] = t
         if pool is not None and pool.cold_start_seconds is not None:
             cold_measured[role] = pool.cold_start_seconds
+        if pool is not None and (t := epoch_s(pool.waiting_time)) is not None and pool.waiting_requests is not None:
+            queues[role] = QueueSample(t, pool.waiting_requests)
         if pool is not None and (t := epoch_s(pool.scale_up_time)) is not None and pool.scale_up_replicas is not None:
             cold_timing[role] = ScaleUp(t, pool.scale_up_replicas)
         fitted = status.performance.get(role) if status.performance else None
@@ -82,6 +86,7 @@ def planner_state(status: api.InferencePoolStatus | None) -> PlannerState:
         decode_calibration=decode_cal,
         tail=tail,
         cold_starts=ColdStarts(cold_measured, cold_timing),
+        queues=queues,
     )
 
 
@@ -163,6 +168,7 @@ def _pool_statuses(
         last_scale = state.last_scale_time_s.get(role)
         starting = state.starting_seen_s.get(role)
         timing = state.cold_starts.timing.get(role)
+        queue = state.queues.get(role)
         pools[role] = api.PoolStatus(
             current_replicas=f.scaled_to if f.scaled_to is not None else f.current_replicas,
             ready_replicas=f.ready_replicas,
@@ -178,6 +184,8 @@ def _pool_statuses(
             scale_up_time=rfc3339(timing.started_s) if timing is not None else None,
             scale_up_replicas=timing.replicas if timing is not None else None,
             starting_seen_time=rfc3339(starting) if starting is not None else old.starting_seen_time,
+            waiting_requests=queue.waiting if queue is not None else None,
+            waiting_time=rfc3339(queue.time_s) if queue is not None else None,
         )
     return pools
 
@@ -206,7 +214,7 @@ def _observation_status(observation: Observation) -> api.ObservationStatus:
         osl_mean_tokens=observation.osl_mean_tokens,
         ttft_seconds=observation.ttft_quantile_s,
         tpot_seconds=observation.tpot_quantile_s,
-        waiting_requests=observation.waiting_requests,
+        waiting_requests=sum(observation.waiting_requests.values()) if observation.waiting_requests else None,
         running_requests=sum(observation.running_requests.values()) if observation.running_requests else None,
         kv_usage_fraction=observation.kv_usage_fraction,
         notes=[f"{n.signal} {n.kind}: {n.message}" for n in observation.notes],
@@ -283,7 +291,13 @@ def needs_write(new: Mapping[str, Any], stored: Mapping[str, Any] | None, decide
     return written_s is None or decided_s is None or decided_s - written_s >= STATUS_REFRESH_S
 
 
-_MEASURED_POOL_FIELDS = ("predictedTtftSeconds", "predictedTpotSeconds", "startingSeenTime")
+_MEASURED_POOL_FIELDS = (
+    "predictedTtftSeconds",
+    "predictedTpotSeconds",
+    "startingSeenTime",
+    "waitingRequests",
+    "waitingTime",
+)
 
 
 def material(document: Mapping[str, Any] | None) -> dict[str, Any]:

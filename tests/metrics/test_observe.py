@@ -183,7 +183,7 @@ def test_observation_lifecycle_against_real_prometheus(
     assert obs.itl_quantile_s == pytest.approx(0.0475, rel=1e-3)
     assert obs.itl_mean_s == pytest.approx(0.04, rel=1e-3)
     assert obs.running_requests == {"aggregated": 10.0}
-    assert obs.waiting_requests == 2.0
+    assert obs.waiting_requests == {"aggregated": 2.0}
     assert obs.kv_usage_fraction == 0.5
     assert result.metrics_replicas == {"aggregated": 1}
     assert obs.arrival_cv2 is not None and obs.arrival_cv2 < 0.5  # a perfectly regular script: no burstiness
@@ -382,6 +382,8 @@ def test_queries_carry_the_pool_labels_and_the_spec_labels() -> None:
     assert q["finished"] == f"sum(increase(vllm:request_success_total{decode}[120000ms]))"
     assert decode in q["ttft_quantile_0"] and decode in q["isl_buckets"]
     assert prefill in q["prefill_buckets"] and prefill in q["running_prefill"]
+    assert q["waiting_prefill"] == f"sum(vllm:num_requests_waiting{prefill})"
+    assert q["waiting_decode"] == f"sum(vllm:num_requests_waiting{decode})"
     assert q["in_system_delta"] == (
         f"sum(delta(vllm:num_requests_running{both}[120000ms])) + sum(delta(vllm:num_requests_waiting{both}[120000ms]))"
     )

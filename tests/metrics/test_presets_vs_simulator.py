@@ -137,7 +137,7 @@ def test_observation_matches_the_simulated_truth(readings: Readings, engine: str
     if engine == "vllm":
         assert obs.isl_cv2 is not None and obs.osl_cv2 is not None
         assert obs.prefill_time_mean_s is not None and obs.kv_usage_fraction is not None
-        assert set(obs.running_requests) == {"prefill", "decode"}
+        assert set(obs.running_requests) == set(obs.waiting_requests) == {"prefill", "decode"}
         assert missing == []
     print(
         f"\n{engine}: rate {obs.request_rate_per_s / SPEEDUP:.3f} vs {truth.arrival_rate_per_s:.3f} req/s, "

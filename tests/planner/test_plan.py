@@ -17,8 +17,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from tokenscale import api
+from tokenscale.planner import backlog, profiles
 from tokenscale.planner import plan as planner
-from tokenscale.planner import profiles
 from tokenscale.planner.observation import DataNote, Observation, ReplicaCounts
 from tokenscale.planner.reasons import ConditionType, Reason
 
@@ -139,6 +139,59 @@ def test_on_a_rising_load_a_scale_down_keeps_what_the_load_needs_a_cold_start_la
     idx = sized.smallest_feasible()
     assert idx is not None
     assert held.pools["prefill"].desired_replicas > int(sized.counts[idx])  # more than the horizon needs
+
+
+def _drained(waiting: dict[str, float], state: planner.PlannerState | None = None, t: float = 0.0) -> planner.Decision:
+    # The example pool at 4 req/s on 2 + 2 replicas: the model's count is 2 prefill (p90 TTFT 362 ms
+    # of 600 ms); a prompt takes 0.156 replica-seconds of prefill. maxReplicas lifted so the drain shows.
+    spec = _spec(pools__prefill__maxReplicas=32, pools__decode__maxReplicas=32)
+    return _plan(spec, _obs(4.0, prefill=2, decode=2, t=t, waiting_requests=waiting), state)
+
+
+def test_a_backlog_the_fleet_cannot_clear_before_new_replicas_come_is_drained_recorded_and_explained() -> None:
+    calm = _drained({})
+    assert calm.pools["prefill"].desired_replicas == 2
+    # 4,000 prompts queued: 624 replica-seconds, of which 2 replicas clear 331 in the 240-s cold start.
+    d = _drained({"prefill": 4000.0, "decode": 0.0})
+    prefill, decode = d.pools["prefill"], d.pools["decode"]
+    assert (prefill.reason, prefill.binding) == (Reason.BACKLOG, "backlog")
+    assert prefill.desired_replicas == 11  # ⌈0.62 + 293/30⌉: the offered load and the rest drained in 30 s
+    assert "4000 requests queued" in prefill.message and "within 30 s" in prefill.message
+    # What prefill drains moves on to decode, which is sized to take it in the same 30 s.
+    assert decode.desired_replicas > calm.pools["decode"].desired_replicas
+    assert decode.reason == Reason.BACKLOG and "to come from prefill's backlog" in decode.message
+    # The drain is a recommendation like any other: the scale-down window holds it.
+    assert d.state.recommendations[-1].replicas["prefill"] == 11
+    assert d.state.queues["prefill"] == backlog.QueueSample(0.0, 4000.0)
+
+
+@pytest.mark.parametrize(
+    "waiting",
+    [
+        pytest.param({"prefill": 3.0, "decode": 1.0}, id="a-bursts-queue"),
+        pytest.param({"prefill": 2000.0, "decode": 0.0}, id="a-queue-the-fleet-clears-within-the-cold-start"),
+    ],
+)
+def test_a_queue_that_clears_on_its_own_changes_nothing(waiting: dict[str, float]) -> None:
+    calm, d = _drained({}), _drained(waiting)
+    assert {r: (p.desired_replicas, p.reason) for r, p in d.pools.items()} == {
+        r: (p.desired_replicas, p.reason) for r, p in calm.pools.items()
+    }
+
+
+def test_a_growing_queue_shows_more_load_than_the_window_reads() -> None:
+    # 100 → 400 queued in 30 s on 2 busy replicas: 10 more requests a second than they serve, while
+    # the 5-minute window still reads 4 req/s. Without the earlier sample the same queue reads as a
+    # queue the 2 replicas clear before new ones come.
+    first = _drained({"prefill": 100.0, "decode": 0.0})
+    assert first.pools["prefill"].desired_replicas == 2
+    grown = _drained({"prefill": 400.0, "decode": 0.0}, first.state, t=30.0)
+    assert _drained({"prefill": 400.0, "decode": 0.0}).pools["prefill"].desired_replicas == 2
+    assert grown.pools["prefill"].reason == Reason.BACKLOG
+    assert grown.pools["prefill"].desired_replicas == 19  # offered 2 + 10·0.156 = 3.56; 437 left → ⌈3.56 + 14.6⌉
+    # A cycle a few seconds later does not move the reference the growth is read against.
+    again = _drained({"prefill": 420.0, "decode": 0.0}, grown.state, t=35.0)
+    assert again.state.queues["prefill"] == backlog.QueueSample(30.0, 400.0)
 
 
 def test_a_ramping_rate_is_planned_at_the_horizon_plus_half_the_window_it_is_read_over() -> None:

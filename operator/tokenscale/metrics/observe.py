@@ -55,7 +55,6 @@ Q_DISPERSION = "dispersion"
 Q_IN_SYSTEM_DELTA = "in_system_delta"
 Q_PREFILL_BUCKETS = "prefill_buckets"
 Q_PREFILL_SUM = "prefill_sum"
-Q_WAITING = "waiting"
 
 
 @dataclass(frozen=True)
@@ -87,6 +86,11 @@ class LatencyQueries:
 def running_query(role: Role) -> str:
     """The name of the query of a pool's running requests."""
     return f"running_{role}"
+
+
+def waiting_query(role: Role) -> str:
+    """The name of the query of a pool's waiting requests."""
+    return f"waiting_{role}"
 
 
 def replicas_query(role: Role) -> str:
@@ -171,8 +175,11 @@ class _Plan:
                 self.add(running_query(role), promql.gauge_sum(p.running, self.pool(role)))
             if per_pool_metric:
                 self.add(replicas_query(role), promql.series_count(per_pool_metric, self.pool(role)))
-        if p.waiting:
-            self.add(Q_WAITING, promql.gauge_sum(p.waiting, self.base))
+        if p.waiting and p.request_source == "serving-pool":
+            for role in self.roles:
+                self.add(waiting_query(role), promql.gauge_sum(p.waiting, self.pool(role)))
+        elif p.waiting:  # one queue at the frontend, ahead of the pool that takes the prompts
+            self.add(waiting_query(prompt_role(self.spec.mode)), promql.gauge_sum(p.waiting, self.base))
         for i, name in enumerate(p.kv_usage):
             self.add(kv_query(i), promql.gauge_avg(name, self.pool(serving_role(spec.mode))))
 
@@ -447,21 +454,29 @@ def _prefill_time_mean(r: _Reader, preset: EnginePreset) -> float | None:
     return None
 
 
-def _gauges(r: _Reader, plan: _Plan, preset: EnginePreset) -> tuple[dict[Role, float], float | None, float | None]:
-    """(running requests per pool, waiting requests, KV-cache use of the serving pool); finite or left out."""
+def _gauges(r: _Reader, plan: _Plan, preset: EnginePreset) -> tuple[dict[Role, float], dict[Role, float], float | None]:
+    """(running requests per pool, waiting requests per pool, KV-cache use of the serving pool).
+
+    A count that is not finite is left out; a negative one is noted implausible and left out.
+    """
     running: dict[Role, float] = {}
+    waiting: dict[Role, float] = {}
     for role in plan.roles:
-        value = r.scalar(running_query(role))
-        if value is not None and math.isfinite(value):
-            running[role] = value
-    waiting = r.scalar(Q_WAITING)
+        for name, into in ((running_query(role), running), (waiting_query(role), waiting)):
+            value = r.scalar(name)
+            if value is None or not math.isfinite(value):
+                continue
+            if value < 0:
+                r.note(name, "implausible", f"{name} is {value:g}, below 0 requests")
+                continue
+            into[role] = value
     kv = next(
         (v for i in range(len(preset.kv_usage)) if (v := r.scalar(kv_query(i))) is not None and math.isfinite(v)), None
     )
     if kv is not None and kv > 1.0:
         r.note("kv_usage", "implausible", f"KV-cache use {kv:g} is above 1 (a fraction of the cache)")
         kv = None
-    return running, waiting if waiting is not None and math.isfinite(waiting) else None, kv
+    return running, waiting, kv
 
 
 def _replicas_seen(r: _Reader, plan: _Plan) -> dict[Role, int]:
@@ -677,7 +692,7 @@ async def _observe_custom(
         replicas=dict(replicas or {}),
         ttft_quantile_s=values["ttft_quantile"],
         tpot_quantile_s=values["tpot_quantile"],
-        waiting_requests=values.get("waiting"),
+        waiting_requests={prompt_role(spec.mode): v} if (v := values.get("waiting")) is not None else {},
         running_requests={serving_role(spec.mode): v} if (v := values.get("running")) is not None else {},
         kv_usage_fraction=values.get("kv_usage"),
         notes=tuple(r.notes),

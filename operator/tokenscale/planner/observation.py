@@ -108,7 +108,8 @@ class Observation:
     itl_quantile_s: float | None = None  # per-token inter-token latency at the same quantile
     itl_mean_s: float | None = None  # mean inter-token latency: the mean decode step a token waits
     prefill_time_mean_s: float | None = None
-    waiting_requests: float | None = None
+    # Requests queued per pool (a frontend's single queue counts for the pool that takes the prompts).
+    waiting_requests: Mapping[Role, float] = field(default_factory=dict)
     running_requests: Mapping[Role, float] = field(default_factory=dict)
     kv_usage_fraction: float | None = None
     notes: tuple[DataNote, ...] = ()

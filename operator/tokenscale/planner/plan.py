@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tokenscale.api import ROLES_BY_MODE, ForecastMethod, InferencePoolSpec, Role, WorkloadPool
-from tokenscale.planner import calibration, coldstart, lengths, policy, queueing, sizing
+from tokenscale.planner import backlog, calibration, coldstart, lengths, policy, queueing, sizing
 from tokenscale.planner import forecast as fc
 from tokenscale.planner import tail as tail_mod
 from tokenscale.planner.calibration import Calibration
@@ -79,6 +79,7 @@ class PlannerState:
     prefill_calibration: Mapping[Role, Calibration] = field(default_factory=dict)
     tail: tail_mod.TailFit | None = None  # burstiness fitted to the observed TTFT quantile
     cold_starts: coldstart.ColdStarts = field(default_factory=coldstart.ColdStarts)  # the forecast horizon
+    queues: Mapping[Role, backlog.QueueSample] = field(default_factory=dict)  # waiting requests, for their growth
 
 
 @dataclass(frozen=True)
@@ -198,12 +199,14 @@ def plan(
     standing = standing_until(history, now_s, spec.interval.seconds)
     needed_at_peak = _needs_at(spec, planned.at_peak, performance, current)
     needed_at_return = _needs_at(spec, planned.at_return, performance, current)
+    drains, queues = _backlog_drains(spec, observation, state, planned, seen.rate_per_s, current, performance, now_s)
+    next_state = replace(next_state, queues=queues)
 
     recommended: dict[Role, int] = {}
     proposals: dict[Role, int] = {}
     steps: dict[Role, list[tuple[Reason, str]]] = {}
     for role in roles:
-        recommended[role], steps[role] = _recommend(spec, role, current[role], sized[role])
+        recommended[role], steps[role] = _recommend(spec, role, current[role], sized[role], drains.get(role))
         proposals[role] = _limit(
             spec,
             role,
@@ -258,12 +261,15 @@ def _planned_load(
 
 
 def _recommend(
-    spec: InferencePoolSpec, role: Role, current: int, s: sizing.PoolSizing
+    spec: InferencePoolSpec, role: Role, current: int, s: sizing.PoolSizing, drain: backlog.Drain | None
 ) -> tuple[int, list[tuple[Reason, str]]]:
-    """The model's count for one pool, after the survivors check: what the history records.
+    """The model's count for one pool, after the survivors check and the backlog: what the history records.
 
     The smallest count meeting the objectives, or the knee when none does; a scale-down only to a
-    count the survivors can carry (`policy.survivors_check`), and never proposed below minReplicas.
+    count the survivors can carry (`policy.survivors_check`), and never proposed below minReplicas;
+    no fewer than drain a backlog (`planner.backlog`). The drain is recorded with the rest, so the
+    scale-down window holds its replicas as it holds any recommendation's: a backlog that clears
+    before they are ready would otherwise cancel them, and the next one find the pool short again.
     """
     pool = spec.active_pools()[role]
     idx = s.smallest_feasible()
@@ -287,6 +293,9 @@ def _recommend(
     # (Only downwards: a pool below its minimum is lifted by the clamp in `_limit`, as before.)
     if value < current:
         value = max(value, min(pool.min_replicas, current))
+    if drain is not None and drain.replicas > value:
+        value = drain.replicas
+        trail.append((Reason.BACKLOG, drain.message()))
     return value, trail
 
 
@@ -341,6 +350,78 @@ def _limit(
     )
     _note(trail, why, msg)
     return value
+
+
+def _backlog_drains(
+    spec: InferencePoolSpec,
+    observation: Observation,
+    state: PlannerState,
+    planned: PlannedLoad,
+    rate_seen_per_s: float,
+    current: Mapping[Role, int],
+    performance: Mapping[Role, ReplicaPerformance],
+    now_s: float,
+) -> tuple[dict[Role, backlog.Drain], dict[Role, backlog.QueueSample]]:
+    """The counts that drain each pool's backlog (`planner.backlog`), and the queue samples to keep.
+
+    Pools in the order requests pass them: the arrival rate prefill's queue shows is decode's too,
+    and the backlog prefill drains moves on to decode. A pool without a queue reading loses its
+    sample, and is drained only of what prefill hands on (its own queue is at least empty).
+    """
+    target_s = spec.objectives.ttft.target.seconds
+    budget = backlog.budget_s(spec.objectives.ttft.quantile, spec.metrics.window.seconds)
+    interval_s = spec.interval.seconds
+    horizon_s = planned.horizon_s
+    rate = rate_seen_per_s
+    handed_on = 0.0  # requests prefill's backlog hands on to decode
+    drains: dict[Role, backlog.Drain] = {}
+    samples: dict[Role, backlog.QueueSample] = {}
+    for role in ROLES_BY_MODE[spec.mode]:
+        reading = observation.waiting_requests.get(role)
+        if reading is None and handed_on == 0.0:
+            continue
+        waiting = reading or 0.0
+        sample = backlog.QueueSample(now_s, waiting)
+        previous = state.queues.get(role)
+        if reading is not None:
+            samples[role] = backlog.next_sample(previous, sample, interval_s)
+        service_s = _service_s(role, planned.load, performance[role])
+        counts = observation.replicas.get(role)
+        ready = counts.ready if counts is not None else current[role]
+        if role == "decode":
+            offered = rate * service_s
+        else:
+            growth = backlog.growth_per_s(previous, sample, interval_s)
+            offered = backlog.offered_load(rate * service_s, ready, service_s, waiting, growth)
+            rate = offered / service_s
+        queued = waiting + handed_on
+        if not backlog.is_backlog(queued, service_s, ready, target_s):
+            continue
+        timed = state.cold_starts.timing.get(role)
+        pending_s = timed.started_s + horizon_s - now_s if timed is not None and current[role] > ready else 0.0
+        left_s = backlog.backlog_at_s(waiting * service_s, offered, ready, current[role], pending_s, horizon_s)
+        left_s += handed_on * service_s
+        planned_offered = max(offered, planned.load.rate_per_s * service_s)
+        drains[role] = backlog.Drain(
+            replicas=backlog.drain_count(planned_offered, left_s, budget),
+            waiting=waiting,
+            handed_on=handed_on,
+            wait_s=queued * service_s / max(ready, 1),
+            at_arrival=left_s / service_s,
+            budget_s=budget,
+        )
+        if role != "decode":
+            handed_on = left_s / service_s
+    return drains, samples
+
+
+def _service_s(role: Role, load: sizing.Load, perf: ReplicaPerformance) -> float:
+    """Replica-seconds one request takes in the pool of `role`."""
+    if role == "prefill":
+        return backlog.prefill_service_s(load, perf)
+    if role == "decode":
+        return backlog.decode_service_s(load, perf)
+    return backlog.aggregated_service_s(load, perf)
 
 
 def _needs_at(
@@ -880,6 +961,8 @@ def _pool_decision(
     else:
         reason, message = Reason.STEADY, ""
     binding = _binding_at(s, j) if desired > current else _binding_at(s, max(i - 1, 0)) if i > 0 else sizing.Binding.MIN
+    if desired > current and any(why == Reason.BACKLOG for why, _ in trail):
+        binding = sizing.Binding.BACKLOG
     why = _explain(spec, role, current, desired, s, i, j, load)
     line = f"{role} {current}→{desired}: {why}" if desired != current else f"{role} {current}: {why}"
     if message:

@@ -2,8 +2,8 @@
 
 Called by `planner.plan`, which composes them in this order for every pool:
 
-    survivors check (N−1) → stabilization window → hold for a rise → hold while rising → min/max
-    clamp → step limits → GPU budget
+    survivors check (N−1) → backlog drain (`planner.backlog`) → stabilization window → hold for a
+    rise → hold while rising → min/max clamp → step limits → GPU budget
 
 The order follows the Kubernetes HPA controller (recommendation, stabilization, then behaviour
 limits and bounds), with the model-based checks of DESIGN.md before them. Scale-up is never

@@ -42,6 +42,7 @@ class Reason(StrEnum):
     STABILIZING = "ScaleDownStabilizing"
     SURVIVORS_TOO_SLOW = "ScaleDownWouldMissObjectives"
     HELD_FOR_RISE = "ScaleDownHeldForRise"
+    BACKLOG = "BacklogDraining"
     GPU_BUDGET = "GPUBudget"
     NODE_GROUP_FULL = "NodeGroupFull"
     METRICS_MISSING = "MetricsMissing"

@@ -83,6 +83,7 @@ class Binding(StrEnum):
     KV = "kv"  # the KV cache overflows
     TPOT = "tpot"  # the TPOT objective is missed
     TTFT = "ttft"  # the TTFT objective is missed
+    BACKLOG = "backlog"  # a queue that has built up must drain (`planner.backlog`; plan only)
     METRICS = "metrics"  # no count was sized: a load signal is missing (plan only)
     MIN = "min"  # the fewest replicas allowed (plan only)
 

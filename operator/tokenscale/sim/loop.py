@@ -136,7 +136,7 @@ def observe(
         itl_quantile_s=_nan_to_none(itl.quantile(q_tpot)),
         itl_mean_s=_nan_to_none(itl.mean()),
         prefill_time_mean_s=_nan_to_none(prefill.mean()),
-        waiting_requests=float(sum(now.pools[r].waiting_requests for r in roles)),
+        waiting_requests={r: float(now.pools[r].waiting_requests) for r in roles},
         running_requests={r: float(now.pools[r].running_requests) for r in roles},
         kv_usage_fraction=now.pools[serving].kv_usage_fraction,
         notes=tuple(notes),
