@@ -132,6 +132,30 @@ Poisson QPS 1, 4 and 16, median TTFT), but the copies read for this table end be
 runs of the same suite published as gists (gist.github.com/surajssd) on Azure's NC A100 v4 VMs
 (A100 80GB PCIe, vLLM version not given) put TP4 all-reduces over a PCIe topology the presets do
 not describe.
+
+BF16 first tokens of a lone request on H100 or H200 (Llama-3.x 8B or 70B) are the prefill kind's
+open gap: none is tabled, for want of a published figure whose setup is known. Looked at, with why
+not: TensorRT-LLM's performance.md (v0.5, v0.8.0 and v0.9.0) publishes Hopper batch-1 first tokens
+only in FP8 and FP16 only on A100; its performance-tuning guide
+(docs/source/performance/fp8-quantization.md) gives a tuned FP16 Llama-3.3-70B engine on 4×H100 a
+mean TTFT of 147.6 ms, but under load (1.21 requests/s completed), not for one request. NIM-1.8's
+page also has concurrency-1 rows of Llama-3.1-8B-Instruct (NIM 1.3.0 and 1.8.0: 8.98 and 10.26 ms)
+and Llama-3.1-70B-Instruct (NIM 1.3.0: 25.05 ms), but the copies read lose those sections' GPU,
+precision, TP and length headings. The page's own concurrency-1 throughput, OSL / (TTFT +
+(OSL − 1) · ITL), fits 200 output tokens for all three (and the stated 500 for the Llama-3.3-70B
+5,000-token rows), and the 8B's ITL (4.37–4.63 ms) is shorter than the 4.8 ms it takes to read its
+16 GB of BF16 weights at an H100 SXM's 3.35 TB/s, so those rows are not BF16 at TP1 on H100 SXM;
+what they are is not stated. LambdaLabsML/vllm-benchmark's Llama-3-8B-Instruct runs on one H100 send
+their 10 ShareGPT prompts at once (request rate inf), so their first tokens (62 ms) come from one
+batched prefill; argonne-lcf/LLM-Inference-Bench's TTFTs are at batch 16, its batch-1 rows
+end-to-end latencies. The aggregated kind has no more H100/H200 Llama-3.x rows in BF16 or FP8 than
+SGLang 0.3's either: vLLM's nightly-benchmark pages (buildkite.com/vllm/performance-benchmark builds
+3865 and 8863: vLLM, TensorRT-LLM, LMDeploy and TGI on 1,000 ShareGPT prompts at a Poisson 4 and 8
+requests/s for Llama-3 8B, 1 and 4 for 70B, median TTFT) end, in the copies read, at their results
+table's heading; SGLang's blog_v0_2 README gives commands only; and bench_serving outputs posted in
+issue threads (sgl-project/sglang issue 1268: median TTFT 17–18 ms at 1 and 2 requests/s, 300
+ShareGPT prompts, H100 SXM, prefix cache off) do not name the model or the engine version in the
+part read.
 """
 
 from __future__ import annotations
