@@ -119,8 +119,12 @@ def test_fuzzed_manifests_are_valid_or_one_line(tmp_path_factory: pytest.TempPat
 def mutated_observation(draw: st.DrawFn) -> str:
     observation = dict(OBSERVATION)
     for _ in range(draw(st.integers(1, 3))):
-        key = draw(st.sampled_from([*OBSERVATION, "waitingRequests", "kvUsageFraction", "timeSeconds"]))
-        observation[key] = draw(ODD_VALUES)
+        keys = [*OBSERVATION, "waitingRequests", "waitingRequests.prefill", "kvUsageFraction", "timeSeconds"]
+        key = draw(st.sampled_from(keys))
+        if key == "waitingRequests.prefill":  # a per-pool count, as the field is meant to be written
+            observation["waitingRequests"] = {"prefill": draw(ODD_VALUES)}
+        else:
+            observation[key] = draw(ODD_VALUES)
     return str(yaml.safe_dump(observation, allow_unicode=True))
 
 

@@ -194,6 +194,27 @@ def test_a_growing_queue_shows_more_load_than_the_window_reads() -> None:
     assert again.state.queues["prefill"] == backlog.QueueSample(30.0, 400.0)
 
 
+def test_an_aggregated_pool_drains_its_backlog_with_prompt_and_decode_work_per_request() -> None:
+    # The 8B example at 10 req/s on 2 replicas: a request takes 0.056 replica-seconds (its prompt and
+    # its share of full decode steps). 6,000 queued is 336 s of work, of which the 2 replicas clear
+    # 259 in the 180-s cold start; the rest drains in (1 − 0.9)·120 s = 12 s: ⌈0.56 + 77/12⌉ = 7.
+    doc = yaml.safe_load((ROOT / "examples" / "vllm-aggregated-8b.yaml").read_text().split("\n---")[0])
+    spec = api.InferencePoolSpec.model_validate(doc["spec"])
+    counts = {"aggregated": ReplicaCounts(2, 2)}
+    decisions = [
+        planner.plan(
+            spec,
+            Observation(0.0, 10.0, 1000.0, 200.0, counts, waiting_requests=waiting),
+            planner.PlannerState(),
+            0.0,
+            profiles.resolve_all(spec),
+        ).pools["aggregated"]
+        for waiting in ({}, {"aggregated": 3000.0}, {"aggregated": 6000.0})
+    ]
+    assert [d.desired_replicas for d in decisions] == [2, 2, 7]
+    assert decisions[2].reason == Reason.BACKLOG and "within 12 s" in decisions[2].message
+
+
 def test_a_ramping_rate_is_planned_at_the_horizon_plus_half_the_window_it_is_read_over() -> None:
     # The rate is a W-window mean, so on a ramp it reads the rate of W/2 ago: the forecast carries
     # the trend H + W/2 ahead. Window means of a ramp +0.01 req/s per second, read every 30 s.
