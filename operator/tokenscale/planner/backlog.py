@@ -41,7 +41,8 @@ other scenario met the same windows: Mooncake 0.83× → 0.84×, a held-out Moon
 0.98×, one of the 20 draws of the built-in workload 9.2 → 9.6 GPU-hours, the rest unchanged. Two
 variants measured worse: the growth read over 60 s instead of one interval lost the step's window
 (it reads half the rise), and a queue counted as a backlog from half the TTFT target asked on
-Mooncake for replicas the queue no longer needed when they came (1.22× for the same windows).
+Mooncake for replicas the queue no longer needed when they came (0.91× for the same windows), and
+on the heavy-tailed prompts (1.05× for 1.03×).
 """
 
 from __future__ import annotations
