@@ -339,6 +339,22 @@ def test_huge_observation_values_are_implausible_data_without_warnings(tmp_path:
     assert "requestRatePerSecond 1e+300 is above 1e+06" in out["reason"]
 
 
+def test_a_queue_read_per_pool_drains_and_an_implausible_one_is_a_note_not_a_scale_up(tmp_path: Path) -> None:
+    obs = tmp_path / "obs.yaml"
+    obs.write_text(OBSERVATION.replace("prefill: {current: 1}", "prefill: {current: 3}"))
+    calm = json.loads(run("plan", "-f", EXAMPLE, "--observation", str(obs), "-o", "json").stdout)
+    obs.write_text(obs.read_text() + "waitingRequests: {prefill: 2000, decode: 0}\n")
+    drained = json.loads(run("plan", "-f", EXAMPLE, "--observation", str(obs), "-o", "json").stdout)
+    assert drained["prefill"]["binding"] == "backlog" and "2000 requests queued" in drained["prefill"]["message"]
+    assert drained["prefill"]["replicas"] > calm["prefill"]["replicas"]
+    obs.write_text(obs.read_text().replace("prefill: 2000", "prefill: 1e300"))
+    result = run("plan", "-f", EXAMPLE, "--observation", str(obs), "-o", "json")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    garbage = json.loads(result.stdout)
+    assert garbage["prefill"]["replicas"] == calm["prefill"]["replicas"]
+    assert garbage["prefill"]["binding"] != "backlog"
+
+
 def test_an_infinite_rate_is_implausible_not_no_samples(tmp_path: Path) -> None:
     obs = tmp_path / "obs.yaml"
     obs.write_text(OBSERVATION.replace("requestRatePerSecond: 12", "requestRatePerSecond: .inf"))

@@ -699,7 +699,10 @@ class PoolStatus(ApiModel):
         "is fitted only to a metrics window after it.",
     )
     waiting_requests: float | None = Field(
-        None, ge=0, description="Requests queued in this pool at waitingTime: the next cycle reads the queue's growth."
+        None,
+        ge=0,
+        description="Requests queued in this pool at waitingTime, the sample the next cycle reads the queue's "
+        "growth against (status.observation.waitingRequests is the last cycle's total over the pools).",
     )
     waiting_time: str | None = Field(None, description="When waitingRequests was read (RFC 3339).")
 
@@ -721,7 +724,7 @@ class ObservationStatus(ApiModel):
     osl_mean_tokens: float | None = Field(None, description="Mean output length.")
     ttft_seconds: float | None = Field(None, description="Observed TTFT at the objective's quantile.")
     tpot_seconds: float | None = Field(None, description="Observed per-request TPOT at the objective's quantile.")
-    waiting_requests: float | None = Field(None, description="Requests waiting.")
+    waiting_requests: float | None = Field(None, description="Requests waiting, over the pools.")
     running_requests: float | None = Field(None, description="Requests running.")
     kv_usage_fraction: float | None = Field(None, description="KV-cache use, 0..1.")
     notes: list[str] = Field(default_factory=list, description="Data-quality notes (missing, stale, coarse buckets).")

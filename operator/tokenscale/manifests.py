@@ -309,6 +309,12 @@ class RecordedObservation(api.ApiModel):
                 notes.append(DataNote(signal, "implausible", f"{name} {why}"))
                 value = None
             load[signal] = value
+        waiting: dict[api.Role, float] = {}
+        for role, count in self.waiting_requests.items():
+            if (why := implausible("waiting", count)) is not None:
+                notes.append(DataNote(f"waiting_{role}", "implausible", f"waitingRequests.{role} {why}"))
+            else:
+                waiting[role] = count
         return Observation(
             time_s=self.time_seconds,
             request_rate_per_s=load["request_rate"],
@@ -337,7 +343,7 @@ class RecordedObservation(api.ApiModel):
             itl_quantile_s=self.itl_seconds,
             itl_mean_s=self.itl_mean_seconds,
             prefill_time_mean_s=self.prefill_time_mean_seconds,
-            waiting_requests=dict(self.waiting_requests),
+            waiting_requests=waiting,
             running_requests=dict(self.running_requests),
             kv_usage_fraction=self.kv_usage_fraction,
             notes=tuple(notes),

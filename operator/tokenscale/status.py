@@ -184,7 +184,7 @@ def _pool_statuses(
             scale_up_time=rfc3339(timing.started_s) if timing is not None else None,
             scale_up_replicas=timing.replicas if timing is not None else None,
             starting_seen_time=rfc3339(starting) if starting is not None else old.starting_seen_time,
-            waiting_requests=queue.waiting if queue is not None else None,
+            waiting_requests=queue.waiting_requests if queue is not None else None,
             waiting_time=rfc3339(queue.time_s) if queue is not None else None,
         )
     return pools
@@ -291,6 +291,9 @@ def needs_write(new: Mapping[str, Any], stored: Mapping[str, Any] | None, decide
     return written_s is None or decided_s is None or decided_s - written_s >= STATUS_REFRESH_S
 
 
+# waitingRequests/waitingTime, the queue the next cycle reads the growth against, move every cycle too;
+# a restarted operator that finds them minutes old reads the growth over those minutes (lower, the
+# safe side: the model's load stands), and no drain is asked for on a growth read over seconds.
 _MEASURED_POOL_FIELDS = (
     "predictedTtftSeconds",
     "predictedTpotSeconds",

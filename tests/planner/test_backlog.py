@@ -33,17 +33,17 @@ PERF = ReplicaPerformance(
 def test_backlog_at_the_horizon_is_the_fluid_queue(
     backlog_s: float, offered: float, ready: int, current: int, pending_s: float, expected_s: float
 ) -> None:
-    got = backlog.backlog_at_s(backlog_s, offered, ready, current, pending_s, 240.0)
+    got = backlog.backlog_at_replica_s(backlog_s, offered, ready, current, pending_s, 240.0)
     assert got == pytest.approx(max(expected_s, 0.0))
 
 
 def test_offered_load_is_what_a_growing_queue_shows() -> None:
     # 4 ready replicas, all busy while 50 wait, and the queue grows by 2 requests a second of 0.5 s each.
-    assert backlog.offered_load(3.0, 4, 0.5, 50.0, 2.0) == pytest.approx(5.0)
+    assert backlog.offered_replicas(3.0, 4, 0.5, 50.0, 2.0) == pytest.approx(5.0)
     # The model's offered load stands when it is larger, when nothing waits, and with no growth read.
-    assert backlog.offered_load(6.0, 4, 0.5, 50.0, 2.0) == 6.0
-    assert backlog.offered_load(3.0, 4, 0.5, 0.0, 2.0) == 3.0
-    assert backlog.offered_load(3.0, 4, 0.5, 50.0, None) == 3.0
+    assert backlog.offered_replicas(6.0, 4, 0.5, 50.0, 2.0) == 6.0
+    assert backlog.offered_replicas(3.0, 4, 0.5, 0.0, 2.0) == 3.0
+    assert backlog.offered_replicas(3.0, 4, 0.5, 50.0, None) == 3.0
 
 
 def test_a_queue_is_a_backlog_when_its_own_wait_reaches_the_target() -> None:
@@ -71,6 +71,9 @@ def test_drain_count_and_budget() -> None:
     assert backlog.drain_count(1.7, 180.0, 30.0) == 8  # ⌈1.7 + 6⌉
     assert backlog.drain_count(2.0, 90.0, 30.0) == 5  # exactly 5, not 6
     assert backlog.drain_count(2.0, 0.0, 30.0) == 2
+    # A backlog no float holds gives no count (never an OverflowError, never maxReplicas).
+    assert backlog.drain_count(2.0, float("inf"), 30.0) is None
+    assert backlog.drain_count(2.0, 1e308, 1e-10) is None
 
 
 def test_decode_service_is_a_full_replicas_share_of_its_steps() -> None:

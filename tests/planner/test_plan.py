@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,15 @@ def test_missing_rate_holds_replicas_and_says_why() -> None:
 def test_nan_lengths_hold_like_missing() -> None:
     d = _plan(SPEC, _obs(5.0, prefill=2, decode=2, isl=float("nan")))
     assert d.held and d.pools["prefill"].desired_replicas == 2
+
+
+@pytest.mark.parametrize(("signal", "value"), [("rate", 2e299), ("isl", 1e12), ("osl", float("inf"))])
+def test_a_load_no_pool_could_show_is_held_not_planned(signal: str, value: float) -> None:
+    # However the observation was made: a rate of 2e299 req/s once sent every pool to maxReplicas.
+    extra = {signal: value} if signal != "rate" else {}
+    d = _plan(SPEC, _obs(value if signal == "rate" else 5.0, prefill=2, decode=3, **extra))
+    assert d.held and {r: p.desired_replicas for r, p in d.pools.items()} == {"prefill": 2, "decode": 3}
+    assert "cannot read" in d.reason
 
 
 def test_scale_up_is_immediate() -> None:
@@ -177,6 +187,34 @@ def test_a_queue_that_clears_on_its_own_changes_nothing(waiting: dict[str, float
     assert {r: (p.desired_replicas, p.reason) for r, p in d.pools.items()} == {
         r: (p.desired_replicas, p.reason) for r, p in calm.pools.items()
     }
+
+
+def test_replicas_starting_with_no_timed_scale_up_are_taken_to_come_a_cold_start_from_now() -> None:
+    # 6 asked for, none ready, and no scale-up of this planner's being timed (a crash loop, the CLI):
+    # the 2,000 queued grow for a whole cold start. Counted as serving now they would drain it.
+    spec = _spec(pools__prefill__maxReplicas=32, pools__decode__maxReplicas=32)
+    waiting = {"prefill": 2000.0, "decode": 0.0}
+    serving = _plan(spec, _obs(4.0, prefill=6, decode=2, waiting_requests=waiting))
+    starting = _obs(4.0, prefill=6, decode=2, waiting_requests=waiting)
+    starting = replace(starting, replicas={"prefill": ReplicaCounts(6, 0), "decode": ReplicaCounts(2, 2)})
+    d = _plan(spec, starting)
+    assert serving.pools["prefill"].desired_replicas == 6
+    assert d.pools["prefill"].reason == Reason.BACKLOG
+    assert d.pools["prefill"].desired_replicas == 17  # ⌈0.62 + (312 + 0.62·240)/30⌉
+
+
+@pytest.mark.parametrize("waiting", [1e300, 1e308, float("inf"), -5.0])
+def test_a_queue_no_pool_could_hold_drains_nothing(waiting: float) -> None:
+    # The metrics and the CLI note such a reading; an observation built any other way is refused here.
+    calm = _drained({})
+    d = _drained({"prefill": waiting})
+    assert {r: p.desired_replicas for r, p in d.pools.items()} == {r: p.desired_replicas for r, p in calm.pools.items()}
+    assert "prefill" not in d.state.queues
+
+
+def test_prefills_backlog_is_handed_on_to_a_decode_pool_whose_queue_was_not_read() -> None:
+    d = _drained({"prefill": 4000.0})
+    assert d.pools["decode"].reason == Reason.BACKLOG and "decode" not in d.state.queues
 
 
 def test_a_growing_queue_shows_more_load_than_the_window_reads() -> None:

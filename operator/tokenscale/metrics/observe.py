@@ -32,12 +32,14 @@ from tokenscale.metrics.prometheus import PrometheusClient, PrometheusError, Sam
 from tokenscale.planner import lengths as lengths_mod
 from tokenscale.planner.lengths import LengthDistribution
 from tokenscale.planner.observation import (
+    PLAUSIBLE_MAX,
     DataNote,
     LatencyHistogram,
     NoteKind,
     Observation,
     ReplicaCounts,
     dispersion_bin_s,
+    implausible,
     moments_from_buckets,
 )
 
@@ -347,10 +349,13 @@ async def _assemble(
         return _unanswered(plan, answers, now_s, replicas)
     r = _Reader(answers)
     rate, finished = await _offered_load(r, client, plan, preset, now_s)
+    rate = _plausible(r, "request_rate", rate)
     dispersion = r.scalar(Q_DISPERSION)
     arrival_cv2 = dispersion if dispersion is not None and math.isfinite(dispersion) and dispersion >= 0 else None
     isl = await _length(r, client, plan, "isl", preset.isl, finished, now_s)
     osl = await _length(r, client, plan, "osl", preset.osl, finished, now_s)
+    isl = (_plausible(r, "isl_mean", isl[0]), *isl[1:])
+    osl = (_plausible(r, "osl_mean", osl[0]), *osl[1:])
     # Latency quantiles, and the TTFT buckets the planner's tail fit matches.
     ttft_q, _, ttft_hist = await _quantile(r, client, plan, "ttft", preset.ttft, spec.objectives.ttft, now_s)
     ttft_buckets = (
@@ -446,6 +451,15 @@ async def _offered_load(
     return rate, finished
 
 
+def _plausible(r: _Reader, signal: str, value: float | None) -> float | None:
+    """`value`, or None with an implausible note when no pool could show it (`PLAUSIBLE_MAX`)."""
+    why = None if value is None else implausible(signal, value)
+    if why is not None:
+        r.note(signal, "implausible", why)
+        return None
+    return value
+
+
 def _prefill_time_mean(r: _Reader, preset: EnginePreset) -> float | None:
     """The mean prefill time over the window (seconds), for engines that export its histogram."""
     prefill = r.histogram(Q_PREFILL_BUCKETS, Q_PREFILL_SUM) if preset.prefill_time else None
@@ -457,19 +471,21 @@ def _prefill_time_mean(r: _Reader, preset: EnginePreset) -> float | None:
 def _gauges(r: _Reader, plan: _Plan, preset: EnginePreset) -> tuple[dict[Role, float], dict[Role, float], float | None]:
     """(running requests per pool, waiting requests per pool, KV-cache use of the serving pool).
 
-    A count that is not finite is left out; a negative one is noted implausible and left out.
+    A count that is not finite is left out; a queue beyond `PLAUSIBLE_MAX` is noted implausible and
+    left out (`_Reader.scalar` notes negative and infinite answers).
     """
     running: dict[Role, float] = {}
     waiting: dict[Role, float] = {}
     for role in plan.roles:
-        for name, into in ((running_query(role), running), (waiting_query(role), waiting)):
-            value = r.scalar(name)
-            if value is None or not math.isfinite(value):
-                continue
-            if value < 0:
-                r.note(name, "implausible", f"{name} is {value:g}, below 0 requests")
-                continue
-            into[role] = value
+        value = r.scalar(running_query(role))
+        if value is not None and math.isfinite(value):
+            running[role] = value
+        value = r.scalar(waiting_query(role))
+        if value is not None and math.isfinite(value):
+            if (why := implausible("waiting", value)) is not None:
+                r.note(waiting_query(role), "implausible", f"waiting requests {why}")
+            else:
+                waiting[role] = value
     kv = next(
         (v for i in range(len(preset.kv_usage)) if (v := r.scalar(kv_query(i))) is not None and math.isfinite(v)), None
     )
@@ -683,7 +699,7 @@ async def _observe_custom(
         elif math.isnan(value):
             r.note(name, "nan", f"custom query {name} returned NaN")
             value = None
-        values[name] = value
+        values[name] = _plausible(r, name, value) if name in PLAUSIBLE_MAX else value
     obs = Observation(
         time_s=now_s,
         request_rate_per_s=values["request_rate"],

@@ -19,11 +19,11 @@ while it is positive.
 
 - The offered load is the larger of the model's (the window's rate times s̄) and what the queue's
   growth over the last interval shows: while requests wait, every ready replica is busy, so
-  a = ready + (dQ/dt)·s̄ (`offered_load`). The second is model-free: it holds when the rate read
+  a = ready + (dQ/dt)·s̄ (`offered_replicas`). The second is model-free: it holds when the rate read
   over the window lags, and when s̄ is read short.
 - Replicas asked for but not ready arrive when the scale-up being timed reaches the cold start
   (`coldstart`); those asked for now, a cold start from now. The backlog when they arrive is the
-  fluid queue carried over both stretches (`backlog_at_s`).
+  fluid queue carried over both stretches (`backlog_at_replica_s`).
 - The objective at quantile q is judged over the metrics window W, so a (1 − q) share of a
   window's requests may miss it. Requests that arrive while a backlog drains wait behind it, so
   the drain is given (1 − q)·W (`budget_s`): 30 s at p90 over 5 minutes. Draining B in D seconds
@@ -33,7 +33,7 @@ while it is positive.
   Azure conversation traces, queues of 1–20 requests that clear within a second).
 - In a disaggregated pool the prompts' backlog moves on to decode once prefill drains it, and a
   first token waits for a decode slot: decode is sized to take it in the same budget
-  (`plan._backlog_counts`).
+  (`plan._backlog_drains`).
 
 Measured on the planning benchmark (`bench/bench_quality.py`, docs/benchmarks.md): the ×5 step
 met 11 of 12 windows (10 before) at 1.07× the best static fleet's GPU-hours (1.00× before). Every
@@ -59,7 +59,7 @@ class QueueSample:
     """Requests waiting in one pool at a time (seconds): the reference the queue's growth is read from."""
 
     time_s: float
-    waiting: float
+    waiting_requests: float
 
 
 @dataclass(frozen=True)
@@ -67,27 +67,29 @@ class Drain:
     """The replicas that drain one pool's backlog, and what they were sized on (for the explanation)."""
 
     replicas: int
-    waiting: float  # requests queued in the pool now
-    handed_on: float  # requests prefill's backlog will hand on to this pool (decode)
-    wait_s: float  # the queue's own wait at the ready replicas, Q·s̄ / ready
-    at_arrival: float  # requests queued when replicas asked for now could be ready
+    waiting_requests: float  # queued in the pool now
+    handed_on_requests: float  # prefill's backlog, to come to this pool (decode)
+    wait_s: float  # the queue's own wait at the ready replicas (`queue_wait_s`)
+    at_arrival_requests: float  # queued when replicas asked for now could be ready
     budget_s: float
 
     def message(self) -> str:
-        to_come = f" and {self.handed_on:.0f} to come from prefill's backlog" if self.handed_on > 0 else ""
+        to_come = (
+            f" and {self.handed_on_requests:.0f} to come from prefill's backlog" if self.handed_on_requests > 0 else ""
+        )
         return (
-            f"{self.waiting:.0f} requests queued{to_come} ({self.wait_s:.3g} s of work for the ready replicas); "
-            f"{self.replicas} replicas drain the {self.at_arrival:.0f} expected a cold start from now within "
-            f"{self.budget_s:.3g} s, the share of the metrics window the objective's quantile may miss"
+            f"{self.waiting_requests:.0f} requests queued{to_come} ({self.wait_s:.3g} s of work for the ready "
+            f"replicas); {self.replicas} replicas drain the {self.at_arrival_requests:.0f} expected a cold start "
+            f"from now within {self.budget_s:.3g} s, the share of the metrics window the objective's quantile may miss"
         )
 
 
 def growth_per_s(previous: QueueSample | None, now: QueueSample, interval_s: float) -> float | None:
-    """dQ/dt since `previous`, or None when there is none or it is under half an interval old (a
-    difference over a few seconds is noise)."""
+    """dQ/dt in requests per second since `previous`, or None when there is none or it is under half an
+    interval old (a difference over a few seconds is noise)."""
     if previous is None or now.time_s - previous.time_s < interval_s / 2.0:
         return None
-    return (now.waiting - previous.waiting) / (now.time_s - previous.time_s)
+    return (now.waiting_requests - previous.waiting_requests) / (now.time_s - previous.time_s)
 
 
 def next_sample(previous: QueueSample | None, now: QueueSample, interval_s: float) -> QueueSample:
@@ -119,33 +121,50 @@ def aggregated_service_s(load: sizing.Load, perf: ReplicaPerformance) -> float:
     return prefill_service_s(load, perf) + decode_service_s(load, perf)
 
 
-def offered_load(model_offered: float, ready: int, service_s: float, waiting: float, growth: float | None) -> float:
+def offered_replicas(
+    model_replicas: float, ready: int, service_s: float, waiting_requests: float, growth_per_s: float | None
+) -> float:
     """Replicas' worth of work arriving: the model's, or more when a queue grows with every ready replica busy."""
-    if waiting <= 0.0 or growth is None:
-        return model_offered
-    return max(model_offered, ready + growth * service_s)
+    if waiting_requests <= 0.0 or growth_per_s is None:
+        return model_replicas
+    return max(model_replicas, ready + growth_per_s * service_s)
 
 
-def is_backlog(waiting: float, service_s: float, ready: int, ttft_target_s: float) -> bool:
-    """Whether the queue's own wait, Q·s̄ / ready, reaches the TTFT target (a burst's queue does not)."""
-    return waiting > 0.0 and waiting * service_s / max(ready, 1) >= ttft_target_s
+def queue_wait_s(waiting_requests: float, service_s: float, ready: int) -> float:
+    """The queue's own wait: its work, Q·s̄ replica-seconds, shared by the ready replicas (at least one)."""
+    return waiting_requests * service_s / max(ready, 1)
 
 
-def backlog_at_s(
-    backlog_s: float, offered: float, ready: int, current: int, pending_s: float, horizon_s: float
+def is_backlog(waiting_requests: float, service_s: float, ready: int, ttft_target_s: float) -> bool:
+    """Whether the queue's own wait reaches the TTFT target (a burst's queue does not)."""
+    return waiting_requests > 0.0 and queue_wait_s(waiting_requests, service_s, ready) >= ttft_target_s
+
+
+def backlog_at_replica_s(
+    backlog_replica_s: float, offered: float, ready: int, current: int, pending_s: float, horizon_s: float
 ) -> float:
     """Replica-seconds still queued a cold start from now: `ready` replicas serve until the ones
-    starting arrive (`pending_s` from now), then `current` do (fluid; never below 0)."""
+    starting arrive (`pending_s` from now), then `current` do, against `offered` replicas' worth of
+    arriving work (fluid; never below 0)."""
     pending_s = min(max(pending_s, 0.0), horizon_s)
-    at_pending = max(backlog_s + (offered - ready) * pending_s, 0.0)
+    at_pending = max(backlog_replica_s + (offered - ready) * pending_s, 0.0)
     return max(at_pending + (offered - current) * (horizon_s - pending_s), 0.0)
 
 
 def budget_s(quantile: float, window_s: float) -> float:
-    """Seconds a backlog may take to drain: the (1 − q) share of a metrics window."""
-    return max((1.0 - quantile) * window_s, 1e-9)
+    """Seconds a backlog may take to drain: the (1 − q) share of a metrics window (the API keeps q < 1)."""
+    return (1.0 - quantile) * window_s
 
 
-def drain_count(offered: float, backlog_s: float, budget: float) -> int:
-    """Replicas that serve the offered load and drain `backlog_s` replica-seconds within `budget` s."""
-    return math.ceil(offered + backlog_s / budget - 1e-9)
+# A count that comes out a whole number in exact arithmetic (2 + 90/30) must not round up on the
+# float's last bit: 1e-9 of a replica is far below anything the inputs resolve.
+_WHOLE = 1e-9
+
+
+def drain_count(offered: float, backlog_replica_s: float, budget_s: float) -> int | None:
+    """Replicas that serve `offered` replicas' worth of arriving work and drain `backlog_replica_s`
+    within `budget_s`; None when the inputs do not give a finite count."""
+    count = offered + backlog_replica_s / budget_s
+    if not math.isfinite(count):
+        return None
+    return math.ceil(count - _WHOLE)

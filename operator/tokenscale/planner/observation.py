@@ -114,20 +114,28 @@ class Observation:
     kv_usage_fraction: float | None = None
     notes: tuple[DataNote, ...] = ()
 
-    def load_signals_missing(self) -> list[str]:
-        """Names of the signals without which no count can be planned."""
-        required = {
+    def load_signals(self) -> dict[str, float | None]:
+        """The signals without which no count can be planned, by name."""
+        return {
             "request_rate": self.request_rate_per_s,
             "isl_mean": self.isl_mean_tokens,
             "osl_mean": self.osl_mean_tokens,
         }
-        return [name for name, value in required.items() if not _usable(value)]
+
+    def load_signals_missing(self) -> list[str]:
+        """Names of the load signals that are absent, or not a value they can take (`implausible`)."""
+        return [
+            name
+            for name, value in self.load_signals().items()
+            if value is None or not _usable(value) or implausible(name, value)
+        ]
 
 
 # Upper bounds on what a load signal can be: far above any deployment (a million requests a second
 # into one pool; ten million tokens a request), far below where the queueing model overflows to inf.
 # A value beyond is a broken exporter or a typo, and is read as implausible, never planned on.
-PLAUSIBLE_MAX: Mapping[str, float] = {"request_rate": 1e6, "isl_mean": 1e7, "osl_mean": 1e7}
+# (A queue of ten million requests in one pool is as far beyond any deployment.)
+PLAUSIBLE_MAX: Mapping[str, float] = {"request_rate": 1e6, "isl_mean": 1e7, "osl_mean": 1e7, "waiting": 1e7}
 
 
 def implausible(signal: str, value: float) -> str | None:

@@ -27,7 +27,7 @@ from tokenscale.planner import backlog, calibration, coldstart, lengths, policy,
 from tokenscale.planner import forecast as fc
 from tokenscale.planner import tail as tail_mod
 from tokenscale.planner.calibration import Calibration
-from tokenscale.planner.observation import Observation, dispersion_bin_s
+from tokenscale.planner.observation import Observation, dispersion_bin_s, implausible
 from tokenscale.planner.perf import ReplicaPerformance
 from tokenscale.planner.reasons import ConditionType, Reason
 
@@ -365,53 +365,66 @@ def _backlog_drains(
     """The counts that drain each pool's backlog (`planner.backlog`), and the queue samples to keep.
 
     Pools in the order requests pass them: the arrival rate prefill's queue shows is decode's too,
-    and the backlog prefill drains moves on to decode. A pool without a queue reading loses its
-    sample, and is drained only of what prefill hands on (its own queue is at least empty).
+    and the backlog prefill drains moves on to decode. A pool without a queue reading (or with one
+    no pool could hold: `observation.implausible`) loses its sample, and is drained only of what
+    prefill hands on (its own queue is at least empty). Replicas starting come a cold start after
+    the scale-up being timed (`coldstart`), else after the pool's last scale, else (a crash loop, a
+    scale-up from elsewhere, the `plan` CLI's empty state) a cold start from now: counted as serving
+    at once, they would drain a backlog on paper that waits for them in fact. (The last scale for
+    all of them, rather than the timed one where there is one, asked on Mooncake for 0.99× the best
+    static fleet's GPU-hours instead of 0.84×, for the same windows.)
     """
     target_s = spec.objectives.ttft.target.seconds
-    budget = backlog.budget_s(spec.objectives.ttft.quantile, spec.metrics.window.seconds)
+    budget_s = backlog.budget_s(spec.objectives.ttft.quantile, spec.metrics.window.seconds)
     interval_s = spec.interval.seconds
     horizon_s = planned.horizon_s
-    rate = rate_seen_per_s
-    handed_on = 0.0  # requests prefill's backlog hands on to decode
+    rate_per_s = rate_seen_per_s
+    handed_on_requests = 0.0  # prefill's backlog, to come to decode
     drains: dict[Role, backlog.Drain] = {}
     samples: dict[Role, backlog.QueueSample] = {}
     for role in ROLES_BY_MODE[spec.mode]:
         reading = observation.waiting_requests.get(role)
-        if reading is None and handed_on == 0.0:
+        if reading is not None and implausible("waiting", reading) is not None:
+            reading = None
+        service_s = _service_s(role, planned.load, performance[role])
+        if (reading is None and handed_on_requests == 0.0) or not service_s > 0.0:
             continue
         waiting = reading or 0.0
         sample = backlog.QueueSample(now_s, waiting)
         previous = state.queues.get(role)
         if reading is not None:
             samples[role] = backlog.next_sample(previous, sample, interval_s)
-        service_s = _service_s(role, planned.load, performance[role])
         counts = observation.replicas.get(role)
         ready = counts.ready if counts is not None else current[role]
         if role == "decode":
-            offered = rate * service_s
+            offered = rate_per_s * service_s
         else:
             growth = backlog.growth_per_s(previous, sample, interval_s)
-            offered = backlog.offered_load(rate * service_s, ready, service_s, waiting, growth)
-            rate = offered / service_s
-        queued = waiting + handed_on
+            offered = backlog.offered_replicas(rate_per_s * service_s, ready, service_s, waiting, growth)
+            rate_per_s = offered / service_s
+        queued = waiting + handed_on_requests
         if not backlog.is_backlog(queued, service_s, ready, target_s):
             continue
         timed = state.cold_starts.timing.get(role)
-        pending_s = timed.started_s + horizon_s - now_s if timed is not None and current[role] > ready else 0.0
-        left_s = backlog.backlog_at_s(waiting * service_s, offered, ready, current[role], pending_s, horizon_s)
-        left_s += handed_on * service_s
-        planned_offered = max(offered, planned.load.rate_per_s * service_s)
+        asked_s = timed.started_s if timed is not None else state.last_scale_time_s.get(role, now_s)
+        pending_s = asked_s + horizon_s - now_s
+        left_replica_s = backlog.backlog_at_replica_s(
+            waiting * service_s, offered, ready, current[role], pending_s if current[role] > ready else 0.0, horizon_s
+        )
+        left_replica_s += handed_on_requests * service_s
+        count = backlog.drain_count(max(offered, planned.load.rate_per_s * service_s), left_replica_s, budget_s)
+        if count is None:
+            continue
         drains[role] = backlog.Drain(
-            replicas=backlog.drain_count(planned_offered, left_s, budget),
-            waiting=waiting,
-            handed_on=handed_on,
-            wait_s=queued * service_s / max(ready, 1),
-            at_arrival=left_s / service_s,
-            budget_s=budget,
+            replicas=count,
+            waiting_requests=waiting,
+            handed_on_requests=handed_on_requests,
+            wait_s=backlog.queue_wait_s(queued, service_s, ready),
+            at_arrival_requests=left_replica_s / service_s,
+            budget_s=budget_s,
         )
         if role != "decode":
-            handed_on = left_s / service_s
+            handed_on_requests = left_replica_s / service_s
     return drains, samples
 
 
@@ -535,7 +548,10 @@ def _hold(
     state = replace(state, recommendations=_history_or_seed(state, current, now_s))
     names = ", ".join(missing)
     # One failure (Prometheus down) notes every signal with the same message: say it once.
-    details = "; ".join(dict.fromkeys(n.message for n in observation.notes if n.signal in missing)) or "no samples"
+    noted = [n.message for n in observation.notes if n.signal in missing]
+    values = observation.load_signals()
+    unnoted = [f"{name} {why}" for name in missing if (v := values[name]) is not None and (why := implausible(name, v))]
+    details = "; ".join(dict.fromkeys(noted or unnoted)) or "no samples"
     message = f"holding replicas: cannot read {names} ({details})"
     pools = {
         r: PoolDecision(

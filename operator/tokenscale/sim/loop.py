@@ -4,8 +4,10 @@ Called by `tokenscale simulate` once per policy (and by the tests and benchmarks
 interval the loop reads what the engines would export over the policy's metrics window (counters
 and vLLM-bucket histograms differenced between two snapshots, gauges), builds the same
 `Observation` the operator builds from Prometheus, calls the policy, and applies its counts with
-`Fleet.set_replicas`. Time is simulated; nothing reads the wall clock except the optional
-progress callback's caller.
+`Fleet.set_replicas`. The series are vLLM's, whatever `metrics.engine` says: an engine whose preset
+lacks one gives the operator less than the simulator gives here (TensorRT-LLM exports no queue, so
+the backlog drain never acts on it; Dynamo's frontend queue counts only for prefill). Time is
+simulated; nothing reads the wall clock except the optional progress callback's caller.
 """
 
 from __future__ import annotations
