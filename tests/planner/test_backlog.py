@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from harness.replicas import SMALL_REPLICA
 
 from tokenscale.planner import backlog, sizing
-from tokenscale.planner.perf import DecodeModel, PrefillModel, ReplicaPerformance
+from tokenscale.planner.perf import ReplicaPerformance
 from tokenscale.sim.fleet import Fleet, FleetConfig, PoolConfig
 from tokenscale.sim.workload import make_workload
 
-PERF = ReplicaPerformance(
-    prefill=PrefillModel(0.01, 6e-5, 1e-9),
-    decode=DecodeModel(0.008, 5e-5, 1e-8),
-    kv_capacity_tokens=400_000,
-    kv_bytes_per_token=131_072,
-    max_batch=256,
-    kv_transfer_s_per_token=0.0,
-)
+PERF = SMALL_REPLICA
 
 
 @pytest.mark.parametrize(
@@ -82,7 +76,7 @@ def test_decode_service_is_a_full_replicas_share_of_its_steps() -> None:
     batch = 256.0  # 400k tokens of cache hold 333 requests of 1,200: the batch limit binds
     expected = 200.0 * (0.008 + batch * (5e-5 + 1e-8 * context)) / batch
     assert backlog.decode_service_s(load, PERF) == pytest.approx(expected)
-    small_cache = ReplicaPerformance(PERF.prefill, PERF.decode, 60_000, 131_072, 256, 0.0)
+    small_cache = ReplicaPerformance(PERF.prefill, PERF.decode, 60_000, 131_072, 256, 1e-6)
     batch = 50.0  # 60k tokens hold 50 requests of 1,200
     expected = 200.0 * (0.008 + batch * (5e-5 + 1e-8 * context)) / batch
     assert backlog.decode_service_s(load, small_cache) == pytest.approx(expected)

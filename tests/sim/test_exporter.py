@@ -15,13 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from harness.replicas import SMALL_REPLICA
 from harness.wait import wait_until
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from tokenscale.api import Mode, Role
-from tokenscale.planner.perf import DecodeModel, PrefillModel, ReplicaPerformance
 from tokenscale.sim.engine_metrics import ExportEngine, ExportRole, render
 from tokenscale.sim.exporter import Control, LiveFleet, MetricsServer, parse_control
 from tokenscale.sim.fleet import Fleet, FleetConfig, PoolConfig
@@ -36,14 +36,7 @@ from tokenscale.sim.snapshot import FleetSnapshot, RequestRecords
 from tokenscale.sim.truth import ground_truth
 from tokenscale.sim.workload import LengthDistribution, make_workload, synthetic_workload
 
-PERF = ReplicaPerformance(
-    prefill=PrefillModel(0.01, 6e-5, 1e-9),
-    decode=DecodeModel(0.008, 5e-5, 1e-8),
-    kv_capacity_tokens=400_000,
-    kv_bytes_per_token=131_072,
-    max_batch=256,
-    kv_transfer_s_per_token=1e-6,
-)
+PERF = SMALL_REPLICA
 ISL = LengthDistribution(800.0, 1.0, 16, 8192)
 OSL = LengthDistribution(120.0, 1.0, 1, 2048)
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
