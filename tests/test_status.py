@@ -113,6 +113,18 @@ def test_the_queue_a_growth_is_read_against_survives_a_restart() -> None:
     }
 
 
+@pytest.mark.parametrize("stored", [-3.0, float("nan"), float("inf")])
+def test_a_queue_sample_no_queue_could_be_is_read_back_as_none(stored: float) -> None:
+    spec = _spec()
+    obs = replace(_obs(T0, 4.0, 2, 2), waiting_requests={"prefill": 100.0, "decode": 0.0})
+    decision = planner.plan(spec, obs, planner.PlannerState(), T0, profiles.resolve_all(spec))
+    facts = {r: st.PoolFacts(d.current_replicas, d.current_replicas) for r, d in decision.pools.items()}
+    document = st.status_document(st.decided_status(spec, None, 1, obs, decision, facts, [], False, T0))
+    document["pools"]["prefill"]["waitingRequests"] = stored
+    restored = st.planner_state(api.InferencePoolStatus.model_validate(document))
+    assert restored.queues == {"decode": backlog.QueueSample(T0, 0.0)}
+
+
 def test_the_rate_spread_of_the_last_hour_survives_a_restart() -> None:
     # Bursts that recur are sized for from the hour's median spread; a restarted operator keeps it.
     spec = _spec()

@@ -700,7 +700,6 @@ class PoolStatus(ApiModel):
     )
     waiting_requests: float | None = Field(
         None,
-        ge=0,
         description="Requests queued in this pool at waitingTime, the sample the next cycle reads the queue's "
         "growth against (status.observation.waitingRequests is the last cycle's total over the pools).",
     )
