@@ -9,7 +9,7 @@ a tenth of the step every 30 s, and a rise of the prompts' lengths is reported b
 that complete, after they waited. The queue shows both at once. On the benchmark's ×5 step the
 prefill pool's queue held 235 requests 30 s after the step while the window's rate still read
 5.3 req/s of the 20 arriving; sized by the window alone, the replicas asked for came a cold start
-later, and the 2,000 requests queued by then missed the next window as well (p90 TTFT 4.9 s).
+later, and the 2,000 requests queued by then missed the next window as well (p90 TTFT 31 s).
 
 Model: the deterministic fluid approximation of a queue in overload (G. F. Newell, "Applications
 of Queueing Theory", 2nd ed., 1982, ch. 2, "Fluid approximations"): work arrives at a replica-
