@@ -20,7 +20,7 @@ from tokenscale.planner.backlog import QueueSample
 from tokenscale.planner.calibration import Calibration
 from tokenscale.planner.coldstart import ColdStarts, ScaleUp
 from tokenscale.planner.forecast import Recent, SeriesState
-from tokenscale.planner.observation import CAVEAT_KINDS, Observation
+from tokenscale.planner.observation import CAVEAT_KINDS, Observation, readable
 from tokenscale.planner.plan import ConditionUpdate, Decision, PlannerState, Recommendation
 from tokenscale.planner.reasons import CONDITION_TYPES, wire
 from tokenscale.planner.tail import TailFit
@@ -61,8 +61,9 @@ def planner_state(status: api.InferencePoolStatus | None) -> PlannerState:
             starting_seen[role] = t
         if pool is not None and pool.cold_start_seconds is not None:
             cold_measured[role] = pool.cold_start_seconds
-        if pool is not None and (t := epoch_s(pool.waiting_time)) is not None and _count(pool.waiting_requests):
-            queues[role] = QueueSample(t, float(pool.waiting_requests or 0.0))
+        waiting = readable("waiting", pool.waiting_requests) if pool is not None else None
+        if pool is not None and (t := epoch_s(pool.waiting_time)) is not None and waiting is not None:
+            queues[role] = QueueSample(t, waiting)  # a hand-edited status may hold anything
         if pool is not None and (t := epoch_s(pool.scale_up_time)) is not None and pool.scale_up_replicas is not None:
             cold_timing[role] = ScaleUp(t, pool.scale_up_replicas)
         fitted = status.performance.get(role) if status.performance else None
@@ -88,11 +89,6 @@ def planner_state(status: api.InferencePoolStatus | None) -> PlannerState:
         cold_starts=ColdStarts(cold_measured, cold_timing),
         queues=queues,
     )
-
-
-def _count(value: float | None) -> bool:
-    """Whether a stored count can be one (a hand-edited status may hold anything)."""
-    return value is not None and math.isfinite(value) and value >= 0
 
 
 @dataclass(frozen=True)

@@ -451,11 +451,12 @@ async def _offered_load(
     return rate, finished
 
 
-def _plausible(r: _Reader, signal: str, value: float | None) -> float | None:
-    """`value`, or None with an implausible note when no pool could show it (`PLAUSIBLE_MAX`)."""
+def _plausible(r: _Reader, signal: str, value: float | None, noted_as: str | None = None) -> float | None:
+    """`value`, or None with an implausible note (on `noted_as`, else `signal`) when no pool could show
+    it (`PLAUSIBLE_MAX`)."""
     why = None if value is None else implausible(signal, value)
     if why is not None:
-        r.note(signal, "implausible", why)
+        r.note(noted_as or signal, "implausible", f"{signal} {why}" if noted_as else why)
         return None
     return value
 
@@ -480,12 +481,9 @@ def _gauges(r: _Reader, plan: _Plan, preset: EnginePreset) -> tuple[dict[Role, f
         value = r.scalar(running_query(role))
         if value is not None and math.isfinite(value):
             running[role] = value
-        value = r.scalar(waiting_query(role))
+        value = _plausible(r, "waiting", r.scalar(waiting_query(role)), noted_as=waiting_query(role))
         if value is not None and math.isfinite(value):
-            if (why := implausible("waiting", value)) is not None:
-                r.note(waiting_query(role), "implausible", f"waiting requests {why}")
-            else:
-                waiting[role] = value
+            waiting[role] = value
     kv = next(
         (v for i in range(len(preset.kv_usage)) if (v := r.scalar(kv_query(i))) is not None and math.isfinite(v)), None
     )

@@ -124,11 +124,7 @@ class Observation:
 
     def load_signals_missing(self) -> list[str]:
         """Names of the load signals that are absent, or not a value they can take (`implausible`)."""
-        return [
-            name
-            for name, value in self.load_signals().items()
-            if value is None or not _usable(value) or implausible(name, value)
-        ]
+        return [name for name, value in self.load_signals().items() if readable(name, value) is None]
 
 
 # Upper bounds on what a load signal can be: far above any deployment (a million requests a second
@@ -159,8 +155,11 @@ def dispersion_bin_s(window_s: float) -> float:
     return max(window_s / 8.0, 1.0)
 
 
-def _usable(value: float | None) -> bool:
-    return value is not None and math.isfinite(value) and value >= 0.0
+def readable(signal: str, value: float | None) -> float | None:
+    """`value` when `signal` can take it (finite, non-negative, within `PLAUSIBLE_MAX`), else None."""
+    if value is None or math.isnan(value) or implausible(signal, value) is not None:
+        return None
+    return value
 
 
 def moments_from_buckets(

@@ -27,7 +27,7 @@ from tokenscale.planner import backlog, calibration, coldstart, lengths, policy,
 from tokenscale.planner import forecast as fc
 from tokenscale.planner import tail as tail_mod
 from tokenscale.planner.calibration import Calibration
-from tokenscale.planner.observation import Observation, dispersion_bin_s, implausible
+from tokenscale.planner.observation import Observation, dispersion_bin_s, implausible, readable
 from tokenscale.planner.perf import ReplicaPerformance
 from tokenscale.planner.reasons import ConditionType, Reason
 
@@ -383,17 +383,17 @@ def _backlog_drains(
     drains: dict[Role, backlog.Drain] = {}
     samples: dict[Role, backlog.QueueSample] = {}
     for role in ROLES_BY_MODE[spec.mode]:
-        reading = observation.waiting_requests.get(role)
-        if reading is not None and implausible("waiting", reading) is not None:
-            reading = None
-        service_s = _service_s(role, planned.load, performance[role])
-        if (reading is None and handed_on_requests == 0.0) or not service_s > 0.0:
-            continue
+        reading = readable("waiting", observation.waiting_requests.get(role))
         waiting = reading or 0.0
         sample = backlog.QueueSample(now_s, waiting)
         previous = state.queues.get(role)
         if reading is not None:
             samples[role] = backlog.next_sample(previous, sample, interval_s)
+        if waiting + handed_on_requests <= 0.0:
+            continue  # nothing queued, nothing to come: no drain, and the rate read stands
+        service_s = _service_s(role, planned.load, performance[role])
+        if not service_s > 0.0:
+            continue
         counts = observation.replicas.get(role)
         ready = counts.ready if counts is not None else current[role]
         if role == "decode":
