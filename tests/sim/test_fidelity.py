@@ -53,17 +53,22 @@ def test_windows_without_requests_are_skipped_and_errors_are_finite() -> None:
     assert all(math.isfinite(x.ttft_error) and math.isfinite(x.tpot_error) for x in result.windows)
 
 
-def test_aggregated_ttft_is_within_fifteen_percent_of_the_simulated_fleet_per_window() -> None:
+@pytest.mark.parametrize("seed", [0, 1])
+def test_aggregated_ttft_is_within_fifteen_percent_of_the_simulated_fleet_per_window(seed: int) -> None:
     # Issue 16: the aggregated model charged a prompt only its share of a chunk's step and was 16%
     # optimistic in the median window (31% in the worst) on this example; it now charges every step
     # the prompt rides in. The model is given the fleet's true performance, so this measures the
     # chunked-prefill TTFT model itself (open loop: no tail fit exists for the aggregated pool).
+    # Held at the objective's p90 and at the median: seeds 0–3 at two replicas gave p90 within
+    # −2…+5% in the median window (worst −11%) and the median −4…−7% (worst −17%).
     spec = manifests.load_one_pool(ROOT / "examples" / "vllm-aggregated-8b.yaml").pool.spec
     prior = profiles.resolve_all(spec)
-    w = workload.default_synthetic_workload(0)
-    setup = loop.SimSetup(spec, w, prior, simulated_truth(prior, 0.25), 0.0, seed=0)
+    w = workload.default_synthetic_workload(seed)
+    setup = loop.SimSetup(spec, w, prior, simulated_truth(prior, 0.25), 0.0, seed=seed)
     result = fidelity.measure(setup, {"aggregated": 2})
     summary = result.summary()
     assert summary["windows"] >= 6
-    assert summary["ttft_open_loop"]["median_abs_error"] <= 0.15, summary["ttft_open_loop"]
-    assert min(x.ttft_open_loop_error for x in result.windows) >= -0.15
+    for key in ("ttft_open_loop", "ttft_median"):
+        assert summary[key]["median_abs_error"] <= 0.15, (key, summary[key])
+        assert summary[key]["worst_optimistic_error"] >= -0.20, (key, summary[key])
+    assert all(x.ttft_median_simulated_s < x.ttft_simulated_s for x in result.windows)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tokenscale import api
-from tokenscale.sim import report
+from tokenscale.sim import fidelity, report
 
 OBJ = api.Objectives.model_validate(
     {"ttft": {"quantile": 0.9, "target": "1s"}, "tpot": {"quantile": 0.9, "target": "50ms"}}
@@ -77,6 +77,30 @@ def test_write_all_produces_documented_files(tmp_path: Path) -> None:
     assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
     assert "| p |" in (tmp_path / "report.md").read_text()
     assert len((tmp_path / "requests.csv").read_text().splitlines()) == 6
+
+
+def _window(start_s: float, learned: bool, median_predicted_s: float) -> fidelity.WindowFidelity:
+    # p90 TTFT 10% pessimistic, median against a simulated 0.5 s, TPOT and ITL exact.
+    return fidelity.WindowFidelity(
+        start_s=start_s, requests=100, ttft_predicted_s=1.1, ttft_open_loop_s=1.0, ttft_simulated_s=1.0,
+        ttft_median_predicted_s=median_predicted_s, ttft_median_simulated_s=0.5,
+        tpot_predicted_s=0.02, tpot_simulated_s=0.02, itl_predicted_s=0.01, itl_simulated_s=0.01, learned=learned,
+    )  # fmt: skip
+
+
+def test_the_fidelity_section_reports_the_median_ttft_beside_the_quantiles(tmp_path: Path) -> None:
+    # The first window (nothing learned) is left out of the closed-loop rows: its median would be −60%.
+    check = fidelity.Fidelity(
+        {"decode": 2}, (_window(0.0, False, 0.2), _window(300.0, True, 0.45), _window(600.0, True, 0.4))
+    )
+    summary = report.write_all(tmp_path, {"name": "w"}, OBJ, [_run([0.5] * 5, [0.01] * 5)], "t", model_check=check)
+    assert summary["fidelity"]["ttft_median"] == pytest.approx(
+        {"median_abs_error": 0.15, "median_error": -0.15, "worst_optimistic_error": -0.2}
+    )
+    text = (tmp_path / "report.md").read_text()
+    assert "| median TTFT (closed loop) | +15.0% | -15.0% | -20.0% |" in text
+    assert "| TTFT (closed loop) | +10.0% | +10.0% | +10.0% |" in text
+    assert (tmp_path / "fidelity.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,9 @@ given, no cold start, the fleet's true performance); for every 5-minute window b
 `Observation` the operator would read over that window (Prometheus-resolution counters and vLLM
 histograms, `loop.observe`) and ask the model for its p-quantile TTFT and TPOT at the fleet's counts;
 compare with the quantiles of the requests that arrived in the window (the score's definition: TPOT
-per request, (finish − first token)/(OSL − 1)). The per-token inter-token latency is compared too: the
+per request, (finish − first token)/(OSL − 1)). The median TTFT is compared beside the objective's
+quantile (the model sized at q = 0.5, same load and fit): a model right at one quantile by luck
+of its shape is wrong at the other. The per-token inter-token latency is compared too: the
 model's step-time quantile against the fleet's ITL histogram over the window, kept for this replay at
 1% resolution (`histogram.FINE_LATENCY_BUCKETS_S`) rather than vLLM's 10–25 ms buckets.
 
@@ -27,7 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tokenscale.api import Role, prompt_role, serving_role
+from tokenscale.api import InferencePoolSpec, Role, prompt_role, serving_role
 from tokenscale.planner import plan as planner
 from tokenscale.sim import loop
 from tokenscale.sim.fleet import Fleet
@@ -46,6 +48,8 @@ class WindowFidelity:
     ttft_predicted_s: float
     ttft_open_loop_s: float
     ttft_simulated_s: float
+    ttft_median_predicted_s: float
+    ttft_median_simulated_s: float
     tpot_predicted_s: float
     tpot_simulated_s: float
     itl_predicted_s: float
@@ -59,6 +63,10 @@ class WindowFidelity:
     @property
     def ttft_open_loop_error(self) -> float:
         return _error(self.ttft_open_loop_s, self.ttft_simulated_s)
+
+    @property
+    def ttft_median_error(self) -> float:
+        return _error(self.ttft_median_predicted_s, self.ttft_median_simulated_s)
 
     @property
     def tpot_error(self) -> float:
@@ -100,6 +108,7 @@ class Fidelity:
             "windows": len(self.windows),
             "ttft": stats([w.ttft_error for w in learned]),
             "ttft_open_loop": stats([w.ttft_open_loop_error for w in self.windows]),
+            "ttft_median": stats([w.ttft_median_error for w in learned]),
             "tpot": stats([w.tpot_error for w in self.windows]),
             "itl": stats([w.itl_error for w in self.windows]),
             "first_window": {
@@ -130,6 +139,7 @@ def measure(setup: loop.SimSetup, counts: Mapping[Role, int]) -> Fidelity:
     records = fleet.records()
     ttft, tpot = records.ttft_s, np.where(np.isnan(records.tpot_s), 0.0, records.tpot_s)
     q_ttft, q_tpot = spec.objectives.ttft.quantile, spec.objectives.tpot.quantile
+    median_spec = _with_ttft_quantile(spec, 0.5)
     state = planner.PlannerState()
     out: list[WindowFidelity] = []
     for before, after in zip(snaps[:-1], snaps[1:], strict=True):
@@ -144,6 +154,7 @@ def measure(setup: loop.SimSetup, counts: Mapping[Role, int]) -> Fidelity:
         at = {r: int(counts[r]) - 1 for r in roles}
         closed_sized = planner.size_pools(spec, closed, setup.truth)
         open_sized = planner.size_pools(spec, opened, setup.truth)
+        median_sized = planner.size_pools(median_spec, closed, setup.truth)
         ttft_role, tpot_role = prompt_role(spec.mode), serving_role(spec.mode)
         out.append(
             WindowFidelity(
@@ -152,6 +163,8 @@ def measure(setup: loop.SimSetup, counts: Mapping[Role, int]) -> Fidelity:
                 ttft_predicted_s=float(closed_sized[ttft_role].ttft_s[at[ttft_role]]),
                 ttft_open_loop_s=float(open_sized[ttft_role].ttft_s[at[ttft_role]]),
                 ttft_simulated_s=float(np.quantile(ttft[sel], q_ttft)),
+                ttft_median_predicted_s=float(median_sized[ttft_role].ttft_s[at[ttft_role]]),
+                ttft_median_simulated_s=float(np.median(ttft[sel])),
                 tpot_predicted_s=float(closed_sized[tpot_role].tpot_s[at[tpot_role]]),
                 tpot_simulated_s=float(np.quantile(tpot[sel], q_tpot)),
                 itl_predicted_s=float(closed_sized[tpot_role].itl_s[at[tpot_role]]),
@@ -162,3 +175,10 @@ def measure(setup: loop.SimSetup, counts: Mapping[Role, int]) -> Fidelity:
         # Learn from this window for the next one, as the operator does between intervals.
         state = planner.fit_tail(spec, observation, state, setup.truth, after.time_s)
     return Fidelity(dict(counts), tuple(out))
+
+
+def _with_ttft_quantile(spec: InferencePoolSpec, quantile: float) -> InferencePoolSpec:
+    """`spec` with its TTFT objective read at `quantile` (the target unchanged)."""
+    objectives = spec.objectives
+    ttft = objectives.ttft.model_copy(update={"quantile": quantile})
+    return spec.model_copy(update={"objectives": objectives.model_copy(update={"ttft": ttft})})
