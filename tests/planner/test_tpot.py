@@ -117,6 +117,41 @@ def test_an_unstable_candidate_is_infinite() -> None:
     assert np.isfinite(got[0]) and np.isinf(got[1:]).all()
 
 
+def test_a_modulated_rate_mixes_the_points_laws_weighted_by_their_requests() -> None:
+    # Two rates, half the bins each at u = 0.2 and u = 0.6: requests weigh 1 : 3 (arrivals ∝ rate), so
+    # at the mixture's p90 the CDFs, weighted 1/4 and 3/4, sum to 0.9.
+    alpha_s, per_seq_s = 0.01, 1e-4
+    low, high = np.array([0.2]), np.array([0.6])
+    points = (tpot.RatePoint(0.5 * 0.5, low), tpot.RatePoint(0.5 * 1.5, high))
+    got = tpot.modulated_request_tpot_quantile_s(0.9, alpha_s, per_seq_s, points, 200.0, 1.0)[0]
+    levels = np.linspace(0.001, 0.999999, 1500)
+    q_low = tpot.request_tpot_quantile_s(0.9, alpha_s, per_seq_s, low, 200.0, 1.0)[0]
+    q_high = tpot.request_tpot_quantile_s(0.9, alpha_s, per_seq_s, high, 200.0, 1.0)[0]
+    assert q_low < got < q_high
+    # The mixture's CDF at `got`, read off each point's quantile function: P(T ≤ got) = the level
+    # whose quantile is `got`.
+    below_low = levels[np.searchsorted([tpot.request_tpot_quantile_s(x, alpha_s, per_seq_s, low, 200.0, 1.0)[0]
+                                        for x in levels], got) - 1]  # fmt: skip
+    below_high = levels[np.searchsorted([tpot.request_tpot_quantile_s(x, alpha_s, per_seq_s, high, 200.0, 1.0)[0]
+                                         for x in levels], got) - 1]  # fmt: skip
+    assert 0.25 * below_low + 0.75 * below_high == pytest.approx(0.9, abs=2e-3)
+    # One point is the stationary law itself.
+    alone = tpot.modulated_request_tpot_quantile_s(0.9, alpha_s, per_seq_s, (tpot.RatePoint(1.0, high),), 200.0, 1.0)
+    assert alone[0] == pytest.approx(q_high, rel=1e-9)
+
+
+@pytest.mark.parametrize(("unstable_share", "finite"), [(0.05, True), (0.2, False)])
+def test_an_unstable_rate_point_counts_its_requests_as_missing(unstable_share: float, finite: bool) -> None:
+    # Requests arriving while the chain is unstable miss every bound: the p90 exists only while the
+    # stable points carry at least 90% of the requests, and then lies above the stable point's own p90.
+    stable = np.array([0.5])
+    points = (tpot.RatePoint(1.0 - unstable_share, stable), tpot.RatePoint(unstable_share, np.array([1.2])))
+    got = tpot.modulated_request_tpot_quantile_s(0.9, 0.01, 1e-4, points, 200.0, 1.0)[0]
+    assert np.isfinite(got) == finite
+    if finite:
+        assert got > tpot.request_tpot_quantile_s(0.9, 0.01, 1e-4, stable, 200.0, 1.0)[0]
+
+
 def test_the_averaging_factor_is_one_for_one_step_and_falls_as_the_life_grows() -> None:
     f = tpot.averaging_factor(np.array([1e-6, 1.0, 10.0, 1000.0]), 10.0)
     assert f[0] == pytest.approx(1.0, abs=1e-6)

@@ -60,7 +60,10 @@ def test_aggregated_ttft_is_within_fifteen_percent_of_the_simulated_fleet_per_wi
     # the prompt rides in. The model is given the fleet's true performance, so this measures the
     # chunked-prefill TTFT model itself (open loop: no tail fit exists for the aggregated pool).
     # Held at the objective's p90 and at the median: seeds 0–3 at two replicas gave p90 within
-    # −2…+5% in the median window (worst −11%) and the median −4…−7% (worst −17%).
+    # −2…+5% in the median window (worst −11%) and the median −4…−7% (worst −17%). Per-request TPOT
+    # at the mean rate was 28% and 37% optimistic in the busiest windows of seeds 0 and 1 (the rate's
+    # c² across 15-s bins 0.03–0.09); over the rate's spread (`tpot.modulated_request_tpot_quantile_s`)
+    # 10% and 23%.
     spec = manifests.load_one_pool(ROOT / "examples" / "vllm-aggregated-8b.yaml").pool.spec
     prior = profiles.resolve_all(spec)
     w = workload.default_synthetic_workload(seed)
@@ -72,3 +75,5 @@ def test_aggregated_ttft_is_within_fifteen_percent_of_the_simulated_fleet_per_wi
         assert summary[key]["median_abs_error"] <= 0.15, (key, summary[key])
         assert summary[key]["worst_optimistic_error"] >= -0.20, (key, summary[key])
     assert all(x.ttft_median_simulated_s < x.ttft_simulated_s for x in result.windows)
+    assert summary["tpot"]["median_abs_error"] <= 0.05, summary["tpot"]
+    assert summary["tpot"]["worst_optimistic_error"] >= -0.25, summary["tpot"]

@@ -218,15 +218,18 @@ def decode_sizing(
     perf: ReplicaPerformance,
     tpot_quantile: float,
     tpot_target_s: float,
-    prompts: tpot.PromptWork | None = None,
+    prompts_at: Callable[[float], tpot.PromptWork] | None = None,
     chunk_tokens: int | None = None,
 ) -> PoolSizing:
     """Predicted per-request TPOT and per-token ITL quantiles, KV use and feasibility of each decode count.
 
-    `prompts` (aggregated mode) are the prompts each replica also prefills (u_p = `prompts.share`);
-    `chunk_tokens` the per-step token budget, whose prefill part lengthens the steps that carry a chunk.
-    The TPOT objective is judged on the per-request quantile (`planner.tpot`).
+    `prompts_at(m)` (aggregated mode) are the prompts each replica also prefills when the arrival
+    rate is m times the load's (u_p = `share`); `chunk_tokens` the per-step token budget, whose
+    prefill part lengthens the steps that carry a chunk. The TPOT objective is judged on the
+    per-request quantile (`planner.tpot`), over the rate's spread across bins when `load.rate_cv2`
+    > 0 (`tpot.modulated_request_tpot_quantile_s`); the batch, KV and ITL at the mean rate.
     """
+    prompts = None if prompts_at is None else prompts_at(1.0)
     m = counts.astype(np.float64)
     lam = load.rate_per_s / m
     osl = load.osl_mean_tokens
@@ -245,8 +248,15 @@ def decode_sizing(
             stable, chunked_itl_quantile_s(tpot_quantile, load, perf, u, n_mean, prompts, chunk_tokens), step_q
         )
     itl = np.where(stable, step_q, np.inf)
-    request_tpot = tpot.request_tpot_quantile_s(
-        tpot_quantile, dm.alpha_s, per_seq, np.where(stable, u, np.inf), osl, load.osl_cv2, prompts
+    multipliers, probabilities = queueing.gamma_rate_points(load.rate_cv2)
+    points = [
+        _rate_point(float(mk), float(pk), lam * osl * per_seq, prompts if len(multipliers) == 1 else prompts_at)
+        for mk, pk in zip(multipliers, probabilities, strict=True)
+    ]
+    request_tpot = np.where(
+        stable,
+        tpot.modulated_request_tpot_quantile_s(tpot_quantile, dm.alpha_s, per_seq, points, osl, load.osl_cv2),
+        np.inf,
     )
     kv_tokens = n_q * (load.isl_mean_tokens + osl)
     kv_frac = np.where(stable, kv_tokens / perf.kv_capacity_tokens, np.inf)
@@ -270,6 +280,21 @@ def decode_sizing(
         batch_quantile=n_q,
         batch_mean=n_mean,
     )
+
+
+def _rate_point(
+    multiplier: float,
+    probability: float,
+    offered: FloatArray,
+    prompts: tpot.PromptWork | Callable[[float], tpot.PromptWork] | None,
+) -> tpot.RatePoint:
+    """The decode chain when the rate is `multiplier` times the mean (`offered` = λ/m·OSL·(β + γL) there
+    at the mean): requests arriving then weigh p·m, and prompts, if any, take their share of the steps."""
+    here = prompts(multiplier) if callable(prompts) else prompts
+    free = np.ones_like(offered) if here is None else 1.0 - here.share
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = np.where(free > 0, multiplier * offered / np.where(free > 0, free, 1.0), np.inf)
+    return tpot.RatePoint(probability * multiplier, u, here)
 
 
 CHUNK_LENGTH_POINTS = 24  # equiprobable prompt lengths the chunk-step mixture integrates over
@@ -551,6 +576,35 @@ def aggregated_sizing(
     wait of the prompt queue, the work of the group-mates ahead of it under clustered arrivals, and
     the mean of the prompt's own steps). The TTFT quantile does not count those group-mates yet.
     """
+    ttft, prompts = _aggregated_prompts(counts, load, perf, chunk_tokens, ttft_quantile)
+
+    def prompts_at(multiplier: float) -> tpot.PromptWork:
+        # The prompts at another rate of a modulated load: that rate's stationary lead (no spread of its own).
+        if multiplier == 1.0:
+            return prompts
+        return _aggregated_prompts(counts, replace(load.scaled(multiplier), rate_cv2=0.0), perf, chunk_tokens)[1]
+
+    decode = decode_sizing(counts, load, perf, tpot_quantile, tpot_target_s, prompts_at, chunk_tokens)
+    meets_ttft = ttft <= ttft_target_s
+    feasible = decode.feasible & meets_ttft
+    binding = np.where(decode.binding != Binding.OK, decode.binding, np.where(meets_ttft, Binding.OK, Binding.TTFT))
+    return PoolSizing(
+        counts=counts,
+        ttft_s=ttft,
+        tpot_s=decode.tpot_s,
+        itl_s=decode.itl_s,
+        feasible=feasible,
+        binding=binding,
+        kv_usage_fraction=decode.kv_usage_fraction,
+        batch_quantile=decode.batch_quantile,
+        batch_mean=decode.batch_mean,
+    )
+
+
+def _aggregated_prompts(
+    counts: IntArray, load: Load, perf: ReplicaPerformance, chunk_tokens: int, ttft_quantile: float | None = None
+) -> tuple[FloatArray, tpot.PromptWork]:
+    """The TTFT q-quantile (inf unless `ttft_quantile` is given) and the prompt work of each aggregated count."""
     m = counts.astype(np.float64)
     lam = load.rate_per_s / m
     isl, weights = isl_points(load)
@@ -578,7 +632,8 @@ def aggregated_sizing(
         )
         lead_in = 0.5 * float(step[i]) * min(1.0, float(n_mean[i]))
         one = counts[i : i + 1]
-        ttft[i] = _sojourn_quantile(one, load, work, own + lead_in, weights, ttft_quantile)[0]
+        if ttft_quantile is not None:
+            ttft[i] = _sojourn_quantile(one, load, work, own + lead_in, weights, ttft_quantile)[0]
         mean_s, cs2 = queueing.service_moments(work, weights)
         delayed = float(queueing.erlang_c_vec(one, load.rate_per_s * mean_s)[0])
         theta = float(queueing.decay_rate_per_s(one, load.rate_per_s, mean_s, load.arrival_cv2, cs2)[0])
@@ -598,18 +653,4 @@ def aggregated_sizing(
         )
     second = mean_compute**2 * (1.0 + compute_cs2)  # E[w²] = E[w]²·(1 + c²)
     prompts = tpot.PromptWork(lam, mean_compute, second, u_p, group, lead, lead_var)
-    decode = decode_sizing(counts, load, perf, tpot_quantile, tpot_target_s, prompts, chunk_tokens)
-    meets_ttft = ttft <= ttft_target_s
-    feasible = decode.feasible & meets_ttft
-    binding = np.where(decode.binding != Binding.OK, decode.binding, np.where(meets_ttft, Binding.OK, Binding.TTFT))
-    return PoolSizing(
-        counts=counts,
-        ttft_s=ttft,
-        tpot_s=decode.tpot_s,
-        itl_s=decode.itl_s,
-        feasible=feasible,
-        binding=binding,
-        kv_usage_fraction=decode.kv_usage_fraction,
-        batch_quantile=decode.batch_quantile,
-        batch_mean=decode.batch_mean,
-    )
+    return ttft, prompts

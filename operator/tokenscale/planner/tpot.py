@@ -35,7 +35,9 @@ approximation (Wilson & Hilferty, PNAS 17, 1931).
 
 A request's TPOT is τ(batch) + S/k; its q-quantile over requests is found by bisection on the
 mixture CDF over output lengths (16 equiprobable lognormal points of OSL, each request weighted
-alike), batch (5-point Gauss–Hermite) and stall.
+alike), batch (5-point Gauss–Hermite) and stall, and, when the arrival rate varies across the
+metrics window's bins, over the rate too (`modulated_request_tpot_quantile_s`: the pointwise
+stationary approximation the TTFT model uses).
 
 Issue 18 (one replica like a CPU engine, where a prompt chunk holds the batch for ~65 steps): the
 model was 9–22% low at 2–6 req/s Poisson. Measured on the replay, the stall itself was right in mean
@@ -56,6 +58,7 @@ it), after which they are +3%/−6%/−7%. The simulator's own lead put into the
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -118,7 +121,87 @@ def request_tpot_quantile_s(
     `per_sequence_s` is β + γ·L (a step's cost per sequence in the batch), `utilization` the chain's
     u per candidate, so the others in the batch are NegBin(α/per_sequence_s, u).
     """
-    u = np.asarray(utilization, dtype=np.float64)
+    part = RatePoint(1.0, np.asarray(utilization, dtype=np.float64), prompts)
+    return modulated_request_tpot_quantile_s(q, alpha_s, per_sequence_s, (part,), osl_mean_tokens, osl_cv2)
+
+
+@dataclass(frozen=True)
+class RatePoint:
+    """The decode chain at one arrival rate of a modulated load: requests' weight, u and prompts there."""
+
+    weight: float  # the share of requests arriving at this rate (p_k·m_k of `queueing.gamma_rate_points`)
+    utilization: FloatArray  # the chain's u per candidate at this rate
+    prompts: PromptWork | None = None  # the prompts prefilled beside it at this rate (aggregated pools)
+
+
+def modulated_request_tpot_quantile_s(
+    q: float,
+    alpha_s: float,
+    per_sequence_s: float,
+    points: Sequence[RatePoint],
+    osl_mean_tokens: float,
+    osl_cv2: float,
+) -> FloatArray:
+    """q-quantile over requests of per-request TPOT when the arrival rate varies across bins.
+
+    Pointwise stationary approximation (Green & Kolesar, Management Science 37, 1991), as the TTFT
+    model uses it (`queueing.modulated_sojourn_cdf`): the requests arriving while the rate is λ·m_k
+    (a share p_k·m_k of them) see the stationary chain at that rate, so the law over requests is the
+    mixture of the points' laws. A decode batch settles within a request's life (seconds) while the
+    rate bins last 15 s, so each bin's stationary law is a fair stand-in. A point whose chain is
+    unstable (u ≥ 1) counts as requests missing every bound: the quantile is finite only while the
+    stable points carry at least q of the requests. Measured on the aggregated 8B example at two
+    replicas, p90 per-request TPOT in the busiest windows (rate c² 0.03–0.09 across 15-s bins) was
+    17–37% optimistic at the mean rate.
+    """
+    laws = [_tpot_law(q, alpha_s, per_sequence_s, p.utilization, osl_mean_tokens, osl_cv2, p.prompts) for p in points]
+    total = sum(p.weight for p in points)
+    weights = [p.weight / total for p in points]
+    stable_share = sum(w * law.valid for w, law in zip(weights, laws, strict=True))
+    # One law: its own bracket of the q-quantile. Several: the mixture's q-quantile lies above the
+    # least of theirs, but with a point's requests missing it may lie above the greatest of theirs.
+    lo = np.min([np.where(law.valid, law.lo, np.inf) for law in laws], axis=0)
+    hi = np.max([np.where(law.valid, law.hi if len(laws) == 1 else law.upper, 0.0) for law in laws], axis=0)
+    found = (stable_share >= q - 1e-12) & np.isfinite(lo) & (hi > 0)
+    lo, hi = np.where(found, np.maximum(lo, 1e-12), 1.0), np.where(found, hi, 1.0)
+
+    def cdf(t: FloatArray) -> FloatArray:
+        out = np.zeros(t.shape)
+        for w, law in zip(weights, laws, strict=True):
+            out += w * np.where(law.valid, law.cdf(t), 0.0)
+        return out
+
+    # Bisection on ln t: the bracket can span four decades (a rare long stall), and halving its
+    # logarithm 16 times reaches a relative precision of 2e-4 even then (far finer for narrower ones).
+    for _ in range(max(law.iterations for law in laws) if len(laws) == 1 else _BISECTIONS):
+        mid = np.sqrt(lo * hi)
+        below = cdf(mid) < q
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    return np.where(found, hi, np.inf)
+
+
+@dataclass(frozen=True)
+class _TpotLaw:
+    """Per-request TPOT's law per candidate: where it exists, a bracket of its q-quantile, its CDF."""
+
+    valid: npt.NDArray[np.bool_]
+    lo: FloatArray
+    hi: FloatArray
+    upper: FloatArray  # above every quantile the CDF is meant for (mean + 6 sd of each part)
+    cdf: Callable[[FloatArray], FloatArray]
+    iterations: int  # halvings of the bracket that reach the precision wanted
+
+
+def _tpot_law(
+    q: float,
+    alpha_s: float,
+    per_sequence_s: float,
+    u: FloatArray,
+    osl_mean_tokens: float,
+    osl_cv2: float,
+    prompts: PromptWork | None,
+) -> _TpotLaw:
+    """The mixture over output lengths, batch and stall (module docstring) at one arrival rate."""
     valid = np.isfinite(u) & (u >= 0) & (u < 1)
     if prompts is not None:
         valid &= np.isfinite(prompts.share) & (prompts.share < 1)
@@ -136,7 +219,7 @@ def request_tpot_quantile_s(
     inv_sd = 1.0 / step_sd
     weight = 1.0 / k.size
     lo = np.full(u.shape, alpha_s)  # every step takes at least α
-    hi = np.max(step_mean + 6.0 * step_sd, axis=1)
+    hi = upper = np.max(step_mean + 6.0 * step_sd, axis=1)
     iterations = _BISECTIONS
     if prompts is None or prompts.mean_s <= 0:
         # A mixture's quantile lies between its components' quantiles, here normal ones: a bracket
@@ -173,15 +256,8 @@ def request_tpot_quantile_s(
             return out
 
         top = stall_mean * (1.0 - stall_c + 6.0 * np.sqrt(stall_c)) ** 3
-        hi = np.maximum(hi, np.max(step_mean + top / k, axis=1))
-    # Bisection on ln t: the bracket can span four decades (a rare long stall), and halving its
-    # logarithm 16 times reaches a relative precision of 2e-4 even then (far finer for narrower ones).
-    lo = np.maximum(lo, 1e-12)
-    for _ in range(iterations):
-        mid = np.sqrt(lo * hi)
-        below = cdf(mid) < q
-        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
-    return np.where(valid, hi, np.inf)
+        hi = upper = np.maximum(hi, np.max(step_mean + top / k, axis=1))
+    return _TpotLaw(valid, lo, hi, upper, cdf, iterations)
 
 
 def _life(
