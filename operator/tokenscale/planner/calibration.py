@@ -15,12 +15,14 @@ samples at zero load or not finite are ignored; one update moves a multiplier by
 multipliers stay in [0.1, 10]; a blown-up innovation or a multiplier outside that band returns
 to the prior, and the reason is reported.
 
-What the planner feeds it are window means, not single steps: the mean inter-token latency over
-the window, the mean number of running sequences per ready replica, and the mean context
-(ISL + OSL/2). Because τ is linear in n and n·L, the step-averaged mean of τ at a fluctuating
+What the planner feeds it: the mean inter-token latency over the window, the running sequences
+per ready replica as the gauge reads at the decision (one instant, not a window mean), and the mean
+context (ISL + OSL/2). Because τ is linear in n and n·L, the step-averaged mean of τ at a fluctuating
 batch is τ at the mean batch, so a windowed mean is a sample of the same model. (A token-weighted mean,
 like an ITL histogram's, weights steps by their batch: for Poisson batches it equals τ at n̄ + 1;
-at the batches a loaded pool runs the difference is within the noise.) Prefill is not linear in its
+at the batches a loaded pool runs the difference is within the noise.) The window's mean batch by
+Little's law, token rate × mean ITL per replica, was tried in its place: on the planning benchmark
+it met the same windows with 2–5% more GPU-hours (Azure ×5, the ×5 step), so the gauge stays. Prefill is not linear in its
 input: s(ISL) has an ISL² term, so the window's mean prefill time is E[s(ISL)] = a + b·E[ISL] +
 c·E[ISL²], and E[ISL²] = E[ISL]²·(1 + c²_ISL) (Jensen's inequality makes s(E[ISL]) short). The
 basis is taken over the window's prompt-length distribution, not at its mean: on the Mooncake trace

@@ -327,7 +327,7 @@ def _life(
     mates = group - 1.0
     mates_behind, mates_behind_var = mates / 2.0, (group * group - 1.0) / 12.0
     with_mates = held_to.mean(axis=0)  # E[min(K', k)]
-    with_mates_var = (held_to**2).mean(axis=0) - with_mates**2
+    with_mates_var = np.maximum((held_to**2).mean(axis=0) - with_mates**2, 0.0)  # E[x²] − E[x]², rounding kept ≥ 0
     prompt1 = prompts.mean_s
     prompt2 = max(prompts.second_moment_s2, prompt1 * prompt1)
     own_work = kk * (alpha_s + per_sequence_s) + mates * per_sequence_s * with_mates  # (M, K)
