@@ -1,7 +1,7 @@
 """Closed-loop correction of the TTFT tail: the arrival burstiness that reproduces the observed quantile.
 
-Called by `planner.plan` every interval for the pool that sets TTFT (prefill, or aggregated). Pure
-numpy.
+Called by `planner.plan` every interval for the prefill pool of a disaggregated pool (not an
+aggregated one: `plan.fit_tail` says why). Pure numpy.
 
 Why: the operator reads arrivals as counters at its scrape interval (15–30 s). The variation of the
 rate from one such bin to the next it sees, and the model takes it as it is (the pointwise
