@@ -22,12 +22,13 @@ batch is τ at the mean batch, so a windowed mean is a sample of the same model.
 like an ITL histogram's, weights steps by their batch: for Poisson batches it equals τ at n̄ + 1;
 at the batches a loaded pool runs the difference is within the noise.) The window's mean batch by
 Little's law, token rate × mean ITL per replica, was tried in its place: on the planning benchmark
-it met the same windows with 2–5% more GPU-hours (Azure ×5, the ×5 step), so the gauge stays. Prefill is not linear in its
-input: s(ISL) has an ISL² term, so the window's mean prefill time is E[s(ISL)] = a + b·E[ISL] +
-c·E[ISL²], and E[ISL²] = E[ISL]²·(1 + c²_ISL) (Jensen's inequality makes s(E[ISL]) short). The
-basis is taken over the window's prompt-length distribution, not at its mean: on the Mooncake trace
-(mean 15k tokens, c² 1.4) s(mean) is 13% below the mean prefill time, and a filter fed the mean would
-have read a fleet running exactly at its prior as 15% slow.
+it met the same windows with 2–5% more GPU-hours (Azure ×5, the ×5 step), so the gauge stays.
+
+Prefill is not linear in its input: s(ISL) has an ISL² term, so the window's mean prefill time is
+E[s(ISL)] = a + b·E[ISL] + c·E[ISL²], and E[ISL²] = E[ISL]²·(1 + c²_ISL) (Jensen's inequality makes
+s(E[ISL]) short). The basis is taken over the window's prompt-length distribution, not at its
+mean: on the Mooncake trace (mean 15k tokens, c² 1.4) s(mean) is 13% below the mean prefill time,
+and a filter fed the mean would have read a fleet running exactly at its prior as 15% slow.
 
 The state round-trips through a flat list of 13 floats (the operator keeps it in the pool's status
 across restarts); a list that is not a state this module could have produced reads back as the

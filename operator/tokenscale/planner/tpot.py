@@ -158,12 +158,15 @@ def modulated_request_tpot_quantile_s(
     total = sum(p.weight for p in points)
     weights = [p.weight / total for p in points]
     stable_share = sum(w * law.valid for w, law in zip(weights, laws, strict=True))
-    # One law: its own bracket of the q-quantile. Several: the mixture's q-quantile lies above the
-    # least of theirs, but with a point's requests missing it may lie above the greatest of theirs.
+    # The mixture's q-quantile lies between the least and the greatest of the points' own brackets
+    # of theirs while every point is stable; with a point's requests missing it may lie above all of
+    # them, up to the greatest point's `upper`.
+    every = np.logical_and.reduce([law.valid for law in laws])
     lo = np.min([np.where(law.valid, law.lo, np.inf) for law in laws], axis=0)
-    hi = np.max([np.where(law.valid, law.hi if len(laws) == 1 else law.upper, 0.0) for law in laws], axis=0)
+    hi = np.max([np.where(law.valid, np.where(every, law.hi, law.upper), 0.0) for law in laws], axis=0)
     found = (stable_share >= q - 1e-12) & np.isfinite(lo) & (hi > 0)
     lo, hi = np.where(found, np.maximum(lo, 1e-12), 1.0), np.where(found, hi, 1.0)
+    iterations = max(law.iterations for law in laws) if every[found].all() else _BISECTIONS
 
     def cdf(t: FloatArray) -> FloatArray:
         out = np.zeros(t.shape)
@@ -173,7 +176,7 @@ def modulated_request_tpot_quantile_s(
 
     # Bisection on ln t: the bracket can span four decades (a rare long stall), and halving its
     # logarithm 16 times reaches a relative precision of 2e-4 even then (far finer for narrower ones).
-    for _ in range(max(law.iterations for law in laws) if len(laws) == 1 else _BISECTIONS):
+    for _ in range(iterations):
         mid = np.sqrt(lo * hi)
         below = cdf(mid) < q
         lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
