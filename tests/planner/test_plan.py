@@ -7,6 +7,7 @@ GPUs, the GPU budget is never exceeded, equal inputs give equal decisions.
 from __future__ import annotations
 
 import copy
+import math
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -308,6 +309,24 @@ def test_the_headroom_lifts_the_level_not_the_spread_across_bins() -> None:
     assert d.planned is not None and d.planned.rate_headroom > 0.1
     assert d.planned.observed_rate_cv2 == pytest.approx(0.2)
     assert d.planned.load.rate_cv2 == pytest.approx(0.2 / (1.0 + d.planned.rate_headroom) ** 2)
+
+
+def test_a_rising_trend_lifts_the_level_not_the_spread_across_bins() -> None:
+    # A ramp (+0.01 req/s per second) is planned well above the rate read; the spread of the last
+    # window's 15-s bins (c² 0.2 at the rate read) keeps its size in req/s around that level.
+    spec = _spec(metrics__window="5m", forecast__coldStart="240s")
+    state = planner.PlannerState()
+    for step in range(40):
+        t = 600.0 + 30.0 * step
+        state = _plan(spec, _obs(4.0 + 0.01 * (t - 150.0), prefill=4, decode=4, t=t), state).state
+    t = 600.0 + 30.0 * 40
+    rate = 4.0 + 0.01 * (t - 150.0)
+    idc = 1.0 + 0.2 * rate * 15.0
+    d = _plan(spec, _obs(rate, prefill=4, decode=4, t=t, arrival_cv2=idc, dispersion_bin_s=15.0), state)
+    assert d.planned is not None and d.planned.load.rate_per_s > 1.2 * rate
+    assert d.planned.observed_rate_cv2 == pytest.approx(0.2)
+    spread_per_s = math.sqrt(d.planned.load.rate_cv2) * d.planned.load.rate_per_s
+    assert spread_per_s == pytest.approx(math.sqrt(0.2) * rate, rel=1e-9)
 
 
 def test_mean_lengths_are_held_not_extrapolated() -> None:
