@@ -341,6 +341,46 @@ def test_mean_lengths_are_held_not_extrapolated() -> None:
     assert d.planned is not None and 1500.0 < d.planned.load.isl_mean_tokens < 2100.0  # a fall is followed by the EWMA
 
 
+def _rising_prompts(queues: tuple[float, ...]) -> planner.Decision:
+    """Four reads 30 s apart of a mean prompt rising 1500 → 2100 at 4 req/s, with these prefill queues."""
+    state = planner.PlannerState()
+    for step, (isl, waiting) in enumerate(zip((1500.0, 1700.0, 1900.0, 2100.0), queues, strict=True)):
+        obs = _obs(4.0, prefill=2, decode=2, t=30.0 * step, isl=isl, waiting_requests={"prefill": waiting})
+        d = _plan(SPEC, obs, state)
+        state = d.state
+    return d
+
+
+def test_while_the_prompts_queue_persists_and_grows_the_mean_prompt_follows_the_prompt_token_rate() -> None:
+    # A queue seen at the last read and grown since: the load is outrunning the ready replicas, and the
+    # prompt-token rate's trend, carried H + W/2 like the rate's, sets the mean prompt planned.
+    d = _rising_prompts((0.0, 0.0, 4.0, 9.0))
+    assert d.planned is not None and d.state.work is not None and d.state.rate is not None
+    ahead_s = d.planned.horizon_s + SPEC.metrics.window.seconds / 2.0
+    work = d.state.work.level + d.state.work.trend_per_s * ahead_s
+    rate = max(d.state.rate.level + d.state.rate.trend_per_s * ahead_s, 4.0)
+    assert d.planned.load.isl_mean_tokens == pytest.approx(work / rate)
+    assert d.planned.load.isl_mean_tokens > 2100.0
+    # The backlog drain prices the queued requests at the mean prompt read, not the trend's.
+    assert d.planned.held_isl_mean_tokens == 2100.0
+    assert d.planned.held_lengths().isl_mean_tokens == 2100.0
+    assert "the prompts' queue persists and grows" in d.reason
+
+
+@pytest.mark.parametrize(
+    "queues",
+    [(0.0, 0.0, 0.0, 9.0), (0.0, 0.0, 9.0, 4.0), (0.0, 0.0, 4.0, 4.0), (0.0, 0.0, 0.0, 0.0)],
+    ids=["from-empty", "shrinking", "steady", "none"],
+)
+def test_a_queue_that_was_empty_at_the_last_read_or_does_not_grow_leaves_the_mean_prompt_held(
+    queues: tuple[float, ...],
+) -> None:
+    # A burst's queue comes and goes between reads: the mean prompt is the window's, as without a queue.
+    d = _rising_prompts(queues)
+    assert d.planned is not None and d.planned.load.isl_mean_tokens == 2100.0
+    assert d.planned.held_isl_mean_tokens is None and d.planned.held_lengths() is d.planned.load
+
+
 def test_partial_metrics_never_scale_down() -> None:
     note = DataNote("ttft_quantile", "stale", "last sample 10 minutes old")
     state = planner.PlannerState(recommendations=(planner.Recommendation(-10_000.0, {"prefill": 1, "decode": 1}),))

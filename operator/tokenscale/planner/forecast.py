@@ -1,10 +1,11 @@
 """Load forecasting to the cold-start horizon: Holt's linear trend (default), EWMA, or none.
 
 Called by `planner.plan` once per interval for the arrival rate, the prompt-token rate (the
-headroom's series), the mean ISL and OSL (level only: `plan._forecast` says why) and the rate's
-spread across bins (its last hour only: `Recent`). The state is a small frozen dataclass that
-round-trips through plain lists of floats, because the operator keeps it in the InferencePool's
-status so that a restarted operator forecasts on.
+headroom's series, and the mean prompt's trend while the prompts' queue grows), the mean ISL and
+OSL (level only: `plan._forecast` says why) and the rate's spread across bins (its last hour only:
+`Recent`). The state is a small frozen dataclass that round-trips through plain lists of floats,
+because the operator keeps it in the InferencePool's status so that a restarted operator forecasts
+on.
 
 Holt's method (Holt 1957; Hyndman & Athanasopoulos, "Forecasting: Principles and Practice",
 3rd ed., §8.2) with irregular sampling: level ℓ and trend b (per second),
