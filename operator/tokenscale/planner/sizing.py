@@ -250,7 +250,7 @@ def decode_sizing(
     itl = np.where(stable, step_q, np.inf)
     multipliers, probabilities = queueing.gamma_rate_points(load.rate_cv2)
     points = [
-        _rate_point(float(mk), float(pk), lam * osl * per_seq, prompts if len(multipliers) == 1 else prompts_at)
+        _rate_point(float(mk), float(pk), lam * osl * per_seq, prompts_at)
         for mk, pk in zip(multipliers, probabilities, strict=True)
     ]
     request_tpot = np.where(
@@ -286,11 +286,11 @@ def _rate_point(
     multiplier: float,
     probability: float,
     offered: FloatArray,
-    prompts: tpot.PromptWork | Callable[[float], tpot.PromptWork] | None,
+    prompts_at: Callable[[float], tpot.PromptWork] | None,
 ) -> tpot.RatePoint:
     """The decode chain when the rate is `multiplier` times the mean (`offered` = λ/m·OSL·(β + γL) there
     at the mean): requests arriving then weigh p·m, and prompts, if any, take their share of the steps."""
-    here = prompts(multiplier) if callable(prompts) else prompts
+    here = None if prompts_at is None else prompts_at(multiplier)
     free = np.ones_like(offered) if here is None else 1.0 - here.share
     with np.errstate(divide="ignore", invalid="ignore"):
         u = np.where(free > 0, multiplier * offered / np.where(free > 0, free, 1.0), np.inf)
