@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import numpy.typing as npt
 
-from tokenscale.api import ROLES_BY_MODE, ForecastMethod, InferencePoolSpec, Role, WorkloadPool
+from tokenscale.api import ROLES_BY_MODE, ForecastMethod, InferencePoolSpec, Role, WorkloadPool, prompt_role
 from tokenscale.planner import backlog, calibration, coldstart, lengths, policy, queueing, sizing
 from tokenscale.planner import forecast as fc
 from tokenscale.planner import tail as tail_mod
@@ -698,7 +698,7 @@ def _queue_persists_and_grows(spec: InferencePoolSpec, observation: Observation,
     an interval): the load is outrunning the ready replicas (`_forecast`). A queue that comes and goes
     with a burst (the Azure traces' 1–20 requests, cleared within a second) is seen empty at one read or
     the other; a pool whose queue cannot be read (TensorRT-LLM) never shows one."""
-    role = ROLES_BY_MODE[spec.mode][0]
+    role = prompt_role(spec.mode)
     previous = state.queues.get(role)
     waiting = readable("waiting", observation.waiting_requests.get(role))
     if previous is None or waiting is None or not previous.waiting_requests > 0.0:
