@@ -60,6 +60,23 @@ def test_growth_is_read_against_a_sample_at_least_half_an_interval_old() -> None
     assert backlog.next_sample(None, later, 30.0) == later
 
 
+@pytest.mark.parametrize(
+    ("previous", "now", "persists"),
+    [
+        pytest.param(backlog.QueueSample(100.0, 10.0), backlog.QueueSample(130.0, 70.0), True, id="grown"),
+        pytest.param(backlog.QueueSample(100.0, 0.0), backlog.QueueSample(130.0, 70.0), False, id="from-empty"),
+        pytest.param(backlog.QueueSample(100.0, 70.0), backlog.QueueSample(130.0, 70.0), False, id="steady"),
+        pytest.param(backlog.QueueSample(100.0, 70.0), backlog.QueueSample(130.0, 10.0), False, id="shrunk"),
+        pytest.param(backlog.QueueSample(100.0, 10.0), backlog.QueueSample(110.0, 70.0), False, id="too-soon"),
+        pytest.param(None, backlog.QueueSample(130.0, 70.0), False, id="no-sample"),
+    ],
+)
+def test_a_queue_persists_and_grows_only_when_seen_at_both_reads_and_larger(
+    previous: backlog.QueueSample | None, now: backlog.QueueSample, persists: bool
+) -> None:
+    assert backlog.persists_and_grows(previous, now, 30.0) is persists
+
+
 def test_drain_count_and_budget() -> None:
     assert backlog.budget_s(0.9, 300.0) == pytest.approx(30.0)
     assert backlog.drain_count(1.7, 180.0, 30.0) == 8  # ⌈1.7 + 6⌉

@@ -92,6 +92,16 @@ def growth_per_s(previous: QueueSample | None, now: QueueSample, interval_s: flo
     return (now.waiting_requests - previous.waiting_requests) / (now.time_s - previous.time_s)
 
 
+def persists_and_grows(previous: QueueSample | None, now: QueueSample, interval_s: float) -> bool:
+    """Whether the queue was non-empty at `previous` and has grown since (`growth_per_s`): arrivals are
+    outrunning the ready replicas. A burst's queue, which comes and goes between reads, is empty at one
+    of them."""
+    if previous is None or not previous.waiting_requests > 0.0:
+        return False
+    growth = growth_per_s(previous, now, interval_s)
+    return growth is not None and growth > 0.0
+
+
 def next_sample(previous: QueueSample | None, now: QueueSample, interval_s: float) -> QueueSample:
     """The sample to keep: `now`, unless `previous` is under half an interval old (it stays the reference)."""
     if previous is not None and 0.0 <= now.time_s - previous.time_s < interval_s / 2.0:

@@ -260,7 +260,7 @@ def _planned_load(
     """The load to size for and the models to size with: the observed load forecast to the horizon,
     the rate's spread no less than its recent median, the models calibrated to this interval's
     latencies, and the arrivals' c_a² refitted to the TTFT tail."""
-    falling_behind = _queue_persists_and_grows(spec, observation, state)
+    falling_behind = _queue_persists_and_grows(spec, observation, state, now_s)
     planned, next_state = _forecast(spec, seen, state, now_s, horizon_s, falling_behind=falling_behind)
     planned, next_state = _recurring_spread(spec, observation, planned, next_state, now_s)
     next_state, performance = _calibrate(spec, observation, next_state, prior)
@@ -692,19 +692,20 @@ def _forecast(
     return planned, replace(state, rate=rate_state, isl=isl_state, osl=osl_state, work=work_state)
 
 
-def _queue_persists_and_grows(spec: InferencePoolSpec, observation: Observation, state: PlannerState) -> bool:
+def _queue_persists_and_grows(
+    spec: InferencePoolSpec, observation: Observation, state: PlannerState, now_s: float
+) -> bool:
     """Whether the queue of the pool that takes the prompts (prefill, or the aggregated pool) was non-empty
-    at the sample kept from the last read and has grown since (`backlog.growth_per_s`, over at least half
-    an interval): the load is outrunning the ready replicas (`_forecast`). A queue that comes and goes
-    with a burst (the Azure traces' 1–20 requests, cleared within a second) is seen empty at one read or
-    the other; a pool whose queue cannot be read (TensorRT-LLM) never shows one."""
+    at the sample kept from the last read and has grown since (`backlog.persists_and_grows`): the load is
+    outrunning the ready replicas (`_forecast`). A queue that comes and goes with a burst (the Azure
+    traces' 1–20 requests, cleared within a second) is seen empty at one read or the other; a pool whose
+    queue cannot be read (TensorRT-LLM) never shows one."""
     role = prompt_role(spec.mode)
-    previous = state.queues.get(role)
     waiting = readable("waiting", observation.waiting_requests.get(role))
-    if previous is None or waiting is None or not previous.waiting_requests > 0.0:
+    if waiting is None:
         return False
-    growth = backlog.growth_per_s(previous, backlog.QueueSample(observation.time_s, waiting), spec.interval.seconds)
-    return growth is not None and growth > 0.0
+    now = backlog.QueueSample(now_s, waiting)  # the time `_backlog_drains` keeps its samples at
+    return backlog.persists_and_grows(state.queues.get(role), now, spec.interval.seconds)
 
 
 def _recurring_spread(
