@@ -8,12 +8,19 @@ off-grid errors seen run to run were −16% … +46% for TTFT at 700 tokens and 
 decode step at batch 12 (the engine's speed drifts between the profile and the check a minute
 later), so the bound is `TOLERANCE`: it catches a profile in the wrong units or on the wrong points,
 not the last 15%.
+
+The machine's speed can also move for a whole minute: one CI run profiled the batch-12 step at
+12.8 ms (the engine 2.3× slower than in other runs of the same suite) and checked it at 6.6 ms a
+minute later. A profile and its check that disagree are therefore taken again, a fresh profile and
+a fresh check, up to `ATTEMPTS` pairs in all, and every pair is printed. A profile in the wrong
+units or on the wrong points disagrees every time.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +35,7 @@ CHECK_ISL = 700  # between the profiler's 558- and 1024-token prompts
 CHECK_BATCH = 12  # between its 8 and 16 streams
 CHECK_PROMPT = 256
 TOLERANCE = 0.5
+ATTEMPTS = 3  # profile-and-check pairs (module docstring)
 
 
 def _profile(*args: str) -> subprocess.CompletedProcess[str]:
@@ -36,45 +44,77 @@ def _profile(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture(scope="module")
-def profiled(vllm_engine: VllmServer, tmp_path_factory: pytest.TempPathFactory) -> tuple[PerformanceProfile, Path]:
-    out = tmp_path_factory.mktemp("profile")
+def _measure_profile(engine: VllmServer, out: Path) -> PerformanceProfile:
     run = _profile(
-        "--url", vllm_engine.url, "--model", vllm_engine.model, "--max-prompt-tokens", "2048", "--max-batch", "16",
+        "--url", engine.url, "--model", engine.model, "--max-prompt-tokens", "2048", "--max-batch", "16",
         "--points", str(out / "points.csv"), "--output-file", str(out / "profile.yaml"),
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     print("\n" + run.stderr)
-    profile = PerformanceProfile.model_validate(yaml.safe_load((out / "profile.yaml").read_text()))
-    return profile, out / "points.csv"
+    return PerformanceProfile.model_validate(yaml.safe_load((out / "profile.yaml").read_text()))
+
+
+@pytest.fixture(scope="module")
+def profiled(vllm_engine: VllmServer, tmp_path_factory: pytest.TempPathFactory) -> tuple[PerformanceProfile, Path]:
+    out = tmp_path_factory.mktemp("profile")
+    return _measure_profile(vllm_engine, out), out / "points.csv"
+
+
+def _agrees_within_attempts(
+    engine: VllmServer,
+    first: PerformanceProfile,
+    retake_dir: Path,
+    predict: Callable[[PerformanceProfile], float],
+    measure: Callable[[], float],
+    what: str,
+) -> None:
+    """The profile's prediction within `TOLERANCE` of the measurement, in one of `ATTEMPTS`
+    profile-and-check pairs (module docstring); fails with every pair's figures."""
+    pairs: list[str] = []
+    profile = first
+    for attempt in range(ATTEMPTS):
+        if attempt:
+            (retake_dir / str(attempt)).mkdir()
+            profile = _measure_profile(engine, retake_dir / str(attempt))
+        measured, predicted = measure(), predict(profile)
+        pairs.append(f"measured {measured * 1000:.2f} ms, profile {predicted * 1000:.2f} ms")
+        print(f"{what}: {pairs[-1]}")
+        if predicted == pytest.approx(measured, rel=TOLERANCE):
+            return
+    pytest.fail(f"{what}, {ATTEMPTS} profile-and-check pairs, none within {TOLERANCE:.0%}: " + "; ".join(pairs))
 
 
 def test_the_profile_predicts_ttft_off_the_grid(
-    vllm_engine: VllmServer, profiled: tuple[PerformanceProfile, Path]
+    vllm_engine: VllmServer, profiled: tuple[PerformanceProfile, Path], tmp_path: Path
 ) -> None:
-    profile, _ = profiled
-    assert profile.prefill is not None
-    seen = replay(vllm_engine, [0.5 * i for i in range(9)], [CHECK_ISL] * 9, [1] * 9)
-    measured = float(np.median(seen.ttft_s))
-    p = profile.prefill
-    predicted = p.a_seconds + p.b_seconds_per_token * CHECK_ISL + p.c_seconds_per_token2 * CHECK_ISL**2
-    print(f"TTFT at {CHECK_ISL} tokens: measured {measured * 1000:.1f} ms, profile {predicted * 1000:.1f} ms")
-    assert predicted == pytest.approx(measured, rel=TOLERANCE)
+    def predict(profile: PerformanceProfile) -> float:
+        p = profile.prefill
+        assert p is not None
+        return p.a_seconds + p.b_seconds_per_token * CHECK_ISL + p.c_seconds_per_token2 * CHECK_ISL**2
+
+    def measure() -> float:
+        seen = replay(vllm_engine, [0.5 * i for i in range(9)], [CHECK_ISL] * 9, [1] * 9)
+        return float(np.median(seen.ttft_s))
+
+    _agrees_within_attempts(vllm_engine, profiled[0], tmp_path, predict, measure, f"TTFT at {CHECK_ISL} tokens")
 
 
 def test_the_profile_predicts_the_decode_step_off_the_grid(
-    vllm_engine: VllmServer, profiled: tuple[PerformanceProfile, Path]
+    vllm_engine: VllmServer, profiled: tuple[PerformanceProfile, Path], tmp_path: Path
 ) -> None:
-    profile, _ = profiled
-    assert profile.decode is not None
     out = 192  # long enough that the steps with the whole batch dominate each request's TPOT
-    seen = replay(vllm_engine, [0.0] * CHECK_BATCH, [CHECK_PROMPT] * CHECK_BATCH, [out] * CHECK_BATCH)
-    measured = float(np.median(seen.tpot_s))
-    d = profile.decode
-    context = CHECK_PROMPT + out / 2.0
-    predicted = d.alpha_seconds + d.beta_seconds * CHECK_BATCH + d.gamma_seconds_per_token * CHECK_BATCH * context
-    print(f"decode step at batch {CHECK_BATCH}: measured {measured * 1000:.2f} ms, profile {predicted * 1000:.2f} ms")
-    assert predicted == pytest.approx(measured, rel=TOLERANCE)
+
+    def predict(profile: PerformanceProfile) -> float:
+        d = profile.decode
+        assert d is not None
+        context = CHECK_PROMPT + out / 2.0
+        return d.alpha_seconds + d.beta_seconds * CHECK_BATCH + d.gamma_seconds_per_token * CHECK_BATCH * context
+
+    def measure() -> float:
+        seen = replay(vllm_engine, [0.0] * CHECK_BATCH, [CHECK_PROMPT] * CHECK_BATCH, [out] * CHECK_BATCH)
+        return float(np.median(seen.tpot_s))
+
+    _agrees_within_attempts(vllm_engine, profiled[0], tmp_path, predict, measure, f"decode step at batch {CHECK_BATCH}")
 
 
 def test_the_points_are_fits_csv(profiled: tuple[PerformanceProfile, Path], tmp_path: Path) -> None:
