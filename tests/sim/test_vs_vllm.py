@@ -49,6 +49,14 @@ simulator's on all four traces (it was 25% below under bursts), and against the 
 few minutes before: the simulator itself, on that profile, was +11%, +61%, −3% and −7% at p90 TPOT
 and +20…+58% at p90 TTFT. What is short is the profile's hold on a CPU engine whose speed moves
 from minute to minute, not the planner's model of the fleet the profile describes.
+
+Session 13 (2026-12-07), the engine tests alone on a quiet machine (nothing else running, the
+profile ~3.2–7.1 ms per decode step): simulator vs engine TTFT p50/p90 −15/−27% (light), −10/−25%
+(medium), −14/−44% (heavy), −26/−15% (bursts); TPOT p50/p90 +11/+2%, +6/−2%, −1/−8%, +3/−0%. The
+planner's p90 per-request TPOT against the engine's +8%, −7%, −2%, −2%; its p90 TTFT −34%, −37%,
+−47%, +3%. The TTFT tails are the API server's and the client's: their share of the mean TTFT
+(client − engine core's queue + prefill) was 6 ms at light load, 12 ms at medium and 15–19 ms
+under heavy load and bursts, where the simulator charges a fixed 5 ms outside the replica's steps.
 """
 
 from __future__ import annotations
