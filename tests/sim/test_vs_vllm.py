@@ -56,7 +56,10 @@ profile ~3.2–7.1 ms per decode step): simulator vs engine TTFT p50/p90 −15/�
 planner's p90 per-request TPOT against the engine's +8%, −7%, −2%, −2%; its p90 TTFT −34%, −37%,
 −47%, +3%. The TTFT tails are the API server's and the client's: their share of the mean TTFT
 (client − engine core's queue + prefill) was 6 ms at light load, 12 ms at medium and 15–19 ms
-under heavy load and bursts, where the simulator charges a fixed 5 ms outside the replica's steps.
+under heavy load and bursts, where the simulator charges a fixed 5 ms outside the replica's steps. Two more runs that
+session: the planner's p90 per-request TPOT −4%, −8%, +0% and −5%, −21%, −1% (light, medium,
+heavy), −6% and −15% under bursts; the −21% with the simulator −6% on the same profile, i.e. the
+engine 15% slower than its profile of a few minutes before.
 """
 
 from __future__ import annotations
@@ -265,11 +268,9 @@ def test_the_planner_against_the_engine(run: Run) -> None:
     assert 0.1 <= run.predicted_itl_p90_s / itl <= 10.0
     assert 0.1 <= run.predicted_ttft_p90_s / ttft <= 10.0
     assert 0.1 <= run.predicted_tpot_p90_s / tpot <= 10.0
-    # On the same profile and trace the planner's per-request p90 is the simulator's, within 25%
-    # under Poisson load (the engine's own timing noise is out of this comparison). Under bursts of
-    # five the model is still 25–42% low on a replica whose prompts stall decode this much
-    # (tests/planner/test_tpot.py): printed, not held.
+    # On the same profile and trace the planner's per-request p90 is the simulator's, within 25% on
+    # every trace, bursts of five included (the engine's own timing noise is out of this comparison;
+    # seen −10%…+10%).
     simulated = _q(run.simulated_tpot_s, 0.9)
     print(f"  planner vs simulator: p90 per-request TPOT {_error(run.predicted_tpot_p90_s, simulated):+.0%}")
-    if run.name != "bursts":
-        assert abs(run.predicted_tpot_p90_s / simulated - 1.0) <= 0.25, (run.predicted_tpot_p90_s, simulated)
+    assert abs(run.predicted_tpot_p90_s / simulated - 1.0) <= 0.25, (run.predicted_tpot_p90_s, simulated)
