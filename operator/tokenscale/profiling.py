@@ -5,7 +5,9 @@ measured in minutes from outside the engine, one replica, nothing else running o
 
 - prefill: one request at a time with `max_tokens: 1`, for prompt lengths on a geometric grid up to
   `max_prompt_tokens`; the time to the first streamed token, median of `repeats`, is s(ISL) plus the
-  round trip (a few ms on loopback, part of the TTFT the engine's users see, so it stays in).
+  round trip (a few ms on loopback, part of the TTFT the engine's users see, so it stays in). The
+  requests go back to back, so this is a busy engine's prefill: on the CPU test bed a prompt that
+  found the engine idle for 0.2–1 s took 3–6 ms longer (tests/test_profiling.py).
 - decode: `batch` streams started together with the same prompt length, each generating
   `output_tokens`, then again each generating `lead_output_tokens`. Both runs share the prompts'
   prefill and every step before their `lead_output_tokens`-th token; the longer one adds
