@@ -4,10 +4,10 @@ decode step at points it did not measure; bad endpoints are one-line errors.
 The check measurements go through the test harness's own client (tests/harness/engine.py), not the
 profiler's, at a prompt length and a batch size off the profiler's grids. The goal is 15%; on this
 2-core machine, where the client, the API server and the rest of the suite share a core, the
-off-grid errors seen run to run were −16% … +46% for TTFT at 700 tokens and −14% … +22% for the
-decode step at batch 12 (the engine's speed drifts between the profile and the check a minute
-later), so the bound is `TOLERANCE`: it catches a profile in the wrong units or on the wrong points,
-not the last 15%.
+off-grid errors seen run to run were −16% … +46% for TTFT at 700 tokens (its prompts sent 0.5 s
+apart, below) and −14% … +22% for the decode step at batch 12 (the engine's speed drifts between
+the profile and the check a minute later), so the bound is `TOLERANCE`: it catches a profile in the
+wrong units or on the wrong points, not the last 15%.
 
 The TTFT check sends its prompts one after another, as the profiler does, and no longer 0.5 s apart:
 a prompt that finds the engine idle waits longer. Measured in session 13 on this machine, at 700
