@@ -40,7 +40,11 @@ profile taken a minute earlier (TTFT −40…−89%, TPOT −13…−56%): on th
 core, the API server, the client and other work share one core, and the engine's speed moves by ±40%
 from one minute to the next. So the engine comparisons hold only bounds: every quantile within 10×,
 and the simulator's means against vLLM's own (time in steps against queue + prefill, per-request
-TPOT) within 4× (seen 0.55–1.1 alone, 0.36–0.40 in a full-suite run).
+TPOT) within 4× (seen 0.55–1.1 alone, 0.36–0.40 in a full-suite run). The TTFT quantiles are held
+against vLLM's own TTFT, read from its histogram's buckets as Prometheus reads them (the series the
+operator plans from), not the client's, which carries the client's stalls: with a second test suite
+running beside these tests, the client's p90 TTFT at light load was 333 ms and vLLM's 40 ms (the
+simulator's 32 ms). Both are printed.
 
 Session 10, after the per-request TPOT model counted the prompts that stall a request as members of
 its batch (tests/planner/test_tpot.py): the planner's p90 per-request TPOT is within −1%…+5% of the
@@ -59,11 +63,17 @@ planner's p90 per-request TPOT against the engine's +8%, −7%, −2%, −2%; it
 under heavy load and bursts, where the simulator charges a fixed 5 ms outside the replica's steps. Two more runs that
 session: the planner's p90 per-request TPOT −4%, −8%, +0% and −5%, −21%, −1% (light, medium,
 heavy), −6% and −15% under bursts; the −21% with the simulator −6% on the same profile, i.e. the
-engine 15% slower than its profile of a few minutes before.
+engine 15% slower than its profile of a few minutes before. A fourth run, the quietest: simulator vs
+engine TTFT p50/p90 −11/−4%, −1/−0%, −2/+4%, −14/−4% and TPOT p50/p90 +0/−5%, −6/−3%, −6/−9%,
+−12/−1% (light, medium, heavy, bursts: all within 15%); against vLLM's own TTFT from its buckets
+−1/−8%, +11/+13%, +11/+15%, −9/−4%; the planner's p90 per-request TPOT −1%, −11%, −0%, +1%. Over
+the four runs the engine's client-side p90 TTFT under heavy load was 81, 58, 52 and 49 ms, the
+simulator's 45–52 ms: the spread is the engine's, from run to run.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +91,7 @@ from tokenscale.planner import plan as planner
 from tokenscale.planner.sizing import Load
 from tokenscale.sim import loop
 from tokenscale.sim.fleet import Fleet
+from tokenscale.sim.histogram import TTFT_BUCKETS_S, HistogramSnapshot
 from tokenscale.sim.workload import make_workload
 
 REPO = Path(__file__).resolve().parents[2]
@@ -135,10 +146,12 @@ ENGINE_MEANS = {
 }
 
 
-def _sums(server: VllmServer) -> dict[str, tuple[float, float]]:
-    """(sum, count) of each of `ENGINE_MEANS`' histograms, over the engine's labels."""
+def _sums(server: VllmServer) -> tuple[dict[str, tuple[float, float]], HistogramSnapshot]:
+    """(sum, count) of each of `ENGINE_MEANS`' histograms, over the engine's labels; and its TTFT
+    histogram's cumulative buckets."""
     out = {key: (0.0, 0.0) for key in ENGINE_MEANS}
     names = {name: key for key, name in ENGINE_MEANS.items()}
+    buckets = np.zeros(len(TTFT_BUCKETS_S) + 1)
     for family in text_string_to_metric_families(server.metrics_text()):
         key = names.get(family.name)
         if key is None:
@@ -149,7 +162,11 @@ def _sums(server: VllmServer) -> dict[str, tuple[float, float]]:
                 out[key] = (total + sample.value, count)
             elif sample.name == family.name + "_count":
                 out[key] = (total, count + sample.value)
-    return out
+            elif sample.name == family.name + "_bucket" and key == "ttft_s":
+                le = float(sample.labels["le"])
+                buckets[len(TTFT_BUCKETS_S) if math.isinf(le) else TTFT_BUCKETS_S.index(le)] += sample.value
+    total, count = out["ttft_s"]
+    return out, HistogramSnapshot(TTFT_BUCKETS_S, buckets, total, count)
 
 
 @dataclass(frozen=True)
@@ -157,6 +174,7 @@ class Run:
     name: str
     engine: Replayed
     engine_means_s: dict[str, float]  # `ENGINE_MEANS` over the replay's requests
+    engine_ttft_buckets: HistogramSnapshot  # vLLM's own TTFT histogram over the replay
     simulated_in_steps_s: npt.NDArray[np.float64]  # arrival → prompt done in the simulator's steps
     simulated_ttft_s: npt.NDArray[np.float64]
     simulated_tpot_s: npt.NDArray[np.float64]
@@ -177,9 +195,9 @@ LOADS = {"light": (2.0, False), "medium": (RATE_PER_S, False), "heavy": (10.0, F
 def run(request: pytest.FixtureRequest, vllm_engine: VllmServer, spec: api.InferencePoolSpec) -> Iterator[Run]:
     rate_per_s, bursty = LOADS[request.param]
     arrivals, isl, osl = _trace(rate_per_s, bursty, seed=20 + list(LOADS).index(request.param))
-    before = _sums(vllm_engine)
+    before, ttft_before = _sums(vllm_engine)
     engine = replay(vllm_engine, arrivals, isl, osl, seed=3)
-    after = _sums(vllm_engine)
+    after, ttft_after = _sums(vllm_engine)
     means = {k: (after[k][0] - before[k][0]) / max(after[k][1] - before[k][1], 1.0) for k in ENGINE_MEANS}
     performance = profiles.resolve_all(spec)
     w = make_workload(request.param, arrivals, isl, osl)
@@ -203,6 +221,7 @@ def run(request: pytest.FixtureRequest, vllm_engine: VllmServer, spec: api.Infer
         request.param,
         engine,
         means,
+        ttft_after.minus(ttft_before),
         records.prefill_end_s - records.arrival_s,
         records.ttft_s,
         records.tpot_s,
@@ -237,10 +256,22 @@ def test_the_simulator_against_the_engine(run: Run) -> None:
         f"{np.nanmean(e.tpot_s) * 1000:.2f}, vLLM {m['tpot_s']:.2f}, "
         f"simulator {np.nanmean(run.simulated_tpot_s) * 1000:.2f}"
     )
-    # Per-request TPOT is the decode step over a request's life, which the fitted profile carries.
-    # Sanity bounds only (module docstring): the decode profile measured on this 2-core test bed
-    # has come out up to 2.5× fast in a full-suite run; the figures are what the note reports.
-    for name, (sim, real) in rows.items():
+    # vLLM's own TTFT (from its API server's arrival) as Prometheus reads it, by histogram_quantile
+    # over its buckets (0.02, 0.04, 0.06, 0.08, 0.1, 0.25 s around these figures: coarse).
+    h = run.engine_ttft_buckets
+    print(
+        f"  vLLM's TTFT from its buckets: p50 {h.quantile(0.5) * 1000:.1f} ms, p90 {h.quantile(0.9) * 1000:.1f} ms "
+        f"(simulator {_error(_q(run.simulated_ttft_s, 0.5), h.quantile(0.5)):+.0%}, "
+        f"{_error(_q(run.simulated_ttft_s, 0.9), h.quantile(0.9)):+.0%})"
+    )
+    # Sanity bounds only (module docstring): the decode profile measured on this 2-core test bed has
+    # come out up to 2.5× fast in a full-suite run; the figures are what the note reports. TTFT is
+    # held against vLLM's own, which the client's stalls leave out: with a second suite running
+    # beside it, the client's p90 TTFT at light load was 333 ms where vLLM's buckets read 40 ms.
+    assert 0.1 <= _q(run.simulated_ttft_s, 0.5) / h.quantile(0.5) <= 10.0
+    assert 0.1 <= _q(run.simulated_ttft_s, 0.9) / h.quantile(0.9) <= 10.0
+    for name in ("TPOT p50", "TPOT p90"):
+        sim, real = rows[name]
         assert 0.1 <= sim / real <= 10.0, name
     # Against vLLM's own accounting, which leaves out the client and most of the API server, the
     # simulator's means are held within 4×: its time in the replica's steps against the engine core's
@@ -258,15 +289,19 @@ def test_the_simulator_against_the_engine(run: Run) -> None:
 def test_the_planner_against_the_engine(run: Run) -> None:
     e = run.engine
     ttft, tpot, itl = _q(e.ttft_s, 0.9), _q(e.tpot_s, 0.9), _q(e.itl_s, 0.9)
+    vllm_ttft = run.engine_ttft_buckets.quantile(0.9)
     print(
         f"\n{run.name}: planner vs engine: p90 TTFT {run.predicted_ttft_p90_s * 1000:.1f} vs {ttft * 1000:.1f} ms "
-        f"({_error(run.predicted_ttft_p90_s, ttft):+.0%}), p90 per-request TPOT {run.predicted_tpot_p90_s * 1000:.2f} "
-        f"vs {tpot * 1000:.2f} ms ({_error(run.predicted_tpot_p90_s, tpot):+.0%}), p90 inter-token "
+        f"({_error(run.predicted_ttft_p90_s, ttft):+.0%}; vLLM's buckets {vllm_ttft * 1000:.1f} ms, "
+        f"{_error(run.predicted_ttft_p90_s, vllm_ttft):+.0%}), "
+        f"p90 per-request TPOT {run.predicted_tpot_p90_s * 1000:.2f} vs {tpot * 1000:.2f} ms "
+        f"({_error(run.predicted_tpot_p90_s, tpot):+.0%}), p90 inter-token "
         f"{run.predicted_itl_p90_s * 1000:.2f} vs {itl * 1000:.2f} ms ({_error(run.predicted_itl_p90_s, itl):+.0%})"
     )
     assert np.isfinite(run.predicted_ttft_p90_s) and np.isfinite(run.predicted_itl_p90_s)
     assert 0.1 <= run.predicted_itl_p90_s / itl <= 10.0
-    assert 0.1 <= run.predicted_ttft_p90_s / ttft <= 10.0
+    # TTFT against vLLM's own, as in the simulator's test.
+    assert 0.1 <= run.predicted_ttft_p90_s / vllm_ttft <= 10.0
     assert 0.1 <= run.predicted_tpot_p90_s / tpot <= 10.0
     # On the same profile and trace the planner's per-request p90 is the simulator's, within 25% on
     # every trace, bursts of five included (the engine's own timing noise is out of this comparison;
