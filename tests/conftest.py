@@ -10,6 +10,8 @@
   fixture when the session ends. Tests using it are marked `prometheus`.
 - `vllm_engine` (session): a real vLLM (CPU build) serving a tiny random-weight Llama on loopback,
   started once (22–66 s) and stopped when the session ends; tests using it are marked `engine`.
+  `engine_figures` (session) is a list the engine tests append their measured figures to; they are
+  printed at the end of the run, pass or fail ("real-engine figures"), so a CI log shows them.
 - `helm` (session): Helm 3.18 with private homes; `supervisor` (per test) owns processes a test starts.
 - `leak_check` (autouse): fails a test that leaves child processes, multiprocessing children or
   non-daemon threads behind (STYLE.md rule 31), after stopping the leftovers.
@@ -40,6 +42,7 @@ _CLUSTER = pytest.StashKey[Cluster]()
 _CLUSTER_FIXTURES = frozenset({"cluster", "api_client", "namespace"})
 _PROMETHEUS_FIXTURES = frozenset({"prometheus_factory"})
 _ENGINE_FIXTURES = frozenset({"vllm_engine"})
+_ENGINE_FIGURES = pytest.StashKey[list[str]]()
 
 
 def _require(name: str) -> Path:
@@ -199,3 +202,17 @@ def vllm_engine(session_supervisor: Supervisor, tmp_path_factory: pytest.TempPat
     server = start_vllm(session_supervisor, _require("vllm-python"), tmp_path_factory.mktemp("vllm"))
     yield server
     server.process.stop(grace_s=30.0)
+
+
+@pytest.fixture(scope="session")
+def engine_figures(request: pytest.FixtureRequest) -> list[str]:
+    """Lines of measured figures, printed after the run whether the tests passed or not."""
+    return request.config.stash.setdefault(_ENGINE_FIGURES, [])
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    lines = config.stash.get(_ENGINE_FIGURES, [])
+    if lines:
+        terminalreporter.section("real-engine figures")
+        for line in lines:
+            terminalreporter.write_line(line)

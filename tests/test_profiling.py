@@ -68,6 +68,7 @@ def profiled(vllm_engine: VllmServer, tmp_path_factory: pytest.TempPathFactory) 
 
 def _agrees_within_attempts(
     engine: VllmServer,
+    figures: list[str],
     first: PerformanceProfile,
     retake_dir: Path,
     predict: Callable[[PerformanceProfile], float],
@@ -85,13 +86,14 @@ def _agrees_within_attempts(
         measured, predicted = measure(), predict(profile)
         pairs.append(f"measured {measured * 1000:.2f} ms, profile {predicted * 1000:.2f} ms")
         print(f"{what}: {pairs[-1]}")
+        figures.append(f"profile, {what}: {pairs[-1]} ({predicted / measured - 1.0:+.0%})")
         if predicted == pytest.approx(measured, rel=TOLERANCE):
             return
     pytest.fail(f"{what}, {ATTEMPTS} profile-and-check pairs, none within {TOLERANCE:.0%}: " + "; ".join(pairs))
 
 
 def test_the_profile_predicts_ttft_off_the_grid(
-    vllm_engine: VllmServer, profiled: tuple[PerformanceProfile, Path], tmp_path: Path
+    vllm_engine: VllmServer, profiled: tuple[PerformanceProfile, Path], tmp_path: Path, engine_figures: list[str]
 ) -> None:
     def predict(profile: PerformanceProfile) -> float:
         p = profile.prefill
@@ -104,11 +106,12 @@ def test_the_profile_predicts_ttft_off_the_grid(
         seen = [replay(vllm_engine, [0.0], [CHECK_ISL], [1], seed=i).ttft_s[0] for i in range(9)]
         return float(np.median(seen))
 
-    _agrees_within_attempts(vllm_engine, profiled[0], tmp_path, predict, measure, f"TTFT at {CHECK_ISL} tokens")
+    what = f"TTFT at {CHECK_ISL} tokens"
+    _agrees_within_attempts(vllm_engine, engine_figures, profiled[0], tmp_path, predict, measure, what)
 
 
 def test_the_profile_predicts_the_decode_step_off_the_grid(
-    vllm_engine: VllmServer, profiled: tuple[PerformanceProfile, Path], tmp_path: Path
+    vllm_engine: VllmServer, profiled: tuple[PerformanceProfile, Path], tmp_path: Path, engine_figures: list[str]
 ) -> None:
     out = 192  # long enough that the steps with the whole batch dominate each request's TPOT
 
@@ -122,7 +125,8 @@ def test_the_profile_predicts_the_decode_step_off_the_grid(
         seen = replay(vllm_engine, [0.0] * CHECK_BATCH, [CHECK_PROMPT] * CHECK_BATCH, [out] * CHECK_BATCH)
         return float(np.median(seen.tpot_s))
 
-    _agrees_within_attempts(vllm_engine, profiled[0], tmp_path, predict, measure, f"decode step at batch {CHECK_BATCH}")
+    what = f"decode step at batch {CHECK_BATCH}"
+    _agrees_within_attempts(vllm_engine, engine_figures, profiled[0], tmp_path, predict, measure, what)
 
 
 def test_the_points_are_fits_csv(profiled: tuple[PerformanceProfile, Path], tmp_path: Path) -> None:
