@@ -54,21 +54,24 @@ few minutes before: the simulator itself, on that profile, was +11%, +61%, −3%
 and +20…+58% at p90 TTFT. What is short is the profile's hold on a CPU engine whose speed moves
 from minute to minute, not the planner's model of the fleet the profile describes.
 
-Session 13 (2026-12-07), the engine tests alone on a quiet machine (nothing else running, the
-profile ~3.2–7.1 ms per decode step): simulator vs engine TTFT p50/p90 −15/−27% (light), −10/−25%
-(medium), −14/−44% (heavy), −26/−15% (bursts); TPOT p50/p90 +11/+2%, +6/−2%, −1/−8%, +3/−0%. The
-planner's p90 per-request TPOT against the engine's +8%, −7%, −2%, −2%; its p90 TTFT −34%, −37%,
-−47%, +3%. The TTFT tails are the API server's and the client's: their share of the mean TTFT
-(client − engine core's queue + prefill) was 6 ms at light load, 12 ms at medium and 15–19 ms
-under heavy load and bursts, where the simulator charges a fixed 5 ms outside the replica's steps. Two more runs that
-session: the planner's p90 per-request TPOT −4%, −8%, +0% and −5%, −21%, −1% (light, medium,
-heavy), −6% and −15% under bursts; the −21% with the simulator −6% on the same profile, i.e. the
-engine 15% slower than its profile of a few minutes before. A fourth run, the quietest: simulator vs
-engine TTFT p50/p90 −11/−4%, −1/−0%, −2/+4%, −14/−4% and TPOT p50/p90 +0/−5%, −6/−3%, −6/−9%,
-−12/−1% (light, medium, heavy, bursts: all within 15%); against vLLM's own TTFT from its buckets
-−1/−8%, +11/+13%, +11/+15%, −9/−4%; the planner's p90 per-request TPOT −1%, −11%, −0%, +1%. Over
-the four runs the engine's client-side p90 TTFT under heavy load was 81, 58, 52 and 49 ms, the
-simulator's 45–52 ms: the spread is the engine's, from run to run.
+Session 13 (2026-12-07): five runs of the engine tests alone on a quiet machine (the client's p90 TTFT
+against the simulator's from run 1 to 5; vLLM's own from its buckets in runs 4 and 5):
+
+| trace | p90 TTFT, client | p90 TTFT, vLLM's | p90 TPOT | planner's p90 per-request TPOT |
+|---|---|---|---|---|
+| Poisson 2 req/s | −27, −20, −8, −4, −5% | −8, −13% | +2, −7, −10, −5, −6% | +8, −4, −5, −1, −2% |
+| Poisson 6 req/s | −25, −19, −23, −0, −18% | +13, −2% | −2, +2, −16, −3, −6% | −7, −8, −21, −11, −11% |
+| Poisson 10 req/s | −44, −21, −4, +4, −19% | +15, −13% | −8, −3, −10, −9, −12% | −2, +0, −1, −0, −5% |
+| bursts of 5 | −15, −14, −54, −4, −11% | −4, −2% | −0, +3, −17, −1, −5% | −2, −6, −15, +1, −3% |
+
+The p50s (runs 1, 4 and 5) were within −15%…+11%, but TTFT −26% under bursts in run 1. Run 4 met
+15% on all sixteen of the simulator's figures. The rest is the engine's spread from run to run (its
+client-side p90 TTFT under heavy load was 81, 58, 52 and 49 ms in runs 1–4, the simulator's
+45–52 ms), which the client's and the API server's time outside the engine core carries: 6 ms of
+the mean TTFT at light load, 12 ms at medium, 15–19 ms under heavy load and bursts in run 1, where
+the simulator charges a fixed 5 ms outside the replica's steps. The planner's −21% in run 3 came
+with the simulator −6% on the same profile: the engine ran 15% slower than its profile of a few
+minutes before.
 """
 
 from __future__ import annotations
