@@ -69,9 +69,9 @@ The p50s (runs 1, 4 and 5) were within −15%…+11%, but TTFT −26% under burs
 client-side p90 TTFT under heavy load was 81, 58, 52 and 49 ms in runs 1–4, the simulator's
 45–52 ms), which the client's and the API server's time outside the engine core carries: 6 ms of
 the mean TTFT at light load, 12 ms at medium, 15–19 ms under heavy load and bursts in run 1, where
-the simulator charges a fixed 5 ms outside the replica's steps. The planner's −21% in run 3 came
-with the simulator −6% on the same profile: the engine ran 15% slower than its profile of a few
-minutes before.
+the simulator charges a fixed 5 ms outside the replica's steps. The planner's −21% in run 3 was 6% below
+the simulator on the same profile, and the simulator 16% below the engine: the engine ran slower
+than its profile of a few minutes before.
 """
 
 from __future__ import annotations
