@@ -55,15 +55,28 @@ def _require(name: str) -> Path:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark tests by the real components they use, so `-m e2e` / `-m prometheus` select them."""
+    """Mark tests by the real components they use, so `-m e2e` / `-m prometheus` select them; and run
+    the modules whose tests time the real engine, and need no cluster, first.
+
+    First, so before the test cluster starts: late in a full run, with its apiserver, etcd and
+    controller manager up, the engine ran about 30% slower than when its tests ran alone
+    (`tokenscale profile`'s batch-12 decode step 7.3 ms against 5.2–5.8 ms). The sort is stable, so
+    the order is otherwise kept and module-scoped fixtures still set up once per module.
+    """
+    engine_modules, cluster_modules = set(), set()
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
+        module = item.nodeid.split("::")[0]
         if names & _CLUSTER_FIXTURES:
             item.add_marker(pytest.mark.e2e)
+            cluster_modules.add(module)
         if names & _PROMETHEUS_FIXTURES:
             item.add_marker(pytest.mark.prometheus)
         if names & _ENGINE_FIXTURES:
             item.add_marker(pytest.mark.engine)
+            engine_modules.add(module)
+    first = engine_modules - cluster_modules
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in first)
 
 
 @pytest.hookimpl(wrapper=True)
